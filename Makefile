@@ -1,0 +1,43 @@
+# One entry point for people and CI.  `make preview` and `make test` work on a fresh
+# Debian machine: they create .venv and install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK ?= dev
+STACKS ?= dev staging prod
+BASE ?=
+POLICY_CONFIG ?=
+
+.PHONY: preview preview-all test test-fast system-deps diff clean
+
+$(VENV)/.runtime: requirements.txt
+	scripts/bootstrap.sh $(PYTHON) $(VENV) requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
+	scripts/bootstrap.sh $(PYTHON) $(VENV) requirements-dev.txt
+	touch $@
+
+## preview: offline preview of STACK (default dev) into build/STACK/
+preview: $(VENV)/.runtime
+	$(PY) -m preview --stack $(STACK) $(if $(POLICY_CONFIG),--policy-config $(POLICY_CONFIG))
+
+## preview-all: offline preview of dev, staging and prod
+preview-all: $(VENV)/.runtime
+	@rc=0; for s in $(STACKS); do $(PY) -m preview --stack $$s || rc=$$?; done; exit $$rc
+
+## system-deps: Debian daemons the integration tests run (installed when missing)
+system-deps:
+	scripts/install-system-deps.sh
+
+## test: the whole suite, integration tests included
+test: $(VENV)/.dev system-deps
+	$(PY) -m pytest
+
+## test-fast: everything but the daemons
+test-fast: $(VENV)/.dev
+	$(PY) -m pytest -m "not integration"
+
+clean:
+	rm -rf build .pytest_cache .hypothesis

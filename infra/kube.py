@@ -1,0 +1,235 @@
+"""Kubernetes boilerplate, written once: labels, metadata, the Pod Security "restricted"
+contexts, probes, resource blocks, spread constraints, PDBs and custom resources.
+
+Components pass parameters for the shapes they need; they never copy these blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+import names
+
+MANAGED_BY = "pulumi"
+ZONE_KEY = "topology.kubernetes.io/zone"
+HOST_KEY = "kubernetes.io/hostname"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a component's objects go: one region's cluster and namespace."""
+
+    region: str
+    namespace: str
+    provider: pulumi.ProviderResource
+    environment: str
+
+    def opts(self, parent: pulumi.Resource, **kwargs: Any) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=parent, provider=self.provider, **kwargs)
+
+    def rname(self, name: str) -> str:
+        """Pulumi resource name: unique per region, so URNs never collide."""
+        return f"{name}-{self.region}"
+
+
+def child_opts(opts: Optional[pulumi.ResourceOptions], parent: pulumi.Resource) -> pulumi.ResourceOptions:
+    return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=parent))
+
+
+def labels(name: str, component: str, target: Target, version: str = "") -> dict[str, str]:
+    """The app.kubernetes.io recommended labels."""
+    out = {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/instance": f"{name}-{target.region}",
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": names.PART_OF,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "tikit.app/region": target.region,
+        "tikit.app/environment": target.environment,
+    }
+    if version:
+        out["app.kubernetes.io/version"] = version
+    return out
+
+
+def selector(name: str, target: Target) -> dict[str, str]:
+    """Stable selector labels (a subset of labels(); never includes the version)."""
+    return {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": f"{name}-{target.region}"}
+
+
+def image_version(image: str) -> str:
+    """Tag of an image reference, for app.kubernetes.io/version (label-safe)."""
+    ref = image.partition("@")[0].rsplit("/", 1)[-1]
+    tag = ref.partition(":")[2] or image.partition("@sha256:")[2][:12]
+    return tag[:63]
+
+
+def metadata(
+    name: str,
+    component: str,
+    target: Target,
+    *,
+    app: Optional[str] = None,
+    version: str = "",
+    extra_labels: Optional[Mapping[str, str]] = None,
+    annotations: Optional[Mapping[str, str]] = None,
+    namespaced: bool = True,
+) -> dict[str, Any]:
+    """ObjectMeta with an explicit name and the recommended labels.
+
+    ``app`` is the application the object belongs to (defaults to ``name``), so that a
+    Service named ``redis-headless`` still carries ``app.kubernetes.io/name: redis``.
+    """
+    meta: dict[str, Any] = {"name": name, "labels": {**labels(app or name, component, target, version), **(extra_labels or {})}}
+    if namespaced:
+        meta["namespace"] = target.namespace
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
+
+
+# --- Pod Security "restricted" ---------------------------------------------------------
+
+
+def pod_security(run_as_user: int = 10001, fs_group: Optional[int] = None) -> dict[str, Any]:
+    ctx: dict[str, Any] = {
+        "runAsNonRoot": True,
+        "runAsUser": run_as_user,
+        "runAsGroup": run_as_user,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    ctx["fsGroup"] = fs_group if fs_group is not None else run_as_user
+    return ctx
+
+
+def container_security(read_only_root: bool = True) -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": read_only_root,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+# --- Probes and resources --------------------------------------------------------------
+
+
+def http_probe(path: str, port: Any, *, period: int, timeout: int, failures: int, initial_delay: int = 0) -> dict[str, Any]:
+    probe = {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+        "successThreshold": 1,
+    }
+    if initial_delay:
+        probe["initialDelaySeconds"] = initial_delay
+    return probe
+
+
+def tcp_probe(port: Any, *, period: int, timeout: int, failures: int) -> dict[str, Any]:
+    return {
+        "tcpSocket": {"port": port},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+        "successThreshold": 1,
+    }
+
+
+def exec_probe(command: Sequence[str], *, period: int, timeout: int, failures: int) -> dict[str, Any]:
+    return {
+        "exec": {"command": list(command)},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+        "successThreshold": 1,
+    }
+
+
+def resources(cpu: str, memory: str, *, guaranteed: bool = False) -> dict[str, Any]:
+    """Memory request == limit always (no OOM surprises); CPU limited only for Guaranteed QoS."""
+    limits = {"memory": memory}
+    if guaranteed:
+        limits["cpu"] = cpu
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": limits}
+
+
+def env_from_secret(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+# --- Placement -------------------------------------------------------------------------
+
+
+def spread(sel: Mapping[str, str], *, zone_skew: int = 1, node_skew: int = 1) -> list[dict[str, Any]]:
+    """Spread over zones (best effort: a region may have one zone) and nodes."""
+    return [
+        {
+            "maxSkew": zone_skew,
+            "topologyKey": ZONE_KEY,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": dict(sel)},
+        },
+        {
+            "maxSkew": node_skew,
+            "topologyKey": HOST_KEY,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": dict(sel)},
+        },
+    ]
+
+
+def anti_affinity(sel: Mapping[str, str], *, required_on_nodes: bool = False) -> dict[str, Any]:
+    """Keep replicas of one workload apart: across zones preferred, across nodes required or preferred."""
+    term_zone = {"labelSelector": {"matchLabels": dict(sel)}, "topologyKey": ZONE_KEY}
+    term_node = {"labelSelector": {"matchLabels": dict(sel)}, "topologyKey": HOST_KEY}
+    affinity: dict[str, Any] = {
+        "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term_zone}]
+    }
+    if required_on_nodes:
+        affinity["requiredDuringSchedulingIgnoredDuringExecution"] = [term_node]
+    else:
+        affinity["preferredDuringSchedulingIgnoredDuringExecution"].append({"weight": 50, "podAffinityTerm": term_node})
+    return {"podAntiAffinity": affinity}
+
+
+# --- Objects ---------------------------------------------------------------------------
+
+
+def pdb(
+    resource_name: str,
+    name: str,
+    component: str,
+    target: Target,
+    sel: Mapping[str, str],
+    opts: pulumi.ResourceOptions,
+    *,
+    app: Optional[str] = None,
+) -> k8s.policy.v1.PodDisruptionBudget:
+    """maxUnavailable 1: a drain can always evict one pod, even at minimum replicas."""
+    return k8s.policy.v1.PodDisruptionBudget(
+        resource_name,
+        metadata=metadata(name, component, target, app=app),
+        spec={"maxUnavailable": 1, "selector": {"matchLabels": dict(sel)}},
+        opts=opts,
+    )
+
+
+def custom(
+    resource_name: str,
+    api_version: str,
+    kind: str,
+    meta: Mapping[str, Any],
+    spec: Any,
+    opts: pulumi.ResourceOptions,
+) -> k8s.apiextensions.CustomResource:
+    return k8s.apiextensions.CustomResource(
+        resource_name, api_version=api_version, kind=kind, metadata=dict(meta), spec=spec, opts=opts
+    )

@@ -1,0 +1,63 @@
+"""Kubernetes object names shared between tiers: one place, so the API tier, the data
+tiers, the network policies and the monitoring all agree.
+
+Names are short and stable (they are what `kubectl` users type); Pulumi resource names
+add the region so URNs stay unique across regions.
+"""
+
+PART_OF = "tikit"
+
+# API and workers
+BACKEND = "api"
+WORKERS = "workers"
+BACKEND_CONFIG = "api-config"            # ConfigMap: non-secret environment
+
+# PostgreSQL (CloudNativePG).  The cluster name carries the region because clusters of
+# the distributed topology refer to each other by name.
+def pg_cluster(region: str) -> str:
+    return f"pg-{region}"
+
+
+def pg_object_store(region: str) -> str:
+    return f"pg-backups-{region}"
+
+
+PG_APP_SECRET = "pg-app"                 # basic-auth Secret for bootstrap.initdb (username, password)
+PG_SCHEDULED_BACKUP = "pg-daily"
+
+# PgBouncer pools
+PGBOUNCER_RW = "pgbouncer-rw"            # write pool in front of <cluster>-rw
+PGBOUNCER_RO = "pgbouncer-ro"            # read pool in front of <cluster>-ro (or -r with one instance)
+PGBOUNCER_AUTH_SECRET = "pgbouncer-auth" # userlist.txt for both pools
+PGBOUNCER_PORT = 6432
+PGBOUNCER_EXPORTER_PORT = 9127
+
+# Redis
+REDIS = "redis"
+REDIS_HEADLESS = "redis-headless"
+REDIS_SENTINEL = "redis-sentinel"
+REDIS_AUTH_SECRET = "redis-auth"         # key: password
+REDIS_BACKUP = "redis-backup"
+REDIS_PORT = 6379
+REDIS_SENTINEL_PORT = 26379
+REDIS_EXPORTER_PORT = 9121
+REDIS_MASTER_NAME = "tikit"              # Sentinel's name for the monitored primary
+
+# Connection strings the backend and workers read (Secret keys are the env var names).
+# The PostgreSQL tier writes the database Secret, the Redis tier the Redis one.
+APP_DATABASE_SECRET = "app-database"     # keys: DATABASE_URL, DATABASE_REPLICA_URL
+APP_REDIS_SECRET = "app-redis"           # key: REDIS_URL
+DATABASE_URL = "DATABASE_URL"
+DATABASE_REPLICA_URL = "DATABASE_REPLICA_URL"
+REDIS_URL = "REDIS_URL"
+
+# Traffic
+GATEWAY = "tikit"
+TLS_SECRET = "tikit-tls"
+GSLB = "tikit"
+
+POSTGRES_PORT = 5432
+
+
+def service_host(service: str, namespace: str) -> str:
+    return f"{service}.{namespace}.svc.cluster.local"

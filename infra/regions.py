@@ -1,0 +1,119 @@
+"""The platform: one Region per configured region, plus what links regions.
+
+Each Region owns one Kubernetes provider (a kubeconfig context, or YAML rendered to
+build/<stack>/<region>/ when no context is set), the namespace, and the tiers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+import kube
+from settings import Region as RegionSettings
+from settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def render_dir(stack: str, region: str) -> str:
+    """Where the provider writes manifests when the region has no kubeconfig context.
+
+    Absolute, because the provider plugin does not share the program's working directory.
+    """
+    return str(REPO_ROOT / "build" / stack / region)
+
+
+class Credentials(pulumi.ComponentResource):
+    """Passwords shared by every region of the stack.
+
+    One set for all regions: the London replica cluster replays Lagos's WAL, so its roles
+    and passwords are Lagos's; PgBouncer and the apps must use the same ones there.
+    """
+
+    def __init__(self, cfg: Settings, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("tikit:platform:Credentials", "credentials", None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        # Alphanumeric only: the passwords go into connection URLs unescaped.
+        self.postgres = random.RandomPassword(
+            "postgres-app-password", length=cfg.postgres.password_length, special=False, opts=child
+        )
+        self.redis = random.RandomPassword("redis-password", length=cfg.redis.password_length, special=False, opts=child)
+        self.postgres_password: pulumi.Output[str] = pulumi.Output.secret(self.postgres.result)
+        self.redis_password: pulumi.Output[str] = pulumi.Output.secret(self.redis.result)
+        self.register_outputs({})
+
+
+class Region(pulumi.ComponentResource):
+    """Everything Tikit runs in one region's cluster."""
+
+    def __init__(
+        self,
+        cfg: Settings,
+        region: RegionSettings,
+        credentials: Credentials,
+        opts: Optional[pulumi.ResourceOptions] = None,
+    ) -> None:
+        super().__init__("tikit:platform:Region", region.name, None, opts)
+        self.settings = cfg
+        self.region = region
+        if region.context:
+            provider_args: dict[str, Any] = {"context": region.context}
+        else:
+            provider_args = {"render_yaml_to_directory": render_dir(cfg.stack, region.name)}
+        self.provider = k8s.Provider(
+            f"k8s-{region.name}",
+            **provider_args,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.target = kube.Target(
+            region=region.name, namespace=cfg.namespace, provider=self.provider, environment=cfg.environment
+        )
+        self.namespace = k8s.core.v1.Namespace(
+            self.target.rname("namespace"),
+            metadata=kube.metadata(
+                cfg.namespace,
+                "namespace",
+                self.target,
+                app=cfg.namespace,
+                # Pod Security admission enforces the "restricted" profile on every pod.
+                extra_labels={
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                    "pod-security.kubernetes.io/warn": "restricted",
+                    "pod-security.kubernetes.io/audit": "restricted",
+                },
+                namespaced=False,
+            ),
+            opts=self.target.opts(self),
+        )
+        # Tiers parent to this component and depend on the namespace existing.
+        self.tier_opts = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
+        self.entry_points: dict[str, Any] = {
+            "role": region.role,
+            "namespace": cfg.namespace,
+            "cluster": region.context or f"rendered to build/{cfg.stack}/{region.name}",
+            "api": f"https://{cfg.gateway.hostname}",
+        }
+        self.credentials = credentials
+        self._build_tiers()
+        self.register_outputs({"namespace": cfg.namespace})
+
+    def _build_tiers(self) -> None:
+        """Each tier is one component; tiers take typed args built from settings."""
+
+
+class Platform:
+    """All regions of a stack."""
+
+    def __init__(self, cfg: Settings) -> None:
+        self.settings = cfg
+        self.credentials = Credentials(cfg)
+        self.regions = [Region(cfg, r, self.credentials) for r in cfg.regions]
+
+    def endpoints(self) -> dict[str, Any]:
+        return {r.region.name: r.entry_points for r in self.regions}

@@ -1,0 +1,691 @@
+"""Typed, validated stack settings.
+
+Data flows one way: stack file -> ``load()`` (validated once, frozen) -> components.
+Components never read ``pulumi.Config``; they receive the frozen sections below.
+
+Every value starts from the environment preset (``PRESETS``, one table for dev, staging
+and prod); a stack file (``Pulumi.<stack>.yaml``) holds only its deltas.  docs/sizing.md
+shows the same table and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, get_args, get_origin, get_type_hints
+
+try:  # Under the Pulumi engine a config error must print one line, not a traceback.
+    from pulumi import RunError as _BaseError
+except ImportError:  # pragma: no cover - pulumi is always installed with this project
+    _BaseError = Exception
+
+PROJECT = "tikit"
+ENVIRONMENTS = ("dev", "staging", "prod")
+
+
+class ConfigError(_BaseError):
+    """A stack setting is wrong.  ``str(err)`` is one line: ``<key>: <what is wrong>``."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        self.message = message
+        super().__init__(f"{key}: {message}")
+
+
+# --------------------------------------------------------------------------------------
+# Value checks used in field metadata
+# --------------------------------------------------------------------------------------
+
+_CPU_RE = re.compile(r"^([0-9]+)(m?)$|^([0-9]+\.[0-9]+)$")
+_MEM_RE = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti)$")
+_DNS_LABEL_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_IMAGE_RE = re.compile(
+    r"^[a-z0-9]+([._/:-][a-z0-9]+)*/?[a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$"
+)
+_CRON5_RE = re.compile(r"^\S+( \S+){4}$")
+_CRON6_RE = re.compile(r"^\S+( \S+){5}$")
+_DURATION_RE = re.compile(r"^[0-9]+(ms|s|m|h)$")
+_RETENTION_RE = re.compile(r"^[1-9][0-9]*[dwm]$")
+_LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+_URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?(/\S*)?$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,40}[a-z0-9]$")
+
+_MEM_UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
+
+
+def cpu_millis(quantity: str) -> int:
+    """'500m' -> 500, '2' -> 2000, '0.5' -> 500."""
+    if quantity.endswith("m"):
+        return int(quantity[:-1])
+    return int(round(float(quantity) * 1000))
+
+
+def memory_bytes(quantity: str) -> int:
+    """'512Mi' -> 536870912."""
+    m = _MEM_RE.match(quantity)
+    if not m:
+        raise ValueError(quantity)
+    return int(m.group(1)) * _MEM_UNITS[m.group(2)]
+
+
+def mebibytes(quantity: str) -> int:
+    return memory_bytes(quantity) // _MEM_UNITS["Mi"]
+
+
+def image_problem(image: str) -> Optional[str]:
+    """Why an image reference is not pinned, or None when it is (tag or digest, never latest)."""
+    if not _IMAGE_RE.match(image):
+        return "is not a container image reference"
+    name, _, digest = image.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    tag = last.split(":", 1)[1] if ":" in last else None
+    if tag is None and not digest:
+        return "has no tag or digest; pin it"
+    if tag == "latest":
+        return "uses the 'latest' tag; pin a version or digest"
+    return None
+
+
+def _check_cpu(v: str) -> Optional[str]:
+    if not _CPU_RE.match(v) or cpu_millis(v) <= 0:
+        return "must be a CPU quantity such as '500m' or '2'"
+    if cpu_millis(v) > 64000:
+        return "must be at most 64 CPUs"
+    return None
+
+
+def _check_memory(v: str) -> Optional[str]:
+    if not _MEM_RE.match(v):
+        return "must be a memory quantity such as '512Mi' or '2Gi'"
+    if not (64 * _MEM_UNITS["Mi"] <= memory_bytes(v) <= 512 * _MEM_UNITS["Gi"]):
+        return "must be between 64Mi and 512Gi"
+    return None
+
+
+def _check_storage(v: str) -> Optional[str]:
+    if not _MEM_RE.match(v) or memory_bytes(v) < _MEM_UNITS["Mi"]:
+        return "must be a storage quantity such as '10Gi'"
+    return None
+
+
+def _regex(rx: re.Pattern, what: str):
+    def check(v: str) -> Optional[str]:
+        return None if rx.match(v) else f"must be {what}"
+
+    return check
+
+
+def _check_image(v: str) -> Optional[str]:
+    problem = image_problem(v)
+    return f"'{v}' {problem}" if problem else None
+
+
+def _check_pg_image(v: str) -> Optional[str]:
+    problem = _check_image(v)
+    if problem:
+        return problem
+    tag = v.partition("@")[0].rsplit("/", 1)[-1].partition(":")[2]
+    if not re.match(r"^[0-9]{2}(\.[0-9]+)?", tag):
+        return "tag must start with the PostgreSQL major version (e.g. ':17.6')"
+    return None
+
+
+def _check_pg_param(v: Mapping[str, Any]) -> Optional[str]:
+    for k, val in v.items():
+        if not isinstance(val, str):
+            return f"value of '{k}' must be a string (CNPG takes parameters as strings)"
+    return None
+
+
+def _f(*, min=None, max=None, choices=None, check=None, doc: str = ""):
+    """Metadata for one setting: numeric range, allowed values or a custom check."""
+    return {"min": min, "max": max, "choices": choices, "check": check, "doc": doc}
+
+
+def setting(default: Any = dataclasses.MISSING, **meta):
+    if isinstance(default, (list, dict)):
+        frozen = default
+        return field(default_factory=lambda: type(frozen)(frozen), metadata=_f(**meta))
+    return field(default=default, metadata=_f(**meta))
+
+
+# --------------------------------------------------------------------------------------
+# Sections.  Field names are snake_case here and camelCase in the stack file.
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Region:
+    name: str = setting(check=_regex(_DNS_LABEL_RE, "a DNS label such as 'lagos'"))
+    role: str = setting(choices=("primary", "backup"))
+    # kubeconfig context; empty means: render YAML to build/<stack>/<region>/ instead.
+    context: str = setting("")
+    # k8gb geo tag of this cluster (k8gb install setting clusterGeoTag); defaults to the name.
+    geo_tag: str = setting("", check=_regex(re.compile(r"^$|^[a-z0-9-]+$"), "lowercase letters, digits and '-'"))
+
+    @property
+    def tag(self) -> str:
+        return self.geo_tag or self.name
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backend:
+    image: str = setting("ghcr.io/tikit/backend:1.0.0", check=_check_image)
+    min_replicas: int = setting(min=1, max=100)
+    max_replicas: int = setting(min=1, max=100)
+    cpu: str = setting(check=_check_cpu)
+    memory: str = setting(check=_check_memory)
+    port: int = setting(3000, min=1024, max=65535)
+    # Autoscaling targets from the notes (docs/autoscaling.md maps each rule).
+    cpu_target_percent: int = setting(70, min=10, max=100)
+    memory_target_percent: int = setting(80, min=10, max=100)
+    requests_per_minute_per_instance: int = setting(1000, min=1, max=1_000_000)
+    scale_up_window_seconds: int = setting(120, min=0, max=3600)
+    scale_down_window_seconds: int = setting(300, min=0, max=3600)
+    scale_down_period_seconds: int = setting(300, min=1, max=1800)
+    # Peak-hour schedule (KEDA cron: five fields + IANA timezone).  0 disables it.
+    peak_min_replicas: int = setting(0, min=0, max=100)
+    peak_start: str = setting("0 18 * * *", check=_regex(_CRON5_RE, "a five-field cron expression"))
+    peak_end: str = setting("0 0 * * *", check=_regex(_CRON5_RE, "a five-field cron expression"))
+    timezone: str = setting("Africa/Lagos", check=_regex(re.compile(r"^[A-Za-z_]+(/[A-Za-z_+-]+)*$"), "an IANA timezone"))
+    # Connections each API replica opens to PgBouncer ("100 connections each" in the notes).
+    db_connections_per_replica: int = setting(100, min=1, max=1000)
+    # Graceful shutdown: preStop sleep lets endpoints drain before SIGTERM.
+    pre_stop_seconds: int = setting(10, min=0, max=120)
+    shutdown_seconds: int = setting(20, min=1, max=600)
+    startup_failure_threshold: int = setting(30, min=1, max=120)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workers:
+    image: str = setting("ghcr.io/tikit/worker:1.0.0", check=_check_image)
+    min_replicas: int = setting(min=0, max=100)
+    max_replicas: int = setting(min=1, max=100)
+    cpu: str = setting(check=_check_cpu)
+    memory: str = setting(check=_check_memory)
+    queue_name: str = setting("tikit:jobs", check=_regex(re.compile(r"^[A-Za-z0-9:_.-]{1,100}$"), "a Redis key name"))
+    queue_length_per_replica: int = setting(100, min=1, max=100_000)
+    db_connections_per_replica: int = setting(10, min=1, max=1000)
+    # Spot capacity: clouds label and taint spot nodes differently.
+    spot_node_label_key: str = setting("karpenter.sh/capacity-type", check=_regex(_LABEL_KEY_RE, "a label key"))
+    spot_node_label_value: str = setting("spot")
+    spot_taint_key: str = setting("karpenter.sh/capacity-type", check=_regex(_LABEL_KEY_RE, "a label key"))
+    spot_taint_value: str = setting("spot")
+    spot_taint_effect: str = setting("NoSchedule", choices=("NoSchedule", "PreferNoSchedule", "NoExecute"))
+    shutdown_seconds: int = setting(60, min=1, max=3600)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Postgres:
+    image: str = setting("ghcr.io/cloudnative-pg/postgresql:17.6", check=_check_pg_image)
+    instances: int = setting(min=1, max=9)
+    cpu: str = setting(check=_check_cpu)
+    memory: str = setting(check=_check_memory)
+    storage_size: str = setting(check=_check_storage)
+    wal_storage_size: str = setting(check=_check_storage)
+    storage_class: str = setting("")
+    database: str = setting("tikit", check=_regex(re.compile(r"^[a-z_][a-z0-9_]{0,62}$"), "a PostgreSQL identifier"))
+    owner: str = setting("tikit", check=_regex(re.compile(r"^[a-z_][a-z0-9_]{0,62}$"), "a PostgreSQL identifier"))
+    # Six fields, seconds first: CNPG's ScheduledBackup dialect (runs in UTC).
+    backup_schedule: str = setting("0 0 2 * * *", check=_regex(_CRON6_RE, "a six-field cron expression (seconds first)"))
+    retention: str = setting(check=_regex(_RETENTION_RE, "a retention such as '7d', '2w' or '1m'"))
+    # Connections kept for superusers and the operator, on top of the pools.
+    superuser_reserved_connections: int = setting(3, min=1, max=50)
+    # Headroom for the metrics exporter, CNPG's own probes and an operator's psql.
+    admin_connections: int = setting(10, min=0, max=200)
+    max_wal_senders: int = setting(10, min=2, max=100)
+    # Extra postgresql.conf parameters (strings), merged over the derived ones.
+    parameters: dict = setting({}, check=_check_pg_param)
+    password_length: int = setting(40, min=32, max=128)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PgBouncer:
+    image: str = setting("ghcr.io/cloudnative-pg/pgbouncer:1.24.1", check=_check_image)
+    exporter_image: str = setting("quay.io/prometheuscommunity/pgbouncer-exporter:v0.10.2", check=_check_image)
+    replicas: int = setting(min=1, max=20)
+    pool_mode: str = setting("transaction", choices=("transaction", "session", "statement"))
+    max_client_conn: int = setting(1000, min=10, max=100_000)
+    default_pool_size: int = setting(20, min=1, max=1000)
+    reserve_pool_size: int = setting(5, min=0, max=1000)
+    reserve_pool_timeout: int = setting(3, min=0, max=600)
+    # Protocol-level prepared statements tracked per server connection (PgBouncer >= 1.21);
+    # lets ORM clients keep prepared statements safely in transaction mode.
+    max_prepared_statements: int = setting(200, min=0, max=10_000)
+    server_idle_timeout: int = setting(600, min=0, max=86400)
+    query_wait_timeout: int = setting(120, min=1, max=3600)
+    cpu: str = setting("250m", check=_check_cpu)
+    memory: str = setting("256Mi", check=_check_memory)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Redis:
+    image: str = setting("docker.io/library/redis:7.4.2", check=_check_image)
+    exporter_image: str = setting("docker.io/oliver006/redis_exporter:v1.67.0", check=_check_image)
+    replicas: int = setting(min=1, max=9)  # data pods: one primary + (replicas - 1) replicas
+    sentinels: int = setting(min=0, max=9)
+    sentinel_quorum: int = setting(2, min=1, max=9)
+    down_after_ms: int = setting(5000, min=1000, max=600_000)
+    failover_timeout_ms: int = setting(30000, min=5000, max=3_600_000)
+    cpu: str = setting(check=_check_cpu)
+    memory: str = setting(check=_check_memory)
+    storage_size: str = setting(check=_check_storage)
+    # maxmemory = this share of the container limit; the rest is headroom for the
+    # copy-on-write fork during BGSAVE / AOF rewrite (docs/sizing.md shows the arithmetic).
+    maxmemory_percent: int = setting(60, min=10, max=90)
+    # volatile-lru evicts only keys with a TTL (cache); queue keys never carry one.
+    maxmemory_policy: str = setting("volatile-lru", choices=("volatile-lru", "volatile-lfu", "volatile-ttl", "noeviction"))
+    appendfsync: str = setting("everysec", choices=("everysec", "always"))
+    save_rules: list = setting(["3600 1", "300 100", "60 10000"])
+    backup_schedule: str = setting("0 * * * *", check=_regex(_CRON5_RE, "a five-field cron expression"))
+    backup_retention_hours: int = setting(min=1, max=24 * 90)
+    backup_image: str = setting("docker.io/library/redis:7.4.2", check=_check_image)
+    password_length: int = setting(40, min=32, max=128)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectStorage:
+    """S3-compatible storage for PostgreSQL and Redis backups, one bucket per region."""
+
+    endpoint_url: str = setting("https://s3.eu-west-2.amazonaws.com", check=_regex(_URL_RE, "an http(s) URL"))
+    # Bucket per region: "<bucketPrefix>-<environment>-<region>".
+    bucket_prefix: str = setting("tikit-backups", check=_regex(_BUCKET_RE, "a bucket name prefix"))
+    # Secret (created out of band, e.g. by External Secrets) holding the S3 keys.
+    credentials_secret: str = setting("tikit-backup-s3", check=_regex(_DNS_LABEL_RE, "a Kubernetes Secret name"))
+    access_key_id_key: str = setting("ACCESS_KEY_ID")
+    secret_access_key_key: str = setting("ACCESS_SECRET_KEY")
+    wal_compression: str = setting("gzip", choices=("gzip", "bzip2", "snappy", "lz4", "zstd"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Gateway:
+    class_name: str = setting("eg", check=_regex(_DNS_LABEL_RE, "a GatewayClass name"))
+    hostname: str = setting(check=_regex(_HOSTNAME_RE, "a DNS hostname such as 'api.tikit.app'"))
+    cluster_issuer: str = setting("letsencrypt-prod", check=_regex(_DNS_LABEL_RE, "a ClusterIssuer name"))
+    api_prefix: str = setting("/api", check=_regex(_PATH_RE, "an absolute path prefix"))
+    websocket_paths: list = setting(["/socket.io"])
+    rest_load_balancer: str = setting("RoundRobin", choices=("RoundRobin", "LeastRequest"))
+    request_timeout: str = setting("15s", check=_regex(_DURATION_RE, "a duration such as '15s'"))
+    websocket_idle_timeout: str = setting("3600s", check=_regex(_DURATION_RE, "a duration such as '3600s'"))
+    retries: int = setting(2, min=0, max=5)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Gslb:
+    dns_ttl_seconds: int = setting(30, min=5, max=3600)
+    # k8gb's controller reconcile interval (k8gb install setting), used for the failover estimate.
+    reconcile_seconds: int = setting(30, min=5, max=600)
+    primary_geo_tag: str = setting("lagos")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Monitoring:
+    release_label: str = setting("kube-prometheus-stack")
+    prometheus_address: str = setting(
+        "http://kube-prometheus-stack-prometheus.monitoring.svc:9090", check=_regex(_URL_RE, "an http(s) URL")
+    )
+    # Counter of HTTP requests the backend exports, labelled by namespace and pod.
+    request_metric: str = setting("http_requests_total", check=_regex(re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"), "a metric name"))
+    latency_metric: str = setting(
+        "http_request_duration_seconds", check=_regex(re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"), "a metric name")
+    )
+    dashboard_label: str = setting("grafana_dashboard")
+    replication_lag_alert_seconds: int = setting(300, min=10, max=86400)
+    latency_slo_ms: int = setting(500, min=10, max=60_000)
+    availability_slo_percent: float = setting(99.9, min=90.0, max=99.999)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capacity:
+    """What the stack must carry; the capacity policy checks it against max replicas."""
+
+    target_concurrent_users: int = setting(min=1, max=10_000_000)
+    requests_per_user_per_minute: float = setting(1.0, min=0.01, max=1000.0)
+
+
+SECTIONS: dict[str, type] = {
+    "backend": Backend,
+    "workers": Workers,
+    "postgres": Postgres,
+    "pgbouncer": PgBouncer,
+    "redis": Redis,
+    "objectStorage": ObjectStorage,
+    "gateway": Gateway,
+    "gslb": Gslb,
+    "monitoring": Monitoring,
+    "capacity": Capacity,
+}
+
+# --------------------------------------------------------------------------------------
+# The preset table: one row per setting that differs by environment (dev, staging, prod).
+# --------------------------------------------------------------------------------------
+
+PRESETS: dict[str, tuple[Any, Any, Any]] = {
+    #                                       dev        staging    prod
+    "backend.minReplicas":                  (1,        2,         2),
+    "backend.maxReplicas":                  (1,        2,         10),
+    "backend.cpu":                          ("500m",   "1",       "2"),
+    "backend.memory":                       ("512Mi",  "1Gi",     "2Gi"),
+    "backend.peakMinReplicas":              (0,        0,         5),
+    "workers.minReplicas":                  (0,        0,         1),
+    "workers.maxReplicas":                  (2,        3,         10),
+    "workers.cpu":                          ("250m",   "500m",    "1"),
+    "workers.memory":                       ("256Mi",  "512Mi",   "1Gi"),
+    "postgres.instances":                   (1,        2,         3),
+    "postgres.cpu":                         ("500m",   "1",       "2"),
+    "postgres.memory":                      ("1Gi",    "2Gi",     "8Gi"),
+    "postgres.storageSize":                 ("5Gi",    "20Gi",    "100Gi"),
+    "postgres.walStorageSize":              ("2Gi",    "5Gi",     "20Gi"),
+    "postgres.retention":                   ("3d",     "7d",      "14d"),
+    "pgbouncer.replicas":                   (1,        2,         2),
+    "redis.replicas":                       (1,        2,         3),
+    "redis.sentinels":                      (0,        0,         3),
+    "redis.cpu":                            ("250m",   "500m",    "1"),
+    "redis.memory":                         ("256Mi",  "512Mi",   "2Gi"),
+    "redis.storageSize":                    ("1Gi",    "5Gi",     "20Gi"),
+    "redis.backupRetentionHours":           (24,       72,        168),
+    "gateway.hostname":                     ("api.dev.tikit.app", "api.staging.tikit.app", "api.tikit.app"),
+    "capacity.targetConcurrentUsers":       (100,      1000,      10000),
+}
+
+REGION_PRESETS: dict[str, list[dict[str, str]]] = {
+    "dev": [{"name": "lagos", "role": "primary"}],
+    "staging": [{"name": "lagos", "role": "primary"}, {"name": "london", "role": "backup"}],
+    "prod": [{"name": "lagos", "role": "primary"}, {"name": "london", "role": "backup"}],
+}
+
+TOP_LEVEL_KEYS = ("environment", "namespace", "regions", *SECTIONS)
+
+
+# --------------------------------------------------------------------------------------
+# The frozen result
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Derived:
+    """Numbers computed from other settings, in one place (formulas in docs/sizing.md)."""
+
+    # Each PgBouncer pod opens at most default_pool_size + reserve_pool_size server connections.
+    pgbouncer_server_connections_per_pod: int
+    # Both pools (write and read) may land on one instance: the read pool targets `-r` in a
+    # single-instance cluster and any standby can be promoted.
+    pool_server_connections: int
+    # max_connections = pools + superuser_reserved + admin headroom + max_wal_senders.
+    postgres_max_connections: int
+    postgres_shared_buffers_mb: int       # 25% of the memory limit
+    postgres_effective_cache_size_mb: int  # 75% of the memory limit
+    postgres_work_mem_mb: int             # (limit - shared_buffers) / max_connections / 2, at least 1
+    postgres_maintenance_work_mem_mb: int  # 5% of the memory limit, at least 64
+    redis_maxmemory_bytes: int            # maxmemory_percent of the container limit
+    redis_fork_headroom_bytes: int        # the rest of the limit, kept for the COW fork
+    client_connections: int               # backend max x per-replica + workers max x per-replica
+    pgbouncer_client_capacity: int        # pgbouncer replicas x max_client_conn
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    project: str
+    stack: str
+    environment: str
+    namespace: str
+    regions: tuple[Region, ...]
+    backend: Backend
+    workers: Workers
+    postgres: Postgres
+    pgbouncer: PgBouncer
+    redis: Redis
+    object_storage: ObjectStorage
+    gateway: Gateway
+    gslb: Gslb
+    monitoring: Monitoring
+    capacity: Capacity
+    derived: Derived
+
+    @property
+    def primary(self) -> Region:
+        return next(r for r in self.regions if r.role == "primary")
+
+    @property
+    def backups(self) -> tuple[Region, ...]:
+        return tuple(r for r in self.regions if r.role == "backup")
+
+    @property
+    def is_prod(self) -> bool:
+        return self.environment == "prod"
+
+    def bucket(self, region: str) -> str:
+        return f"{self.object_storage.bucket_prefix}-{self.environment}-{region}"
+
+
+# --------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.capitalize() for p in rest)
+
+
+def _type_name(t: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a map"}.get(t, str(t))
+
+
+def _coerce(key: str, value: Any, t: Any, meta: Mapping[str, Any]) -> Any:
+    if t is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if t is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, t):
+        raise ConfigError(key, f"must be {_type_name(t)}, got {json.dumps(value, default=str)[:60]}")
+    if t in (int, float):
+        if meta.get("min") is not None and value < meta["min"]:
+            raise ConfigError(key, f"must be >= {meta['min']}, got {value}")
+        if meta.get("max") is not None and value > meta["max"]:
+            raise ConfigError(key, f"must be <= {meta['max']}, got {value}")
+    if t is list:
+        if not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(key, "must be a list of non-empty strings")
+        value = tuple(value)
+    if t is dict:
+        if not all(isinstance(k, str) for k in value):
+            raise ConfigError(key, "must be a map with string keys")
+        value = dict(sorted(value.items()))
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(key, f"must be one of {', '.join(map(str, meta['choices']))}; got {value!r}")
+    check = meta.get("check")
+    if check:
+        problem = check(value)
+        if problem:
+            raise ConfigError(key, problem)
+    return value
+
+
+def _build(cls: type, prefix: str, values: Mapping[str, Any]) -> Any:
+    """Build a frozen section from camelCase values, rejecting unknown and missing keys."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(prefix, f"must be a map, got {json.dumps(values, default=str)[:60]}")
+    hints = get_type_hints(cls)
+    fields = {camel(f.name): f for f in dataclasses.fields(cls)}
+    for k in values:
+        if k not in fields:
+            allowed = ", ".join(sorted(fields))
+            raise ConfigError(f"{prefix}.{k}", f"unknown key; allowed: {allowed}")
+    kwargs = {}
+    for ck, f in fields.items():
+        key = f"{prefix}.{ck}"
+        if ck in values:
+            value = values[ck]
+        elif f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            value = f.default_factory()  # type: ignore[misc]
+        else:
+            raise ConfigError(key, "is required")
+        t = hints[f.name]
+        t = get_origin(t) or t
+        if t is Optional:  # pragma: no cover - no optional fields today
+            t = get_args(hints[f.name])[0]
+        kwargs[f.name] = _coerce(key, value, t, f.metadata)
+    return cls(**kwargs)
+
+
+def _preset(environment: str) -> dict[str, dict[str, Any]]:
+    index = ENVIRONMENTS.index(environment)
+    out: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for dotted, row in PRESETS.items():
+        section, key = dotted.split(".", 1)
+        out[section][key] = row[index]
+    return out
+
+
+def _regions(value: Any) -> tuple[Region, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError("regions", "must be a non-empty list of {name, role[, context, geoTag]}")
+    regions = tuple(_build(Region, f"regions[{i}]", r) for i, r in enumerate(value))
+    primaries = [r for r in regions if r.role == "primary"]
+    if not primaries:
+        raise ConfigError("regions", "no primary region; exactly one region needs role 'primary'")
+    if len(primaries) > 1:
+        names = ", ".join(r.name for r in primaries)
+        raise ConfigError("regions", f"exactly one primary region allowed, got {names}")
+    seen: set[str] = set()
+    for r in regions:
+        if r.name in seen:
+            if r.role == "backup" and r.name == primaries[0].name:
+                raise ConfigError("regions", f"backup region '{r.name}' equals the primary region")
+            raise ConfigError("regions", f"duplicate region name '{r.name}'")
+        seen.add(r.name)
+    # Primary first, then backups in declaration order: stable URNs and outputs.
+    return tuple(primaries) + tuple(r for r in regions if r.role == "backup")
+
+
+def _derive(s: Settings) -> Derived:
+    pb, pg, rd = s.pgbouncer, s.postgres, s.redis
+    per_pod = pb.default_pool_size + pb.reserve_pool_size
+    pools = 2 * pb.replicas * per_pod  # write pool + read pool
+    max_conn = pools + pg.superuser_reserved_connections + pg.admin_connections + pg.max_wal_senders
+    mem_mb = mebibytes(pg.memory)
+    shared = mem_mb // 4
+    limit = memory_bytes(rd.memory)
+    maxmem = limit * rd.maxmemory_percent // 100
+    return Derived(
+        pgbouncer_server_connections_per_pod=per_pod,
+        pool_server_connections=pools,
+        postgres_max_connections=max_conn,
+        postgres_shared_buffers_mb=shared,
+        postgres_effective_cache_size_mb=mem_mb * 3 // 4,
+        postgres_work_mem_mb=max(1, (mem_mb - shared) // max_conn // 2),
+        postgres_maintenance_work_mem_mb=max(64, mem_mb // 20),
+        redis_maxmemory_bytes=maxmem,
+        redis_fork_headroom_bytes=limit - maxmem,
+        client_connections=s.backend.max_replicas * s.backend.db_connections_per_replica
+        + s.workers.max_replicas * s.workers.db_connections_per_replica,
+        pgbouncer_client_capacity=pb.replicas * pb.max_client_conn,
+    )
+
+
+def _cross_checks(s: Settings) -> None:
+    b, w, r = s.backend, s.workers, s.redis
+    if b.min_replicas > b.max_replicas:
+        raise ConfigError("backend.minReplicas", f"{b.min_replicas} is greater than backend.maxReplicas {b.max_replicas}")
+    if b.peak_min_replicas > b.max_replicas:
+        raise ConfigError(
+            "backend.peakMinReplicas", f"{b.peak_min_replicas} is greater than backend.maxReplicas {b.max_replicas}"
+        )
+    if w.min_replicas > w.max_replicas:
+        raise ConfigError("workers.minReplicas", f"{w.min_replicas} is greater than workers.maxReplicas {w.max_replicas}")
+    if b.pre_stop_seconds >= b.shutdown_seconds:
+        raise ConfigError(
+            "backend.preStopSeconds", f"{b.pre_stop_seconds} must be less than backend.shutdownSeconds {b.shutdown_seconds}"
+        )
+    if r.sentinels and r.sentinel_quorum > r.sentinels:
+        raise ConfigError("redis.sentinelQuorum", f"{r.sentinel_quorum} is greater than redis.sentinels {r.sentinels}")
+    if r.sentinels and r.replicas < 2:
+        raise ConfigError("redis.sentinels", "Sentinel needs at least one replica to promote (redis.replicas >= 2)")
+    if r.sentinels and r.sentinels < 3:
+        raise ConfigError("redis.sentinels", f"must be 0 or at least 3 for a safe quorum, got {r.sentinels}")
+    if s.is_prod and r.maxmemory_policy.startswith("allkeys"):  # pragma: no cover - not in choices
+        raise ConfigError("redis.maxmemoryPolicy", "must not evict queue keys")
+    for i, path in enumerate(s.gateway.websocket_paths):
+        if not _PATH_RE.match(path):
+            raise ConfigError(f"gateway.websocketPaths[{i}]", f"must be an absolute path, got {path!r}")
+    for i, rule in enumerate(r.save_rules):
+        if not re.match(r"^[1-9][0-9]* [1-9][0-9]*$", rule):
+            raise ConfigError(f"redis.saveRules[{i}]", f"must be '<seconds> <changes>', got {rule!r}")
+    if s.gslb.primary_geo_tag != s.primary.tag:
+        raise ConfigError(
+            "gslb.primaryGeoTag", f"'{s.gslb.primary_geo_tag}' must be the primary region's geo tag '{s.primary.tag}'"
+        )
+
+
+def load(config: Mapping[str, Any], *, stack: str, project: str = PROJECT) -> Settings:
+    """Validate a stack's config (keys without the project prefix, values already parsed)."""
+    if not isinstance(config, Mapping):
+        raise ConfigError("config", "must be a map")
+    for k in config:
+        if k not in TOP_LEVEL_KEYS:
+            raise ConfigError(k, f"unknown key; allowed: {', '.join(TOP_LEVEL_KEYS)}")
+    environment = config.get("environment", stack if stack in ENVIRONMENTS else None)
+    if environment not in ENVIRONMENTS:
+        raise ConfigError("environment", f"must be one of {', '.join(ENVIRONMENTS)}; got {environment!r}")
+    namespace = config.get("namespace", "tikit")
+    if not isinstance(namespace, str) or not _DNS_LABEL_RE.match(namespace):
+        raise ConfigError("namespace", f"must be a DNS label such as 'tikit', got {namespace!r}")
+    preset = _preset(environment)
+    sections = {}
+    for name, cls in SECTIONS.items():
+        override = config.get(name, {})
+        if not isinstance(override, Mapping):
+            raise ConfigError(name, f"must be a map, got {json.dumps(override, default=str)[:60]}")
+        sections[name] = _build(cls, name, {**preset[name], **override})
+    regions = _regions(config.get("regions", REGION_PRESETS[environment]))
+    partial = Settings(
+        project=project,
+        stack=stack,
+        environment=environment,
+        namespace=namespace,
+        regions=regions,
+        backend=sections["backend"],
+        workers=sections["workers"],
+        postgres=sections["postgres"],
+        pgbouncer=sections["pgbouncer"],
+        redis=sections["redis"],
+        object_storage=sections["objectStorage"],
+        gateway=sections["gateway"],
+        gslb=sections["gslb"],
+        monitoring=sections["monitoring"],
+        capacity=sections["capacity"],
+        derived=None,  # type: ignore[arg-type]
+    )
+    _cross_checks(partial)
+    return dataclasses.replace(partial, derived=_derive(partial))
+
+
+def _parse_value(key: str, raw: Any) -> Any:
+    """The CLI hands structured values over as JSON strings and scalars as strings."""
+    if not isinstance(raw, str):
+        return raw
+    if key in ("environment", "namespace"):
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        raise ConfigError(key, f"must be {'a list' if key == 'regions' else 'a map'} (structured config), got {raw[:60]!r}")
+
+
+def from_pulumi() -> Settings:
+    """Read this stack's config the way the Pulumi engine provides it and validate it."""
+    import pulumi
+    from pulumi.runtime import config as rc
+
+    all_config = {**rc.get_config_env(), **rc.CONFIG.get()}
+    prefix = f"{pulumi.get_project()}:"
+    raw = {k[len(prefix):]: v for k, v in all_config.items() if k.startswith(prefix)}
+    parsed = {k: _parse_value(k, v) for k, v in sorted(raw.items())}
+    return load(parsed, stack=pulumi.get_stack(), project=pulumi.get_project())

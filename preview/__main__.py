@@ -1,0 +1,31 @@
+"""Offline preview of a stack: ``python -m preview [--stack dev]``.
+
+Exit codes: 0 ok; 1 a mandatory policy is violated; 2 the settings are invalid (one
+line on stderr, ``config error: <key>: <what is wrong>``, nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m preview", description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", default="dev", help="stack name (Pulumi.<stack>.yaml); default dev")
+    parser.add_argument("--out", type=Path, default=cli.REPO_ROOT / "build", help="output root; default build/")
+    parser.add_argument(
+        "--policy-config",
+        type=Path,
+        default=None,
+        help="policy config file, the same JSON `pulumi preview --policy-pack-config` takes",
+    )
+    args = parser.parse_args(argv)
+    return cli.preview(args.stack, out_root=args.out, policy_config=args.policy_config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

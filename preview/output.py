@@ -1,0 +1,72 @@
+"""Write a plan to disk: plan.json, the manifests in renderYamlToDirectory's layout, and
+plan.md.  Everything is rendered in memory first, then swapped into place, so a failed
+run never leaves a half-written directory and the same plan gives the same bytes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .plan import Plan, manifest_filename, manifest_subdir
+
+_FIRST = ("apiVersion", "kind", "metadata")
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str):
+    # Multi-line strings (config files in ConfigMaps) as literal blocks: reviewable diffs.
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def manifest_yaml(obj: dict[str, Any]) -> str:
+    ordered = {k: obj[k] for k in _FIRST if k in obj}
+    ordered.update({k: obj[k] for k in sorted(obj) if k not in _FIRST})
+    return yaml.dump(ordered, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
+
+
+def plan_json(plan: Plan) -> str:
+    return json.dumps(plan.as_json(), indent=2, sort_keys=True) + "\n"
+
+
+def render_files(plan: Plan, report_md: str, policy_json: dict[str, Any] | None = None) -> dict[str, str]:
+    """Relative path -> file text, for everything the preview writes for one stack."""
+    files: dict[str, str] = {"plan.json": plan_json(plan), "plan.md": report_md}
+    if policy_json is not None:
+        files["policy.json"] = json.dumps(policy_json, indent=2, sort_keys=True) + "\n"
+    for res in plan.kubernetes_objects():
+        obj = res.manifest
+        region = res.region or "global"
+        path = f"{region}/{manifest_subdir(obj)}/{manifest_filename(obj)}"
+        if path in files:
+            raise ValueError(f"two objects render to {path}: {res.urn}")
+        files[path] = manifest_yaml(obj)
+    return files
+
+
+def write(out_dir: Path, files: dict[str, str]) -> None:
+    """Replace out_dir with exactly these files."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        for rel, text in sorted(files.items()):
+            path = staging / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

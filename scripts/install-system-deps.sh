@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install the Debian daemons the integration tests run against, when any is missing:
+# PostgreSQL + pgbench, PgBouncer, Redis + Sentinel, Prometheus (promtool) and the Redis exporter.
+set -euo pipefail
+need=()
+have() { command -v "$1" >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/$1" >/dev/null; }
+have redis-server || need+=(redis-server)
+have redis-sentinel || need+=(redis-sentinel)
+have redis-benchmark || need+=(redis-tools)
+have initdb || need+=(postgresql)
+have pgbench || need+=(postgresql-client)
+have pgbouncer || need+=(pgbouncer)
+have promtool || need+=(prometheus)
+have prometheus-redis-exporter || need+=(prometheus-redis-exporter)
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "install-system-deps: installing ${need[*]}" >&2
+apt_get=apt-get; [ "$(id -u)" = 0 ] || apt_get="sudo apt-get"
+$apt_get update -qq
+# Package scripts try to start the daemons as services; the tests start their own.
+DEBIAN_FRONTEND=noninteractive $apt_get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

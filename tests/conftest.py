@@ -1,0 +1,67 @@
+"""Shared fixtures: each stack is rendered once per test session through the offline
+preview, and tests assert on the rendered plan and manifests."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+for p in (REPO / "infra", REPO):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+STACKS = ("dev", "staging", "prod")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_binary(name: str) -> str:
+    """Path of a daemon binary; a missing one fails under CI=true and skips elsewhere."""
+    import shutil
+
+    for candidate in (shutil.which(name), *(str(p) for p in Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))):
+        if candidate and Path(candidate).exists():
+            return candidate
+    message = f"{name} is not installed (make test installs it)"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def rendered():
+    """stack -> preview.cli.Rendered (plan, policy result and every output file)."""
+    from preview import cli
+
+    cache: dict[str, object] = {}
+
+    def get(stack: str):
+        if stack not in cache:
+            cache[stack] = cli.render(stack)
+        return cache[stack]
+
+    return get
+
+
+@pytest.fixture(scope="session", params=STACKS)
+def stack(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def plan(rendered, stack):
+    return rendered(stack).plan
+
+
+def objects(plan, kind: str, region: str | None = None) -> list[dict]:
+    """Rendered Kubernetes objects of one kind (optionally in one region)."""
+    return [r.manifest for r in plan.kubernetes_objects(region) if r.manifest.get("kind") == kind]
+
+
+def named(plan, kind: str, name: str, region: str) -> dict:
+    found = [o for o in objects(plan, kind, region) if o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind}/{name} in {region}, found {len(found)}"
+    return found[0]

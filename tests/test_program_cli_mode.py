@@ -1,0 +1,51 @@
+"""The program runs the way the Pulumi CLI runs it: infra/ as the main directory and
+first on sys.path, config from PULUMI_CONFIG, without the repository root importable."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+SCRIPT = r"""
+import json, runpy, sys, os
+sys.path = [p for p in sys.path if os.path.realpath(p or '.') != os.path.realpath(os.environ['REPO'])]
+sys.path.insert(0, os.path.join(os.environ['REPO'], 'infra'))
+os.chdir(os.path.join(os.environ['REPO'], 'infra'))
+import pulumi
+from pulumi.runtime import mocks
+
+class Echo(pulumi.runtime.Mocks):
+    def new_resource(self, args):
+        return args.name + '-id', args.inputs
+    def call(self, args):
+        return {}, None
+
+names = []
+class Monitor(mocks.MockMonitor):
+    def RegisterResource(self, request):
+        names.append(request.type + '::' + request.name)
+        return super().RegisterResource(request)
+
+pulumi.runtime.set_mocks(Echo(), project='tikit', stack='staging', preview=False, monitor=Monitor(Echo()))
+runpy.run_path('__main__.py', run_name='__main__')
+from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime.stack import wait_for_rpcs
+_sync_await(wait_for_rpcs())
+assert 'preview' not in sys.modules, 'the program must not import the offline preview'
+print(json.dumps(sorted(names)))
+"""
+
+
+def test_program_runs_with_infra_as_main_directory():
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["REPO"] = str(REPO)
+    env["PULUMI_CONFIG"] = json.dumps({"tikit:environment": "staging"})
+    result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=120, cwd="/")
+    assert result.returncode == 0, result.stderr[-2000:]
+    registered = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "kubernetes:core/v1:Namespace::namespace-lagos" in registered
+    assert "kubernetes:core/v1:Namespace::namespace-london" in registered

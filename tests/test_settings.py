@@ -1,0 +1,162 @@
+"""Settings: presets from the notes, and every kind of bad input rejected with one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+import settings
+from settings import ConfigError, load
+
+
+@pytest.mark.parametrize(
+    "env, replicas, memory, cpu",
+    [("dev", (1, 1), "512Mi", "500m"), ("staging", (2, 2), "1Gi", "1"), ("prod", (2, 10), "2Gi", "2")],
+)
+def test_presets_follow_the_notes(env, replicas, memory, cpu):
+    s = load({}, stack=env)
+    assert (s.backend.min_replicas, s.backend.max_replicas) == replicas
+    assert (s.backend.memory, s.backend.cpu) == (memory, cpu)
+    assert s.environment == env
+
+
+def test_prod_has_the_peak_hour_schedule():
+    b = load({}, stack="prod").backend
+    assert (b.peak_min_replicas, b.peak_start, b.peak_end, b.timezone) == (5, "0 18 * * *", "0 0 * * *", "Africa/Lagos")
+
+
+def test_regions_per_environment():
+    assert [r.name for r in load({}, stack="dev").regions] == ["lagos"]
+    for env in ("staging", "prod"):
+        s = load({}, stack=env)
+        assert [(r.name, r.role) for r in s.regions] == [("lagos", "primary"), ("london", "backup")]
+
+
+def test_settings_are_frozen():
+    s = load({}, stack="dev")
+    with pytest.raises(Exception):
+        s.backend.max_replicas = 3  # type: ignore[misc]
+
+
+def test_stack_deltas_override_the_preset():
+    s = load({"environment": "prod", "backend": {"maxReplicas": 12}}, stack="anything")
+    assert s.backend.max_replicas == 12 and s.backend.min_replicas == 2
+
+
+def test_derived_numbers_are_computed_once():
+    d = load({}, stack="prod").derived
+    # 2 pools x 2 PgBouncer pods x (20 + 5) + 3 superuser + 10 admin + 10 WAL senders
+    assert d.pool_server_connections == 100
+    assert d.postgres_max_connections == 123
+    # 60% of a 2Gi limit for data, the rest for the fork
+    assert d.redis_maxmemory_bytes == 2 * 1024**3 * 60 // 100
+    assert d.redis_maxmemory_bytes + d.redis_fork_headroom_bytes == 2 * 1024**3
+
+
+BAD = [
+    ({"colour": "blue"}, "colour: unknown key"),
+    ({"backend": {"replicas": 3}}, "backend.replicas: unknown key"),
+    ({"backend": {"maxReplicas": "ten"}}, "backend.maxReplicas: must be an integer"),
+    ({"backend": {"maxReplicas": True}}, "backend.maxReplicas: must be an integer"),
+    ({"backend": {"maxReplicas": 1000}}, "backend.maxReplicas: must be <= 100"),
+    ({"backend": {"minReplicas": 0}}, "backend.minReplicas: must be >= 1"),
+    ({"backend": {"minReplicas": 4, "maxReplicas": 3}}, "backend.minReplicas: 4 is greater than backend.maxReplicas 3"),
+    ({"workers": {"minReplicas": 4, "maxReplicas": 3}}, "workers.minReplicas: 4 is greater than workers.maxReplicas 3"),
+    ({"environment": "qa"}, "environment: must be one of dev, staging, prod"),
+    ({"backend": {"image": "ghcr.io/tikit/backend:latest"}}, "backend.image: 'ghcr.io/tikit/backend:latest' uses the 'latest' tag"),
+    ({"backend": {"image": "ghcr.io/tikit/backend"}}, "backend.image: 'ghcr.io/tikit/backend' has no tag or digest"),
+    ({"backend": {"memory": "2GB"}}, "backend.memory: must be a memory quantity"),
+    ({"postgres": {"backupSchedule": "0 2 * * *"}}, "postgres.backupSchedule: must be a six-field cron"),
+    ({"postgres": {"image": "ghcr.io/cloudnative-pg/postgresql:v17"}}, "postgres.image: tag must start with the PostgreSQL major"),
+    ({"gateway": {"restLoadBalancer": "Random"}}, "gateway.restLoadBalancer: must be one of RoundRobin, LeastRequest"),
+    ({"regions": []}, "regions: must be a non-empty list"),
+    ({"regions": [{"name": "lagos", "role": "backup"}]}, "regions: no primary region"),
+    ({"regions": [{"name": "lagos", "role": "primary"}, {"name": "lagos", "role": "backup"}]},
+     "regions: backup region 'lagos' equals the primary region"),
+    ({"regions": [{"name": "lagos", "role": "primary"}, {"name": "london", "role": "backup"}, {"name": "london", "role": "backup"}]},
+     "regions: duplicate region name 'london'"),
+    ({"regions": [{"name": "lagos", "role": "leader"}]}, "regions[0].role: must be one of primary, backup"),
+    ({"regions": [{"name": "Lagos!", "role": "primary"}]}, "regions[0].name: must be a DNS label"),
+    ({"redis": {"sentinels": 3, "sentinelQuorum": 4}}, "redis.sentinelQuorum: 4 is greater than redis.sentinels 3"),
+]
+
+
+@pytest.mark.parametrize("config, message", BAD, ids=[m.split(":")[0] + "-" + str(i) for i, (_, m) in enumerate(BAD)])
+def test_bad_input_is_one_line_naming_the_key(config, message):
+    with pytest.raises(ConfigError) as err:
+        load(config, stack="prod")
+    text = str(err.value)
+    assert text.startswith(message), text
+    assert "\n" not in text
+
+
+def test_environment_defaults_to_a_known_stack_name_only():
+    with pytest.raises(ConfigError, match="^environment: must be one of"):
+        load({}, stack="feature-x")
+
+
+def test_config_as_the_cli_provides_it_is_parsed(monkeypatch):
+    """The CLI hands objects over as JSON strings: from_pulumi parses them."""
+    import pulumi
+    from pulumi.runtime import config as rc
+
+    monkeypatch.setattr(pulumi, "get_project", lambda: "tikit")
+    monkeypatch.setattr(pulumi, "get_stack", lambda: "prod")
+    rc.set_all_config({"tikit:environment": "prod", "tikit:backend": json.dumps({"maxReplicas": 8}), "other:key": "x"})
+    try:
+        assert settings.from_pulumi().backend.max_replicas == 8
+        rc.set_all_config({"tikit:backend": "{not json"})
+        with pytest.raises(ConfigError, match="^backend: must be a map"):
+            settings.from_pulumi()
+    finally:
+        rc.set_all_config({})
+
+
+# --- fuzzing: any config is either accepted or a ConfigError, never a traceback -------
+
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.floats(allow_nan=True), st.text(max_size=12),
+    st.sampled_from(["dev", "prod", "1Gi", "500m", "0 18 * * *", "primary", "backup", "lagos", "x:latest"]),
+)
+_values = st.recursive(_scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3), max_leaves=8)
+
+
+def _section_overrides():
+    keys = {name: [settings.camel(f.name) for f in settings.dataclasses.fields(cls)] for name, cls in settings.SECTIONS.items()}
+    return st.dictionaries(
+        st.sampled_from(sorted(keys)),
+        st.dictionaries(st.sampled_from(sorted({k for ks in keys.values() for k in ks} | {"bogus"})), _values, max_size=3),
+        max_size=3,
+    )
+
+
+_regions = st.lists(
+    st.fixed_dictionaries(
+        {"name": st.sampled_from(["lagos", "london", "Lagos", ""]), "role": st.sampled_from(["primary", "backup", "x"])},
+        optional={"context": _scalars, "geoTag": st.sampled_from(["lagos", "", "LAGOS"])},
+    ),
+    max_size=3,
+)
+_configs = st.fixed_dictionaries(
+    {},
+    optional={
+        "environment": st.sampled_from(["dev", "staging", "prod", "qa", 3]),
+        "regions": _regions | _values,
+        "namespace": _scalars,
+    },
+).flatmap(lambda base: _section_overrides().map(lambda sec: {**base, **sec}))
+
+
+@hsettings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=_configs | st.dictionaries(st.text(max_size=10), _values, max_size=4), stack=st.sampled_from(["dev", "staging", "prod", "x"]))
+def test_fuzz_accepted_or_config_error(config, stack):
+    try:
+        result = load(config, stack=stack)
+    except ConfigError as err:
+        assert str(err).count("\n") == 0 and ": " in str(err)
+    else:
+        assert result.environment in settings.ENVIRONMENTS
+        assert result.backend.min_replicas <= result.backend.max_replicas
+        assert sum(r.role == "primary" for r in result.regions) == 1

@@ -61,3 +61,9 @@ POSTGRES_PORT = 5432
 
 def service_host(service: str, namespace: str) -> str:
     return f"{service}.{namespace}.svc.cluster.local"
+
+# Every exporter / metrics endpoint uses this container port name, so PodMonitors,
+# ServiceMonitors and NetworkPolicies agree (CNPG's own instance port is also "metrics").
+METRICS_PORT_NAME = "metrics"
+CNPG_METRICS_PORT = 9187
+BACKEND_METRICS_PATH = "/metrics"

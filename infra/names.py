@@ -55,6 +55,10 @@ REDIS_URL = "REDIS_URL"
 GATEWAY = "tikit"
 TLS_SECRET = "tikit-tls"
 GSLB = "tikit"
+GATEWAY_PROXY = "tikit-proxy"            # EnvoyProxy: the gateway's Service and Deployment shape
+REST_ROUTE = "api-rest"                  # HTTPRoute the Gslb follows
+WEBSOCKET_ROUTE = "api-websocket"
+REDIRECT_ROUTE = "https-redirect"
 
 POSTGRES_PORT = 5432
 

@@ -14,6 +14,12 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 import kube
+import names
+from components.backend import Backend, BackendArgs
+from components.failover import Failover, FailoverArgs
+from components.gateway import Gateway, GatewayArgs
+from components.network import NetworkArgs, NetworkPolicies
+from components.workers import Workers, WorkersArgs
 from settings import Region as RegionSettings
 from settings import Settings
 
@@ -105,6 +111,50 @@ class Region(pulumi.ComponentResource):
 
     def _build_tiers(self) -> None:
         """Each tier is one component; tiers take typed args built from settings."""
+        cfg, t = self.settings, self.target
+        self.backend = Backend(
+            t.rname("backend"),
+            BackendArgs(target=t, backend=cfg.backend, monitoring=cfg.monitoring, queue_name=cfg.workers.queue_name),
+            opts=self.tier_opts,
+        )
+        self.workers = Workers(
+            t.rname("workers"),
+            WorkersArgs(target=t, workers=cfg.workers, redis=cfg.redis, config_map=self.backend.config_map.metadata.name),
+            opts=self.tier_opts,
+        )
+        self.entry_points["apiService"] = f"{names.service_host(names.BACKEND, cfg.namespace)}:{cfg.backend.port}"
+        self.gateway = Gateway(
+            t.rname("gateway"),
+            GatewayArgs(
+                target=t,
+                gateway=cfg.gateway,
+                backend_service=self.backend.service_name,
+                backend_port=self.backend.port,
+                health_path=cfg.backend.health_path,
+            ),
+            opts=self.tier_opts,
+        )
+        # A single region has nothing to fail over to (dev): no Gslb there, no k8gb needed.
+        if len(cfg.regions) > 1:
+            self.failover = Failover(
+                t.rname("failover"),
+                FailoverArgs(target=t, gslb=cfg.gslb, route=self.gateway.rest_route_name),
+                opts=self.tier_opts,
+            )
+        self.network = NetworkPolicies(
+            t.rname("network"),
+            NetworkArgs(
+                target=t,
+                network=cfg.network,
+                envoy_namespace=cfg.gateway.envoy_namespace,
+                monitoring_namespace=cfg.monitoring.namespace,
+                backend_port=cfg.backend.port,
+                redis_sentinels=cfg.redis.sentinels,
+                pg_cluster=names.pg_cluster(self.region.name),
+                role=self.region.role,
+            ),
+            opts=self.tier_opts,
+        )
 
 
 class Platform:

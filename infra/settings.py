@@ -31,7 +31,9 @@ class ConfigError(_BaseError):
     def __init__(self, key: str, message: str) -> None:
         self.key = key
         self.message = message
-        super().__init__(f"{key}: {message}")
+        # One line whatever the user typed: keys and values may hold control characters.
+        text = f"{key}: {message}".replace("\r", "\\r").replace("\n", "\\n")
+        super().__init__(text)
 
 
 # --------------------------------------------------------------------------------------
@@ -198,6 +200,22 @@ class Backend:
     pre_stop_seconds: int = setting(10, min=0, max=120)
     shutdown_seconds: int = setting(20, min=1, max=600)
     startup_failure_threshold: int = setting(30, min=1, max=120)
+    # Probes from the notes: liveness GET /health 30 s / 5 s / 3, readiness GET /ready
+    # 10 s / 5 s / 2.  The startup probe (GET /health every startup_period_seconds, up to
+    # startup_failure_threshold times) holds liveness off while a slow boot finishes.
+    health_path: str = setting("/health", check=_regex(_PATH_RE, "an absolute path"))
+    ready_path: str = setting("/ready", check=_regex(_PATH_RE, "an absolute path"))
+    liveness_period_seconds: int = setting(30, min=1, max=300)
+    liveness_timeout_seconds: int = setting(5, min=1, max=60)
+    liveness_failure_threshold: int = setting(3, min=1, max=30)
+    readiness_period_seconds: int = setting(10, min=1, max=300)
+    readiness_timeout_seconds: int = setting(5, min=1, max=60)
+    readiness_failure_threshold: int = setting(2, min=1, max=30)
+    startup_period_seconds: int = setting(5, min=1, max=60)
+    # Scale down by at most this many pods per scale_down_period_seconds (the notes' cooldown).
+    scale_down_pods_per_period: int = setting(1, min=1, max=100)
+    # PromQL rate() window of the request-rate trigger.
+    request_rate_window: str = setting("2m", check=_regex(re.compile(r"^[1-9][0-9]*[smh]$"), "a PromQL duration such as '2m'"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,6 +235,14 @@ class Workers:
     spot_taint_value: str = setting("spot")
     spot_taint_effect: str = setting("NoSchedule", choices=("NoSchedule", "PreferNoSchedule", "NoExecute"))
     shutdown_seconds: int = setting(60, min=1, max=3600)
+    # Queue length drives the workers; CPU and memory add capacity for heavy jobs while
+    # pods run (docs/autoscaling.md).  Same windows and cooldown as the API by default.
+    cpu_target_percent: int = setting(70, min=10, max=100)
+    memory_target_percent: int = setting(80, min=10, max=100)
+    scale_up_window_seconds: int = setting(120, min=0, max=3600)
+    scale_down_window_seconds: int = setting(300, min=0, max=3600)
+    scale_down_period_seconds: int = setting(300, min=1, max=1800)
+    scale_down_pods_per_period: int = setting(1, min=1, max=100)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -312,6 +338,19 @@ class Gateway:
     request_timeout: str = setting("15s", check=_regex(_DURATION_RE, "a duration such as '15s'"))
     websocket_idle_timeout: str = setting("3600s", check=_regex(_DURATION_RE, "a duration such as '3600s'"))
     retries: int = setting(2, min=0, max=5)
+    # First retry waits up to this long (jittered exponential backoff, capped at 10x).
+    retry_backoff: str = setting("100ms", check=_regex(_DURATION_RE, "a duration such as '100ms'"))
+    # Active health checks from the gateway to each API pod (path: backend.healthPath).
+    health_check_interval: str = setting("10s", check=_regex(_DURATION_RE, "a duration such as '10s'"))
+    health_check_timeout: str = setting("5s", check=_regex(_DURATION_RE, "a duration such as '5s'"))
+    health_check_unhealthy_threshold: int = setting(3, min=1, max=20)
+    health_check_healthy_threshold: int = setting(1, min=1, max=20)
+    # Envoy Gateway runs the proxies in its own namespace (controller-namespace mode, its
+    # default); the NetworkPolicies admit the gateway's pods from there.
+    envoy_namespace: str = setting("envoy-gateway-system", check=_regex(_DNS_LABEL_RE, "a namespace name"))
+    envoy_replicas: int = setting(min=1, max=50)
+    envoy_cpu: str = setting("500m", check=_check_cpu)
+    envoy_memory: str = setting("512Mi", check=_check_memory)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -325,6 +364,8 @@ class Gslb:
 @dataclass(frozen=True, kw_only=True)
 class Monitoring:
     release_label: str = setting("kube-prometheus-stack")
+    # Namespace Prometheus scrapes from; the NetworkPolicies admit scrapes from it only.
+    namespace: str = setting("monitoring", check=_regex(_DNS_LABEL_RE, "a namespace name"))
     prometheus_address: str = setting(
         "http://kube-prometheus-stack-prometheus.monitoring.svc:9090", check=_regex(_URL_RE, "an http(s) URL")
     )
@@ -337,6 +378,46 @@ class Monitoring:
     replication_lag_alert_seconds: int = setting(300, min=10, max=86400)
     latency_slo_ms: int = setting(500, min=10, max=60_000)
     availability_slo_percent: float = setting(99.9, min=90.0, max=99.999)
+    # Label of request_metric that carries the HTTP status code (5xx counts as an error).
+    request_code_label: str = setting("code", check=_regex(re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$"), "a label name"))
+    # Every alert links to docs/runbooks/<file>.md under this URL.
+    runbook_base_url: str = setting(
+        "https://github.com/tikit/tikit-infra/blob/main/docs/runbooks", check=_regex(_URL_RE, "an http(s) URL")
+    )
+    scrape_interval: str = setting("30s", check=_regex(re.compile(r"^[1-9][0-9]*[sm]$"), "a duration such as '30s'"))
+    # The notes' alert table (docs/observability.md): warning / critical thresholds.
+    cpu_warning_percent: int = setting(70, min=1, max=100)
+    cpu_critical_percent: int = setting(90, min=1, max=100)
+    memory_warning_percent: int = setting(80, min=1, max=100)
+    memory_critical_percent: int = setting(95, min=1, max=100)
+    error_rate_warning_percent: float = setting(1.0, min=0.01, max=100.0)
+    error_rate_critical_percent: float = setting(5.0, min=0.01, max=100.0)
+    latency_p99_warning_seconds: float = setting(1.0, min=0.01, max=60.0)
+    latency_p99_critical_seconds: float = setting(3.0, min=0.01, max=60.0)
+    db_connections_warning_percent: int = setting(80, min=1, max=100)
+    db_connections_critical_percent: int = setting(95, min=1, max=100)
+    cache_hit_warning_percent: int = setting(80, min=1, max=100)   # alert BELOW these
+    cache_hit_critical_percent: int = setting(60, min=1, max=100)
+    # Below this many lookups per second a hit rate says nothing (a handful of misses).
+    cache_min_lookups_per_second: float = setting(1.0, min=0.0, max=1_000_000.0)
+    # PgBouncer: server connections in use as a share of pool_size + reserve_pool.
+    pool_saturation_warning_percent: int = setting(80, min=1, max=100)
+    pool_saturation_critical_percent: int = setting(95, min=1, max=100)
+    # Oldest client waiting for a server connection (SHOW POOLS maxwait).
+    pool_wait_critical_seconds: int = setting(10, min=1, max=3600)
+    # A PostgreSQL base backup is late after one schedule period plus this margin.
+    backup_age_margin_seconds: int = setting(7200, min=0, max=7 * 86400)
+    redis_backup_max_age_seconds: int = setting(7200, min=60, max=7 * 86400)
+    # How long a condition must hold before the alert fires.
+    alert_for: str = setting("5m", check=_regex(re.compile(r"^[0-9]+[smh]$"), "a duration such as '5m'"))
+    fast_alert_for: str = setting("1m", check=_regex(re.compile(r"^[0-9]+[smh]$"), "a duration such as '1m'"))
+    # CPU and memory hover around the autoscaler's own targets: only a sustained excess counts.
+    utilization_alert_for: str = setting("10m", check=_regex(re.compile(r"^[0-9]+[smh]$"), "a duration such as '10m'"))
+    at_max_replicas_for: str = setting("15m", check=_regex(re.compile(r"^[0-9]+[smh]$"), "a duration such as '15m'"))
+    # Operators' metrics live in their own namespaces (install settings of those charts).
+    keda_namespace: str = setting("keda", check=_regex(_DNS_LABEL_RE, "a namespace name"))
+    keda_metrics_port: str = setting("http", check=_regex(_DNS_LABEL_RE, "a container port name"))
+    k8gb_namespace: str = setting("k8gb", check=_regex(_DNS_LABEL_RE, "a namespace name"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -345,6 +426,34 @@ class Capacity:
 
     target_concurrent_users: int = setting(min=1, max=10_000_000)
     requests_per_user_per_minute: float = setting(1.0, min=0.01, max=1000.0)
+
+
+def _check_cidr(v: str) -> Optional[str]:
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(v, strict=True)
+    except ValueError:
+        return f"must be a CIDR such as '0.0.0.0/0' or '10.20.0.0/16', got {v!r}"
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Network:
+    """Where the namespace's neighbours live, for the NetworkPolicies (docs/traffic.md)."""
+
+    cnpg_operator_namespace: str = setting("cnpg-system", check=_regex(_DNS_LABEL_RE, "a namespace name"))
+    keda_namespace: str = setting("keda", check=_regex(_DNS_LABEL_RE, "a namespace name"))
+    dns_namespace: str = setting("kube-system", check=_regex(_DNS_LABEL_RE, "a namespace name"))
+    # Everything outside the cluster (object storage, the Kubernetes API endpoints, the
+    # third-party APIs the app calls) is reached in this range, on HTTPS only.
+    external_cidr: str = setting("0.0.0.0/0", check=_check_cidr)
+    # Port the API server's endpoints listen on after the Service NAT: 443 on managed
+    # clusters, 6443 on kubeadm ones.  CNPG's instance manager talks to it.
+    api_server_port: int = setting(443, min=1, max=65535)
+    # Source/destination range of the other region's PostgreSQL for cross-region streaming
+    # replication.  Empty: London follows Lagos through the object store only.
+    replication_peer_cidr: str = setting("", check=lambda v: _check_cidr(v) if v else None)
 
 
 SECTIONS: dict[str, type] = {
@@ -358,6 +467,7 @@ SECTIONS: dict[str, type] = {
     "gslb": Gslb,
     "monitoring": Monitoring,
     "capacity": Capacity,
+    "network": Network,
 }
 
 # --------------------------------------------------------------------------------------
@@ -389,6 +499,7 @@ PRESETS: dict[str, tuple[Any, Any, Any]] = {
     "redis.storageSize":                    ("1Gi",    "5Gi",     "20Gi"),
     "redis.backupRetentionHours":           (24,       72,        168),
     "gateway.hostname":                     ("api.dev.tikit.app", "api.staging.tikit.app", "api.tikit.app"),
+    "gateway.envoyReplicas":                (1,        2,         3),
     "capacity.targetConcurrentUsers":       (100,      1000,      10000),
 }
 
@@ -444,6 +555,7 @@ class Settings:
     gslb: Gslb
     monitoring: Monitoring
     capacity: Capacity
+    network: Network
     derived: Derived
 
     @property
@@ -622,6 +734,28 @@ def _cross_checks(s: Settings) -> None:
         raise ConfigError(
             "gslb.primaryGeoTag", f"'{s.gslb.primary_geo_tag}' must be the primary region's geo tag '{s.primary.tag}'"
         )
+    _monitoring_checks(s.monitoring)
+
+
+def _monitoring_checks(m: Monitoring) -> None:
+    """Warning thresholds come before critical ones (cache hit rate alerts BELOW its thresholds)."""
+    pairs = (
+        ("cpuWarningPercent", m.cpu_warning_percent, m.cpu_critical_percent),
+        ("memoryWarningPercent", m.memory_warning_percent, m.memory_critical_percent),
+        ("errorRateWarningPercent", m.error_rate_warning_percent, m.error_rate_critical_percent),
+        ("latencyP99WarningSeconds", m.latency_p99_warning_seconds, m.latency_p99_critical_seconds),
+        ("dbConnectionsWarningPercent", m.db_connections_warning_percent, m.db_connections_critical_percent),
+        ("poolSaturationWarningPercent", m.pool_saturation_warning_percent, m.pool_saturation_critical_percent),
+    )
+    for key, warn, crit in pairs:
+        if warn >= crit:
+            critical_key = key.replace("Warning", "Critical")
+            raise ConfigError(f"monitoring.{key}", f"{warn} must be below monitoring.{critical_key} {crit}")
+    if m.cache_hit_warning_percent <= m.cache_hit_critical_percent:
+        raise ConfigError(
+            "monitoring.cacheHitWarningPercent",
+            f"{m.cache_hit_warning_percent} must be above monitoring.cacheHitCriticalPercent {m.cache_hit_critical_percent}",
+        )
 
 
 def load(config: Mapping[str, Any], *, stack: str, project: str = PROJECT) -> Settings:
@@ -661,6 +795,7 @@ def load(config: Mapping[str, Any], *, stack: str, project: str = PROJECT) -> Se
         gslb=sections["gslb"],
         monitoring=sections["monitoring"],
         capacity=sections["capacity"],
+        network=sections["network"],
         derived=None,  # type: ignore[arg-type]
     )
     _cross_checks(partial)

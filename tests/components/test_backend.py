@@ -1,0 +1,211 @@
+"""The API tier on the rendered manifests of every stack: probes, resources, shutdown,
+security, placement, Service, PDB and the ScaledObject's exact triggers and behaviour."""
+
+from __future__ import annotations
+
+import pytest
+
+import names
+import settings
+from conftest import named, objects
+from preview.validate import validate
+
+# The notes' numbers, per environment: (min, max) replicas and (cpu, memory) per instance.
+REPLICAS = {"dev": (1, 1), "staging": (2, 2), "prod": (2, 10)}
+RESOURCES = {"dev": ("500m", "512Mi"), "staging": ("1", "1Gi"), "prod": ("2", "2Gi")}
+PEAK_MIN = {"prod": 5}
+
+
+def regional(plan, kind: str, name: str):
+    """(region, object) for every region of the stack."""
+    for region in plan.regions:
+        yield region, named(plan, kind, name, region)
+
+
+def container(deployment: dict) -> dict:
+    (c,) = deployment["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def triggers_by_type(scaled_object: dict) -> dict[str, dict]:
+    triggers = scaled_object["spec"]["triggers"]
+    by_type = {t["type"]: t for t in triggers}
+    assert len(by_type) == len(triggers), "one trigger per type"
+    return by_type
+
+
+def test_every_region_has_the_api_tier(plan):
+    assert plan.regions
+    for region in plan.regions:
+        for kind, name in [
+            ("Deployment", names.BACKEND),
+            ("Service", names.BACKEND),
+            ("PodDisruptionBudget", names.BACKEND),
+            ("ConfigMap", names.BACKEND_CONFIG),
+            ("ScaledObject", names.BACKEND),
+        ]:
+            named(plan, kind, name, region)
+
+
+def test_image_is_pinned_and_from_settings(plan, stack):
+    for _, dep in regional(plan, "Deployment", names.BACKEND):
+        image = container(dep)["image"]
+        assert image == settings.load({}, stack=stack).backend.image
+        assert settings.image_problem(image) is None and not image.endswith(":latest")
+
+
+def test_probes_are_the_notes_values(plan):
+    for _, dep in regional(plan, "Deployment", names.BACKEND):
+        c = container(dep)
+        assert c["livenessProbe"] == {
+            "httpGet": {"path": "/health", "port": "http"},
+            "periodSeconds": 30,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+            "successThreshold": 1,
+        }
+        assert c["readinessProbe"] == {
+            "httpGet": {"path": "/ready", "port": "http"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 2,
+            "successThreshold": 1,
+        }
+        startup = c["startupProbe"]
+        assert startup["httpGet"] == {"path": "/health", "port": "http"}
+        # A slow boot gets period x threshold before liveness may restart it.
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 60
+        assert [p["name"] for p in c["ports"]] == ["http"]
+
+
+def test_resources_per_environment_with_memory_request_equal_to_limit(plan, stack):
+    cpu, memory = RESOURCES[stack]
+    for _, dep in regional(plan, "Deployment", names.BACKEND):
+        res = container(dep)["resources"]
+        assert res["requests"] == {"cpu": cpu, "memory": memory}
+        assert res["limits"]["memory"] == res["requests"]["memory"] == memory
+
+
+def test_env_comes_from_secrets_and_the_config_map(plan):
+    for region, dep in regional(plan, "Deployment", names.BACKEND):
+        c = container(dep)
+        refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"]}
+        assert refs == {
+            "DATABASE_URL": {"name": names.APP_DATABASE_SECRET, "key": "DATABASE_URL"},
+            "DATABASE_REPLICA_URL": {"name": names.APP_DATABASE_SECRET, "key": "DATABASE_REPLICA_URL"},
+            "REDIS_URL": {"name": names.APP_REDIS_SECRET, "key": "REDIS_URL"},
+        }
+        assert all("value" not in e for e in c["env"]), "no connection string in clear text"
+        assert c["envFrom"] == [{"configMapRef": {"name": names.BACKEND_CONFIG}}]
+        data = named(plan, "ConfigMap", names.BACKEND_CONFIG, region)["data"]
+        assert data["NODE_ENV"] == "production"
+        assert data["PORT"] == str(c["ports"][0]["containerPort"])
+        assert not any("URL" in k for k in data), "connection strings belong in Secrets"
+
+
+def test_graceful_shutdown(plan, stack):
+    b = settings.load({}, stack=stack).backend
+    for _, dep in regional(plan, "Deployment", names.BACKEND):
+        pre_stop = container(dep)["lifecycle"]["preStop"]
+        assert pre_stop == {"sleep": {"seconds": b.pre_stop_seconds}} and b.pre_stop_seconds > 0
+        grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        # The grace period covers the preStop sleep plus the app's own drain after SIGTERM.
+        assert grace == b.pre_stop_seconds + b.shutdown_seconds > pre_stop["sleep"]["seconds"]
+        rolling = dep["spec"]["strategy"]["rollingUpdate"]
+        assert rolling["maxUnavailable"] == 0 and rolling["maxSurge"] >= 1
+
+
+def test_restricted_security_context(plan):
+    for _, dep in regional(plan, "Deployment", names.BACKEND):
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        sc = container(dep)["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["runAsNonRoot"] is True and sc["readOnlyRootFilesystem"] is True
+
+
+def test_spread_over_zones_and_nodes(plan):
+    for _, dep in regional(plan, "Deployment", names.BACKEND):
+        pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+        spread = dep["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert {c["topologyKey"] for c in spread} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+        for c in spread:
+            assert c["labelSelector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_no_replicas_field_the_hpa_owns_it(plan):
+    for _, dep in regional(plan, "Deployment", names.BACKEND):
+        assert "replicas" not in dep["spec"]
+
+
+def test_pdb_never_blocks_a_drain_at_minimum_replicas(plan, stack):
+    low, _ = REPLICAS[stack]
+    for region, dep in regional(plan, "Deployment", names.BACKEND):
+        pdb = named(plan, "PodDisruptionBudget", names.BACKEND, region)["spec"]
+        assert pdb["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+        if "maxUnavailable" in pdb:
+            assert pdb["maxUnavailable"] >= 1
+        else:
+            assert pdb["minAvailable"] < low
+
+
+def test_service_exposes_the_http_port(plan, stack):
+    port = settings.load({}, stack=stack).backend.port
+    for region, dep in regional(plan, "Deployment", names.BACKEND):
+        svc = named(plan, "Service", names.BACKEND, region)
+        assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+        (p,) = svc["spec"]["ports"]
+        assert (p["name"], p["port"], p["targetPort"]) == ("http", port, "http")
+        assert svc["metadata"]["labels"]["app.kubernetes.io/name"] == names.BACKEND
+
+
+def test_scaled_object_bounds_and_behaviour(plan, stack):
+    low, high = REPLICAS[stack]
+    for _, so in regional(plan, "ScaledObject", names.BACKEND):
+        spec = so["spec"]
+        assert spec["scaleTargetRef"]["name"] == names.BACKEND
+        assert spec["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
+        assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (low, high)
+        hpa = spec["advanced"]["horizontalPodAutoscalerConfig"]
+        assert hpa["name"]
+        assert hpa["behavior"]["scaleUp"]["stabilizationWindowSeconds"] == 120
+        down = hpa["behavior"]["scaleDown"]
+        assert down["stabilizationWindowSeconds"] == 300
+        # One step down per 5 minutes: the notes' cooldown.
+        assert down["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 300}]
+
+
+def test_scaled_object_triggers(plan, stack):
+    s = settings.load({}, stack=stack)
+    for region, so in regional(plan, "ScaledObject", names.BACKEND):
+        t = triggers_by_type(so)
+        assert t["cpu"] == {"type": "cpu", "metricType": "Utilization", "metadata": {"value": "70"}}
+        assert t["memory"] == {"type": "memory", "metricType": "Utilization", "metadata": {"value": "80"}}
+        prom = t["prometheus"]
+        assert prom.get("metricType", "AverageValue") == "AverageValue"
+        assert prom["metadata"]["serverAddress"] == s.monitoring.prometheus_address
+        assert prom["metadata"]["threshold"] == "1000"
+        query = prom["metadata"]["query"]
+        assert query.startswith("sum(") and query.endswith("* 60"), "requests per minute over all API pods"
+        assert s.monitoring.request_metric in query and f'namespace="{s.namespace}"' in query
+        if stack in PEAK_MIN:
+            assert t["cron"]["metadata"] == {
+                "timezone": "Africa/Lagos",
+                "start": "0 18 * * *",
+                "end": "0 0 * * *",
+                "desiredReplicas": str(PEAK_MIN[stack]),
+            }
+            assert set(t) == {"cpu", "memory", "prometheus", "cron"}
+        else:
+            assert set(t) == {"cpu", "memory", "prometheus"}, "no peak floor where it adds nothing"
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "ScaledObject", "Service", "PodDisruptionBudget"])
+def test_api_objects_validate(plan, kind):
+    for region in plan.regions:
+        obj = named(plan, kind, names.BACKEND, region)
+        assert validate(obj) == [], f"{region} {kind}"
+    for obj in objects(plan, "ConfigMap"):
+        assert validate(obj) == []

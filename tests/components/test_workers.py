@@ -1,0 +1,103 @@
+"""The workers on the rendered manifests of every stack: spot placement, queue-length
+scaling (redis list trigger, redis-sentinel where Sentinel runs), scale to zero outside
+prod, and the credentials the trigger uses."""
+
+from __future__ import annotations
+
+import names
+import settings
+from conftest import named
+from preview.validate import validate
+
+REPLICAS = {"dev": (0, 2), "staging": (0, 3), "prod": (1, 10)}
+
+
+def regional(plan, kind: str, name: str):
+    for region in plan.regions:
+        yield region, named(plan, kind, name, region)
+
+
+def queue_trigger(so: dict) -> dict:
+    (t,) = [t for t in so["spec"]["triggers"] if t["type"] in ("redis", "redis-sentinel")]
+    return t
+
+
+def test_workers_run_on_spot_capacity(plan, stack):
+    w = settings.load({}, stack=stack).workers
+    for _, dep in regional(plan, "Deployment", names.WORKERS):
+        pod = dep["spec"]["template"]["spec"]
+        assert {"key": w.spot_taint_key, "operator": "Equal", "value": w.spot_taint_value, "effect": w.spot_taint_effect} in pod[
+            "tolerations"
+        ]
+        node = pod["affinity"]["nodeAffinity"]
+        # Preferred, never required: without spot capacity the workers still run.
+        assert "requiredDuringSchedulingIgnoredDuringExecution" not in node
+        (pref,) = node["preferredDuringSchedulingIgnoredDuringExecution"]
+        assert pref["preference"]["matchExpressions"] == [
+            {"key": w.spot_node_label_key, "operator": "In", "values": [w.spot_node_label_value]}
+        ]
+
+
+def test_workers_resources_env_and_security(plan, stack):
+    w = settings.load({}, stack=stack).workers
+    for _, dep in regional(plan, "Deployment", names.WORKERS):
+        pod = dep["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        assert settings.image_problem(c["image"]) is None and c["image"] == w.image
+        assert c["resources"]["requests"] == {"cpu": w.cpu, "memory": w.memory}
+        assert c["resources"]["limits"]["memory"] == c["resources"]["requests"]["memory"]
+        secrets = {e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"]}
+        assert secrets == {names.APP_DATABASE_SECRET, names.APP_REDIS_SECRET}
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["terminationGracePeriodSeconds"] == w.shutdown_seconds
+        assert "replicas" not in dep["spec"]
+
+
+def test_workers_scale_on_queue_length(plan, stack):
+    s = settings.load({}, stack=stack)
+    low, high = REPLICAS[stack]
+    for _, so in regional(plan, "ScaledObject", names.WORKERS):
+        spec = so["spec"]
+        assert spec["scaleTargetRef"]["name"] == names.WORKERS
+        assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (low, high)
+        t = queue_trigger(so)
+        md = t["metadata"]
+        assert (md["listName"], md["listLength"]) == (s.workers.queue_name, "100")
+        assert t.get("metricType", "AverageValue") == "AverageValue", "pending jobs per replica"
+        if s.redis.sentinels:
+            # Follows a failover: asks the Sentinels for the current primary.
+            assert t["type"] == "redis-sentinel"
+            assert md["addresses"] == f"{names.REDIS_SENTINEL}.{s.namespace}.svc.cluster.local:{names.REDIS_SENTINEL_PORT}"
+            assert md["sentinelMaster"] == names.REDIS_MASTER_NAME
+        else:
+            assert t["type"] == "redis"
+            assert md["address"] == f"{names.REDIS}.{s.namespace}.svc.cluster.local:{names.REDIS_PORT}"
+        behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+        assert behavior["scaleDown"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 300}]
+
+
+def test_scale_to_zero_only_outside_prod(plan, stack):
+    for _, so in regional(plan, "ScaledObject", names.WORKERS):
+        if stack == "prod":
+            assert so["spec"]["minReplicaCount"] >= 1
+        else:
+            assert so["spec"]["minReplicaCount"] == 0
+            # KEDA can wake a workload at zero only through a trigger other than cpu/memory.
+            assert {t["type"] for t in so["spec"]["triggers"]} - {"cpu", "memory"}
+
+
+def test_trigger_credentials_come_from_the_redis_secret(plan):
+    for region, so in regional(plan, "ScaledObject", names.WORKERS):
+        ref = queue_trigger(so)["authenticationRef"]
+        auth = named(plan, "TriggerAuthentication", ref["name"], region)
+        assert auth["spec"]["secretTargetRef"] == [{"parameter": "password", "name": names.REDIS_AUTH_SECRET, "key": "password"}]
+        assert not any("password" in k.lower() for k in queue_trigger(so)["metadata"])
+        assert validate(auth) == []
+
+
+def test_workers_objects_validate(plan):
+    for region in plan.regions:
+        for kind in ("Deployment", "ScaledObject", "PodDisruptionBudget"):
+            assert validate(named(plan, kind, names.WORKERS, region)) == [], f"{region} {kind}"

@@ -535,7 +535,7 @@ class Derived:
     redis_maxmemory_bytes: int            # maxmemory_percent of the container limit
     redis_fork_headroom_bytes: int        # the rest of the limit, kept for the COW fork
     client_connections: int               # backend max x per-replica + workers max x per-replica
-    pgbouncer_client_capacity: int        # pgbouncer replicas x max_client_conn
+    pgbouncer_client_capacity: int        # pgbouncer replicas x (max_client_conn - 1 exporter login)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -698,7 +698,8 @@ def _derive(s: Settings) -> Derived:
         redis_fork_headroom_bytes=limit - maxmem,
         client_connections=s.backend.max_replicas * s.backend.db_connections_per_replica
         + s.workers.max_replicas * s.workers.db_connections_per_replica,
-        pgbouncer_client_capacity=pb.replicas * pb.max_client_conn,
+        # The exporter's admin-console login holds one client slot in every pod.
+        pgbouncer_client_capacity=pb.replicas * (pb.max_client_conn - 1),
     )
 
 

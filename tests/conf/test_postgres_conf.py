@@ -1,0 +1,136 @@
+"""infra/conf/postgres.py: the CNPG parameter map for every preset, and the overrides it refuses."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, strategies as st
+
+import settings
+from conf.postgres import OPERATOR_OWNED, is_operator_owned, postgres_parameters
+
+STACKS = settings.ENVIRONMENTS
+
+
+def with_overrides(stack: str, parameters: dict) -> settings.Settings:
+    return settings.load({"postgres": {"parameters": parameters}}, stack=stack)
+
+
+def mb(value: str) -> int:
+    m = re.fullmatch(r"(\d+)MB", value)
+    assert m, f"{value!r} is not in MB"
+    return int(m.group(1))
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_values_are_strings_in_stable_order(stack):
+    params = postgres_parameters(settings.load({}, stack=stack))
+    assert all(isinstance(v, str) for v in params.values()), "CNPG takes parameters as strings"
+    assert list(params) == sorted(params)
+    assert postgres_parameters(settings.load({}, stack=stack)) == params
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_connection_and_memory_numbers_come_from_derived(stack):
+    s = settings.load({}, stack=stack)
+    d, p = s.derived, postgres_parameters(s)
+    assert p["max_connections"] == str(d.postgres_max_connections)
+    assert p["superuser_reserved_connections"] == str(s.postgres.superuser_reserved_connections)
+    assert p["max_wal_senders"] == str(s.postgres.max_wal_senders)
+    assert mb(p["shared_buffers"]) == d.postgres_shared_buffers_mb
+    assert mb(p["effective_cache_size"]) == d.postgres_effective_cache_size_mb
+    assert mb(p["work_mem"]) == d.postgres_work_mem_mb
+    assert mb(p["maintenance_work_mem"]) == d.postgres_maintenance_work_mem_mb
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_pools_fit_under_max_connections(stack):
+    s = settings.load({}, stack=stack)
+    p = postgres_parameters(s)
+    usable = int(p["max_connections"]) - int(p["superuser_reserved_connections"])
+    assert s.derived.pool_server_connections <= usable
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_memory_fits_the_container(stack):
+    s = settings.load({}, stack=stack)
+    p = postgres_parameters(s)
+    limit = settings.mebibytes(s.postgres.memory)
+    # shared_buffers + every connection using work_mem once stays within the limit.
+    assert mb(p["shared_buffers"]) + int(p["max_connections"]) * mb(p["work_mem"]) < limit
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_slots_cannot_fill_the_wal_volume(stack):
+    s = settings.load({}, stack=stack)
+    p = postgres_parameters(s)
+    wal_volume = settings.mebibytes(s.postgres.wal_storage_size)
+    max_wal_size_default = 1024
+    assert mb(p["wal_keep_size"]) <= mb(p["max_slot_wal_keep_size"])
+    assert mb(p["max_slot_wal_keep_size"]) + max_wal_size_default < wal_volume
+
+
+def test_notes_slow_query_threshold_and_observability():
+    p = postgres_parameters(settings.load({}, stack="prod"))
+    assert p["log_min_duration_statement"] == "1000"  # "slow queries > 1s", in milliseconds
+    assert p["track_io_timing"] == "on"
+    assert p["password_encryption"] == "scram-sha-256"  # PgBouncer's SCRAM pass-through
+    assert "statement_timeout" not in p  # backups and migrations run long; set per role
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_never_renders_an_operator_owned_parameter(stack):
+    params = postgres_parameters(settings.load({}, stack=stack))
+    assert not [k for k in params if is_operator_owned(k)]
+
+
+def test_overrides_win_and_add():
+    p = postgres_parameters(with_overrides("dev", {"work_mem": "64MB", "jit": "off"}))
+    assert p["work_mem"] == "64MB"
+    assert p["jit"] == "off"
+    assert list(p) == sorted(p)
+
+
+def test_override_names_are_case_insensitive():
+    p = postgres_parameters(with_overrides("dev", {"Work_Mem": "64MB"}))
+    assert p["work_mem"] == "64MB"
+    assert "Work_Mem" not in p
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["archive_mode", "port", "listen_addresses", "shared_preload_libraries", "ssl", "ssl_ciphers",
+     "unix_socket_permissions", "recovery_target_time", "synchronous_standby_names", "Hot_Standby"],
+)
+def test_operator_owned_override_is_a_config_error_naming_it(name):
+    with pytest.raises(settings.ConfigError) as err:
+        postgres_parameters(with_overrides("staging", {name: "x"}))
+    assert err.value.key == "postgres.parameters"
+    assert f"'{name}'" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_wal_level_must_replicate():
+    with pytest.raises(settings.ConfigError, match="wal_level must be one of replica, logical; got 'minimal'"):
+        postgres_parameters(with_overrides("prod", {"wal_level": "minimal"}))
+    assert postgres_parameters(with_overrides("prod", {"wal_level": "logical"}))["wal_level"] == "logical"
+
+
+def test_operator_owned_list_matches_the_reference():
+    # platform-apis.md, CloudNativePG: the parameters the webhook rejects.
+    assert set(OPERATOR_OWNED) == {
+        "archive_mode", "archive_command", "primary_conninfo", "port", "listen_addresses", "cluster_name",
+        "hot_standby", "shared_preload_libraries", "ssl*", "logging_collector", "log_destination",
+        "log_directory", "unix_socket_*", "data_directory", "hba_file", "recovery_target*",
+        "synchronous_standby_names", "restore_command",
+    }
+    assert not is_operator_owned("log_min_duration_statement")
+    assert is_operator_owned("ssl_min_protocol_version")  # 'ssl*' is a prefix pattern
+
+
+@given(st.from_regex(r"[a-z][a-z_]{0,30}", fullmatch=True), st.from_regex(r"[a-z0-9]{1,10}", fullmatch=True))
+def test_any_other_parameter_is_passed_through(name, value):
+    if is_operator_owned(name) or name == "wal_level":
+        return
+    assert postgres_parameters(with_overrides("dev", {name: value}))[name] == value

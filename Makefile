@@ -27,6 +27,10 @@ preview: $(VENV)/.runtime
 preview-all: $(VENV)/.runtime
 	@rc=0; for s in $(STACKS); do $(PY) -m preview --stack $$s || rc=$$?; done; exit $$rc
 
+## diff: offline diff of STACKS between BASE (default: merge-base with main) and the working tree, into build/diff/
+diff: $(VENV)/.runtime
+	$(PY) -m preview diff $(if $(BASE),--base $(BASE)) --stacks "$(STACKS)"
+
 ## system-deps: Debian daemons the integration tests run (installed when missing)
 system-deps:
 	scripts/install-system-deps.sh

@@ -62,6 +62,15 @@ REDIRECT_ROUTE = "https-redirect"
 
 POSTGRES_PORT = 5432
 
+# Annotations the policy pack reads: capacity facts no Kubernetes field carries
+# (policy/tikit_policies/annotations.py holds the same keys; a test keeps them equal).
+REGION_ROLE_ANNOTATION = "tikit.app/region-role"                          # Namespace: primary | backup
+TARGET_USERS_ANNOTATION = "tikit.app/target-concurrent-users"              # Namespace
+REQUESTS_PER_USER_ANNOTATION = "tikit.app/requests-per-user-per-minute"   # Namespace
+DB_CONNECTIONS_ANNOTATION = "tikit.app/db-connections-per-replica"        # Deployment of a database client
+REQUESTS_PER_INSTANCE_ANNOTATION = "tikit.app/requests-per-minute-per-instance"  # serving Deployment (optional)
+STORAGE_REGION_ANNOTATION = "tikit.app/storage-region"                    # ObjectStore whose path names no region
+
 
 def service_host(service: str, namespace: str) -> str:
     return f"{service}.{namespace}.svc.cluster.local"

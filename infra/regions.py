@@ -18,6 +18,7 @@ import names
 from components.backend import Backend, BackendArgs
 from components.failover import Failover, FailoverArgs
 from components.gateway import Gateway, GatewayArgs
+from components.monitoring import Monitoring, MonitoringArgs
 from components.network import NetworkArgs, NetworkPolicies
 from components.workers import Workers, WorkersArgs
 from settings import Region as RegionSettings
@@ -93,6 +94,12 @@ class Region(pulumi.ComponentResource):
                     "pod-security.kubernetes.io/warn": "restricted",
                     "pod-security.kubernetes.io/audit": "restricted",
                 },
+                # What the policy pack sizes this region against (it runs apart from the program).
+                annotations={
+                    names.REGION_ROLE_ANNOTATION: region.role,
+                    names.TARGET_USERS_ANNOTATION: str(cfg.capacity.target_concurrent_users),
+                    names.REQUESTS_PER_USER_ANNOTATION: str(cfg.capacity.requests_per_user_per_minute),
+                },
                 namespaced=False,
             ),
             opts=self.target.opts(self),
@@ -153,6 +160,11 @@ class Region(pulumi.ComponentResource):
                 pg_cluster=names.pg_cluster(self.region.name),
                 role=self.region.role,
             ),
+            opts=self.tier_opts,
+        )
+        self.monitoring = Monitoring(
+            t.rname("monitoring"),
+            MonitoringArgs(target=t, settings=cfg, region=self.region, gslb=len(cfg.regions) > 1),
             opts=self.tier_opts,
         )
 

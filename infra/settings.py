@@ -243,6 +243,17 @@ class Workers:
     scale_down_window_seconds: int = setting(300, min=0, max=3600)
     scale_down_period_seconds: int = setting(300, min=1, max=1800)
     scale_down_pods_per_period: int = setting(1, min=1, max=100)
+    # Workers serve no traffic but expose the same health contract as the API on a
+    # small HTTP port: /health (event loop alive) and /ready (Redis and PostgreSQL reachable).
+    health_port: int = setting(8081, min=1024, max=65535)
+    health_path: str = setting("/health", check=_regex(_PATH_RE, "an absolute path"))
+    ready_path: str = setting("/ready", check=_regex(_PATH_RE, "an absolute path"))
+    liveness_period_seconds: int = setting(30, min=1, max=300)
+    liveness_timeout_seconds: int = setting(5, min=1, max=60)
+    liveness_failure_threshold: int = setting(3, min=1, max=30)
+    readiness_period_seconds: int = setting(10, min=1, max=300)
+    readiness_timeout_seconds: int = setting(5, min=1, max=60)
+    readiness_failure_threshold: int = setting(2, min=1, max=30)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,6 +2,9 @@
 
 Exit codes: 0 ok; 1 a mandatory policy is violated; 2 the settings are invalid (one
 line on stderr, ``config error: <key>: <what is wrong>``, nothing written).
+
+``python -m preview diff [--base REF] [--stacks dev,staging,prod] [--out build/diff]``
+compares two revisions of every stack (preview/revisions.py).
 """
 
 from __future__ import annotations
@@ -14,7 +17,16 @@ from . import cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m preview", description=__doc__.splitlines()[0])
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["diff"]:
+        from . import revisions
+
+        return revisions.main(argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="python -m preview",
+        description=__doc__.splitlines()[0],
+        epilog="python -m preview diff --help: compare two revisions of every stack",
+    )
     parser.add_argument("--stack", default="dev", help="stack name (Pulumi.<stack>.yaml); default dev")
     parser.add_argument("--out", type=Path, default=cli.REPO_ROOT / "build", help="output root; default build/")
     parser.add_argument(

@@ -50,6 +50,8 @@ IDEMPOTENT_METHODS = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
 # side answered with a gateway-class error.
 RETRY_TRIGGERS = ("connect-failure", "refused-stream", "reset", "retriable-status-codes")
 RETRIABLE_STATUSES = (502, 503, 504)
+# Permanent: browsers remember it and go straight to HTTPS next time.
+REDIRECT_STATUS = 301
 # A socket is one long request: no total deadline, only the idle timeout bounds it.
 NO_REQUEST_TIMEOUT = "0s"
 
@@ -196,7 +198,7 @@ def redirect_route_spec(args: GatewayArgs) -> dict[str, Any]:
         "rules": [
             {
                 "filters": [
-                    {"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": 301}}
+                    {"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": REDIRECT_STATUS}}
                 ]
             }
         ],

@@ -136,6 +136,23 @@ class Workers(pulumi.ComponentResource):
             "imagePullPolicy": "IfNotPresent",
             "envFrom": [{"configMapRef": {"name": args.config_map}}],
             "env": secret_env(),
+            "ports": [{"name": "health", "containerPort": w.health_port, "protocol": "TCP"}],
+            "livenessProbe": kube.http_probe(
+                w.health_path,
+                "health",
+                period=w.liveness_period_seconds,
+                timeout=w.liveness_timeout_seconds,
+                failures=w.liveness_failure_threshold,
+            ),
+            # Not ready (Redis or PostgreSQL unreachable) keeps a new worker out of the
+            # rollout's availability count instead of letting it crash-loop.
+            "readinessProbe": kube.http_probe(
+                w.ready_path,
+                "health",
+                period=w.readiness_period_seconds,
+                timeout=w.readiness_timeout_seconds,
+                failures=w.readiness_failure_threshold,
+            ),
             "resources": kube.resources(w.cpu, w.memory),
             "securityContext": kube.container_security(),
             "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],

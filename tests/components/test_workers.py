@@ -55,6 +55,18 @@ def test_workers_resources_env_and_security(plan, stack):
         assert "replicas" not in dep["spec"]
 
 
+def test_workers_have_liveness_and_readiness_probes(plan, stack):
+    w = settings.load({}, stack=stack).workers
+    for _, dep in regional(plan, "Deployment", names.WORKERS):
+        (c,) = dep["spec"]["template"]["spec"]["containers"]
+        assert c["ports"] == [{"name": "health", "containerPort": w.health_port, "protocol": "TCP"}]
+        live, ready = c["livenessProbe"], c["readinessProbe"]
+        assert live["httpGet"] == {"path": "/health", "port": "health"}
+        assert (live["periodSeconds"], live["timeoutSeconds"], live["failureThreshold"]) == (30, 5, 3)
+        assert ready["httpGet"] == {"path": "/ready", "port": "health"}
+        assert (ready["periodSeconds"], ready["timeoutSeconds"], ready["failureThreshold"]) == (10, 5, 2)
+
+
 def test_workers_scale_on_queue_length(plan, stack):
     s = settings.load({}, stack=stack)
     low, high = REPLICAS[stack]

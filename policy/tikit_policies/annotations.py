@@ -1,0 +1,32 @@
+"""Annotation keys the policies read: capacity facts that no Kubernetes field carries.
+
+The program sets them (infra/names.py holds the same keys; a test keeps the two equal).
+The pack keeps its own copy because it runs apart from the program: under
+``pulumi preview --policy-pack policy`` it is a separate process, and a published pack
+carries only this directory.
+"""
+
+# Namespace: "primary" or "backup" - which region serves traffic and holds the writable database.
+REGION_ROLE = "tikit.app/region-role"
+# Namespace: what the stack must carry (settings.capacity).
+TARGET_CONCURRENT_USERS = "tikit.app/target-concurrent-users"
+REQUESTS_PER_USER_PER_MINUTE = "tikit.app/requests-per-user-per-minute"
+# Deployment of a database client: connections each replica may open to each PgBouncer pool.
+DB_CONNECTIONS_PER_REPLICA = "tikit.app/db-connections-per-replica"
+# Serving Deployment: requests per minute one replica carries at its autoscaling target.
+REQUESTS_PER_MINUTE_PER_INSTANCE = "tikit.app/requests-per-minute-per-instance"
+# ObjectStore: where the bucket physically lives, when its name does not say.
+STORAGE_REGION = "tikit.app/storage-region"
+
+# Labels every object carries (infra/kube.py labels()).
+REGION_LABEL = "tikit.app/region"
+ENVIRONMENT_LABEL = "tikit.app/environment"
+
+ALL = {
+    "REGION_ROLE": REGION_ROLE,
+    "TARGET_CONCURRENT_USERS": TARGET_CONCURRENT_USERS,
+    "REQUESTS_PER_USER_PER_MINUTE": REQUESTS_PER_USER_PER_MINUTE,
+    "DB_CONNECTIONS_PER_REPLICA": DB_CONNECTIONS_PER_REPLICA,
+    "REQUESTS_PER_MINUTE_PER_INSTANCE": REQUESTS_PER_MINUTE_PER_INSTANCE,
+    "STORAGE_REGION": STORAGE_REGION,
+}

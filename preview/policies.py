@@ -1,0 +1,261 @@
+"""Run the policy pack over an offline plan, the way the Pulumi engine runs it.
+
+The policies are the very objects ``policy/__main__.py`` hands to ``PolicyPack`` (imported
+from policy/tikit_policies).  What the engine does and this module does too:
+
+- every resource goes to each ResourceValidationPolicy as ResourceValidationArgs (its
+  inputs behind the analyzer's unknown-checking proxy; the plan's inputs are already
+  redacted and integer-clean), then the whole stack to each StackValidationPolicy as
+  StackValidationArgs (resources with props and parent links);
+- each policy gets its config: the schema's defaults, overlaid with the policy config
+  file (the same JSON `pulumi preview --policy-pack-config <file>` takes);
+- enforcement levels: the policy's own, else the pack default; the file may override them
+  per policy or for "all"; "disabled" skips a policy, "remediate" counts as mandatory.
+
+Stricter than the engine: unknown policy names and unknown or ill-typed properties in the
+config file are errors (exit code 2 in the preview), not silently ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from .engine import REPO_ROOT, StackConfigError
+from .plan import Plan
+from .report import Finding, PolicyResult
+
+POLICY_DIR = REPO_ROOT / "policy"
+if str(POLICY_DIR) not in sys.path:
+    sys.path.append(str(POLICY_DIR))
+
+from pulumi_policy import (  # noqa: E402
+    EnforcementLevel,
+    Policy,
+    PolicyCustomTimeouts,
+    PolicyResource,
+    PolicyResourceOptions,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy  # noqa: E402
+
+import tikit_policies  # noqa: E402
+
+LEVELS = {level.value: level for level in EnforcementLevel}
+
+
+class PolicyConfigError(StackConfigError):
+    """The policy config file is unusable: a config error (exit code 2), like bad settings."""
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """One policy's effective enforcement level and config."""
+
+    level: EnforcementLevel
+    config: dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------
+# The policy config file
+# --------------------------------------------------------------------------------------
+
+_JSON_TYPES = {
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "string": (str,),
+    "array": (list,),
+    "object": (dict,),
+}
+
+
+def _schema_problem(value: Any, prop: Mapping[str, Any]) -> Optional[str]:
+    """The JSON-schema subset policy config schemas use: type, enum, minimum, maximum, items."""
+    type_ = prop.get("type")
+    if type_:
+        ok = isinstance(value, _JSON_TYPES[type_]) and not (type_ in ("integer", "number") and isinstance(value, bool))
+        if type_ == "integer" and isinstance(value, float) and value.is_integer():
+            ok = True
+        if not ok:
+            return f"must be {'an' if type_[0] in 'aeio' else 'a'} {type_}, got {json.dumps(value)}"
+    if "enum" in prop and value not in prop["enum"]:
+        return f"must be one of {', '.join(map(str, prop['enum']))}; got {json.dumps(value)}"
+    if "minimum" in prop and isinstance(value, (int, float)) and value < prop["minimum"]:
+        return f"must be >= {prop['minimum']}, got {value}"
+    if "maximum" in prop and isinstance(value, (int, float)) and value > prop["maximum"]:
+        return f"must be <= {prop['maximum']}, got {value}"
+    if type_ == "array" and "items" in prop:
+        for i, item in enumerate(value):
+            problem = _schema_problem(item, prop["items"])
+            if problem:
+                return f"item {i} {problem}"
+    return None
+
+
+def _level(where: str, value: Any) -> EnforcementLevel:
+    if not isinstance(value, str) or value not in LEVELS:
+        raise PolicyConfigError(where, f"must be one of {', '.join(LEVELS)}; got {json.dumps(value)}")
+    return LEVELS[value]
+
+
+def load_config(path: Optional[Path]) -> dict[str, Any]:
+    """The policy config file as JSON (an empty file or none is an empty config)."""
+    if path is None:
+        return {}
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        raise PolicyConfigError("policy config", f"cannot read {path}")
+    if not text.strip():
+        return {}
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PolicyConfigError(Path(path).name, f"is not valid JSON (line {exc.lineno})")
+    if not isinstance(doc, dict):
+        raise PolicyConfigError(Path(path).name, "must be a JSON object mapping policy names to a level or settings")
+    return doc
+
+
+def resolve(policies: list[Policy], default: EnforcementLevel, config: Mapping[str, Any]) -> dict[str, Resolved]:
+    """Each policy's level and config, from its schema defaults and the config file."""
+    by_name = {p.name: p for p in policies}
+    for name in config:
+        if name != "all" and name not in by_name:
+            raise PolicyConfigError(f"policy config: {name}", f"unknown policy; known: {', '.join(sorted(by_name))}")
+    all_level: Optional[EnforcementLevel] = None
+    if "all" in config:
+        entry = config["all"]
+        value = entry.get("enforcementLevel") if isinstance(entry, dict) else entry
+        if isinstance(entry, dict) and set(entry) - {"enforcementLevel"}:
+            raise PolicyConfigError("policy config: all", "takes only an enforcementLevel")
+        all_level = _level("policy config: all", value)
+    out: dict[str, Resolved] = {}
+    for p in policies:
+        props = dict(p.config_schema.properties) if p.config_schema else {}
+        settings = {k: v["default"] for k, v in props.items() if "default" in v}
+        level = p.enforcement_level or default
+        if all_level is not None:
+            level = all_level
+        entry = config.get(p.name)
+        where = f"policy config: {p.name}"
+        if isinstance(entry, str):
+            level = _level(where, entry)
+        elif isinstance(entry, dict):
+            for key, value in entry.items():
+                if key == "enforcementLevel":
+                    level = _level(f"{where}.enforcementLevel", value)
+                    continue
+                if key not in props:
+                    allowed = ", ".join(["enforcementLevel", *sorted(props)])
+                    raise PolicyConfigError(f"{where}.{key}", f"unknown setting; allowed: {allowed}")
+                problem = _schema_problem(value, props[key])
+                if problem:
+                    raise PolicyConfigError(f"{where}.{key}", problem)
+                settings[key] = value
+        elif entry is not None:
+            raise PolicyConfigError(where, f"must be an enforcement level or an object, got {json.dumps(entry)}")
+        for key in (p.config_schema.required or []) if p.config_schema else []:
+            if key not in settings:
+                raise PolicyConfigError(f"{where}.{key}", "is required")
+        out[p.name] = Resolved(level=level, config=settings)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Running the policies
+# --------------------------------------------------------------------------------------
+
+
+def _options(parent: Optional[str]) -> PolicyResourceOptions:
+    return PolicyResourceOptions(
+        protect=False,
+        ignore_changes=[],
+        delete_before_replace=None,
+        aliases=[],
+        custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
+        additional_secret_outputs=[],
+        parent=parent,
+    )
+
+
+def _props(inputs: Mapping[str, Any]) -> Any:
+    """A resource's inputs as the analyzer delivers them: behind the unknown-checking proxy."""
+    return unknown_checking_proxy(copy.deepcopy(dict(inputs)))
+
+
+def _stack_resources(plan: Plan) -> list[PolicyResource]:
+    resources = {
+        r.urn: PolicyResource(r.type, _props(r.inputs), r.urn, r.name, _options(r.parent), None, None, [], {})
+        for r in plan.resources
+    }
+    for r in plan.resources:
+        res = resources[r.urn]
+        if r.parent in resources:
+            res.parent = resources[r.parent]
+        res.dependencies = [resources[d] for d in getattr(r, "dependencies", ()) if d in resources]
+    return list(resources.values())
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def evaluate_config(plan: Plan, config: Mapping[str, Any]) -> PolicyResult:
+    """Run every enabled policy of the pack over ``plan`` with an already-parsed config."""
+    policies = list(tikit_policies.ALL)
+    resolved = resolve(policies, tikit_policies.ENFORCEMENT, config)
+    findings: list[Finding] = []
+    enabled = [p for p in policies if resolved[p.name].level != EnforcementLevel.DISABLED]
+
+    def reporter(policy: Policy, default_urn: Optional[str]):
+        level = resolved[policy.name].level
+        # Remediation cannot fix a validation-only policy: the engine reports it as mandatory.
+        name = "mandatory" if level in (EnforcementLevel.MANDATORY, EnforcementLevel.REMEDIATE) else "advisory"
+
+        def report_violation(message: str, urn: Optional[str] = None) -> None:
+            findings.append(Finding(policy=policy.name, enforcement=name, message=message, urn=default_urn or urn))
+
+        return report_violation
+
+    def run(policy: Policy, call) -> None:
+        try:
+            result = call()
+            if inspect.isawaitable(result):  # async validations, run to completion as the analyzer does
+                asyncio.run(_await(result))
+        except UnknownValueError as exc:  # the engine turns these into advisory notes
+            findings.append(Finding(policy.name, "advisory", f"can't run during preview: {exc.message}"))
+        except Exception as exc:  # noqa: BLE001 - a crashing policy must fail the run visibly
+            findings.append(Finding(policy.name, "mandatory", f"policy failed to run: {type(exc).__name__}: {exc}"))
+
+    for policy in enabled:
+        if not isinstance(policy, ResourceValidationPolicy):
+            continue
+        config = resolved[policy.name].config
+        for r in plan.resources:
+            args = ResourceValidationArgs(r.type, _props(r.inputs), r.urn, r.name, _options(r.parent), None, config)
+            run(policy, lambda: policy.validate(args, reporter(policy, r.urn)))
+    stack_resources = _stack_resources(plan)
+    for policy in enabled:
+        if not isinstance(policy, StackValidationPolicy):
+            continue
+        args = StackValidationArgs(stack_resources, resolved[policy.name].config)
+        run(policy, lambda: policy.validate(args, reporter(policy, None)))
+    order = {p.name: i for i, p in enumerate(policies)}
+    findings.sort(key=lambda f: (f.enforcement != "mandatory", order[f.policy], f.urn or "", f.message))
+    return PolicyResult(pack=tikit_policies.PACK_NAME, policies=len(enabled), findings=tuple(findings))
+
+
+def evaluate(plan: Plan, policy_config: Optional[Path] = None) -> PolicyResult:
+    """The policy result for a plan; raises PolicyConfigError for a bad config file."""
+    return evaluate_config(plan, load_config(policy_config))

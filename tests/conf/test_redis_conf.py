@@ -1,0 +1,428 @@
+"""infra/conf/redis.py on every preset: what the rendered files say, what the start scripts
+decide (run under /bin/sh with stand-in redis binaries), and the REDIS_URL round trip.
+
+The same text on real daemons: tests/integration/test_redis.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import redis
+from hypothesis import given, settings as hsettings, strategies as st
+
+import names
+import settings
+from conf import redis as rconf
+
+ENVS = settings.ENVIRONMENTS
+
+
+def load(env: str) -> settings.Settings:
+    return settings.load({}, stack=env)
+
+
+def conf_of(env: str, **kw) -> str:
+    s = load(env)
+    return rconf.redis_conf(s.redis, maxmemory_bytes=s.derived.redis_maxmemory_bytes, **kw)
+
+
+def directives(text: str) -> list[tuple[str, str]]:
+    out = []
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            out.append((key, value))
+    return out
+
+
+def as_map(text: str) -> dict[str, str]:
+    pairs = [(k, v) for k, v in directives(text) if k != "rename-command"]
+    keys = [k for k, _ in pairs]
+    assert len(keys) == len(set(keys)), f"a directive appears twice: {sorted(keys)}"
+    return dict(pairs)
+
+
+# --------------------------------------------------------------------------------------
+# redis.conf
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_persistence_follows_settings(env: str) -> None:
+    s = load(env)
+    c = as_map(conf_of(env))
+    assert c["appendonly"] == "yes"
+    assert c["appendfsync"] == s.redis.appendfsync == "everysec"
+    assert c["save"] == " ".join(s.redis.save_rules) == "3600 1 300 100 60 10000"
+    assert c["aof-use-rdb-preamble"] == "yes"
+    assert c["appenddirname"] == rconf.APPENDDIRNAME and c["dbfilename"] == rconf.DBFILENAME
+    assert c["stop-writes-on-bgsave-error"] == "yes"
+    assert c["no-appendfsync-on-rewrite"] == "no"
+    assert c["dir"] == "/data"
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_memory_comes_from_derived_settings(env: str) -> None:
+    s = load(env)
+    c = as_map(conf_of(env))
+    assert int(c["maxmemory"]) == s.derived.redis_maxmemory_bytes
+    limit = settings.memory_bytes(s.redis.memory)
+    assert int(c["maxmemory"]) == limit * s.redis.maxmemory_percent // 100 < limit
+    # Only keys with a TTL may be evicted: the queue never has one.
+    assert c["maxmemory-policy"] == s.redis.maxmemory_policy
+    assert c["maxmemory-policy"].startswith("volatile-") or c["maxmemory-policy"] == "noeviction"
+    assert "docs/sizing.md" in conf_of(env)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_network_and_safety(env: str) -> None:
+    text = conf_of(env)
+    c = as_map(text)
+    assert c["bind"] == "* -::*"
+    assert c["protected-mode"] == "yes"
+    assert c["port"] == str(names.REDIS_PORT)
+    assert c["timeout"] == "0" and int(c["tcp-keepalive"]) > 0
+    assert c["replica-read-only"] == "yes"
+    assert c["enable-debug-command"] == "no" and c["enable-protected-configs"] == "no"
+    renamed = [v for k, v in directives(text) if k == "rename-command"]
+    assert renamed == ['FLUSHALL ""', 'FLUSHDB ""', 'KEYS ""']
+    # Sentinel sends CONFIG REWRITE on failover; the runbook uses CONFIG SET appendonly.
+    assert not any(v.upper().startswith("CONFIG") for v in renamed)
+    assert int(c["latency-monitor-threshold"]) > 0 and int(c["slowlog-log-slower-than"]) > 0
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_no_secret_in_any_rendered_text(env: str) -> None:
+    s = load(env)
+    texts = [conf_of(env), rconf.redis_start_script(s.redis, namespace=s.namespace)]
+    texts.append(
+        rconf.backup_script(
+            s.redis, namespace=s.namespace, region="lagos", store="s3://b", s3_endpoint=s.object_storage.endpoint_url
+        )
+    )
+    if s.redis.sentinels:
+        texts.append(rconf.sentinel_conf(s.redis, primary_host="h", primary_port=1))
+    for text in texts:
+        for word in ("requirepass ", "masterauth ", "auth-pass "):
+            assert not any(line.startswith(word) for line in text.splitlines())
+    assert rconf.redis_server_args() == [
+        "--requirepass",
+        '"$REDIS_PASSWORD"',
+        "--masterauth",
+        '"$REDIS_PASSWORD"',
+    ]
+
+
+def test_min_replicas_to_write_only_with_sentinel_and_two_replicas() -> None:
+    got = {env: as_map(conf_of(env))["min-replicas-to-write"] for env in ENVS}
+    assert got == {"dev": "0", "staging": "0", "prod": "1"}
+    prod = load("prod")
+    assert as_map(conf_of("prod"))["min-replicas-max-lag"] == str(rconf.MIN_REPLICAS_MAX_LAG_SECONDS)
+    # Two data pods with Sentinel: one restarting replica would stop all writes, so 0.
+    two = settings.load({"redis": {"replicas": 2}}, stack="prod")
+    assert rconf.min_replicas_to_write(two.redis) == 0
+    assert rconf.min_replicas_to_write(prod.redis) == 1
+
+
+def test_diskless_sync_does_not_wait_for_replicas_that_do_not_exist() -> None:
+    got = {env: int(as_map(conf_of(env))["repl-diskless-sync-max-replicas"]) for env in ENVS}
+    assert got == {"dev": 1, "staging": 1, "prod": 2}
+
+
+def test_rendering_is_stable_and_only_parameters_move() -> None:
+    assert conf_of("prod") == conf_of("prod")
+    local = conf_of("prod", port=7000, dir="/tmp/x", bind="127.0.0.1", replica_of=("127.0.0.1", 7001))
+    changed = {k for k, _ in set(directives(conf_of("prod"))) ^ set(directives(local))}
+    assert changed == {"port", "dir", "bind", "replicaof"}
+    assert as_map(local)["replicaof"] == "127.0.0.1 7001"
+    assert "replicaof" not in as_map(conf_of("prod"))
+
+
+def test_bad_arguments_are_refused() -> None:
+    s = load("dev")
+    with pytest.raises(ValueError, match="maxmemory_bytes"):
+        rconf.redis_conf(s.redis, maxmemory_bytes=0)
+    with pytest.raises(ValueError, match="port"):
+        rconf.redis_conf(s.redis, maxmemory_bytes=1, port=70000)
+    with pytest.raises(ValueError, match="sentinels is 0"):
+        rconf.sentinel_conf(s.redis, primary_host="h", primary_port=1)
+    with pytest.raises(ValueError, match="store"):
+        rconf.backup_script(s.redis, namespace="t", region="r", store="ftp://x", s3_endpoint="https://e")
+
+
+# --------------------------------------------------------------------------------------
+# sentinel.conf
+# --------------------------------------------------------------------------------------
+
+
+def test_sentinel_conf_prod() -> None:
+    s = load("prod")
+    host = rconf.bootstrap_primary_host(s.namespace)
+    assert host == "redis-0.redis-headless.tikit.svc.cluster.local"
+    text = rconf.sentinel_conf(s.redis, primary_host=host, primary_port=names.REDIS_PORT)
+    lines = [f"{k} {v}" for k, v in directives(text)]
+    m = names.REDIS_MASTER_NAME
+    monitor = f"sentinel monitor {m} {host} {names.REDIS_PORT} {s.redis.sentinel_quorum}"
+    assert monitor in lines
+    assert f"sentinel down-after-milliseconds {m} {s.redis.down_after_ms}" in lines
+    assert f"sentinel failover-timeout {m} {s.redis.failover_timeout_ms}" in lines
+    assert f"sentinel parallel-syncs {m} 1" in lines
+    assert "sentinel announce-hostnames yes" in lines
+    # Hostnames are resolved only for monitor lines parsed after this directive.
+    assert lines.index("sentinel resolve-hostnames yes") < lines.index(monitor)
+    assert f"port {names.REDIS_SENTINEL_PORT}" in lines
+    assert "protected-mode no" in lines
+
+
+def test_sentinel_hosts() -> None:
+    s = load("prod")
+    assert rconf.sentinel_hosts(s.redis, "tikit") == [
+        (f"redis-sentinel-{i}.redis-sentinel.tikit.svc.cluster.local", 26379) for i in range(3)
+    ]
+    assert rconf.sentinel_hosts(load("dev").redis, "tikit") == []
+
+
+# --------------------------------------------------------------------------------------
+# Start scripts, run by /bin/sh with stand-ins for redis-cli, redis-server, redis-sentinel
+# --------------------------------------------------------------------------------------
+
+FAKE_CLI = """#!/bin/sh
+# Stand-in redis-cli: answers SENTINEL get-master-addr-by-name from $FAKE_ANSWER.
+if [ -n "${FAKE_DOWN:-}" ]; then echo "Could not connect to Redis" >&2; exit 1; fi
+printf '%b' "$FAKE_ANSWER"
+"""
+FAKE_SERVER = """#!/bin/sh
+# Stand-in redis-server / redis-sentinel: records its arguments and its config file.
+for a in "$@"; do printf '%s\\n' "$a"; done > "$FAKE_OUT.args"
+cp "$1" "$FAKE_OUT.conf"
+"""
+
+
+@pytest.fixture
+def fakes(tmp_path: Path):
+    if not shutil.which("sh"):
+        pytest.skip("no /bin/sh")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("redis-cli", FAKE_CLI), ("redis-server", FAKE_SERVER), ("redis-sentinel", FAKE_SERVER)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    template_dir = tmp_path / "template"
+    template_dir.mkdir()
+    (template_dir / "redis.conf").write_text(conf_of("prod"))
+    s = load("prod")
+    (template_dir / "sentinel.conf").write_text(
+        rconf.sentinel_conf(s.redis, primary_host=rconf.bootstrap_primary_host(s.namespace), primary_port=6379)
+    )
+
+    def run(script: str, **env: str) -> tuple[subprocess.CompletedProcess, list[str], str]:
+        path = tmp_path / "start.sh"
+        path.write_text(script)
+        out = tmp_path / "out"
+        for suffix in (".args", ".conf"):
+            Path(f"{out}{suffix}").unlink(missing_ok=True)
+        done = subprocess.run(
+            ["sh", str(path)],
+            env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_OUT": str(out), "FAKE_ANSWER": "", **env},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        args = Path(f"{out}.args").read_text().splitlines() if Path(f"{out}.args").exists() else []
+        conf = Path(f"{out}.conf").read_text() if Path(f"{out}.conf").exists() else ""
+        return done, args, conf
+
+    run.template_dir = template_dir  # type: ignore[attr-defined]
+    run.live = tmp_path / "live"  # type: ignore[attr-defined]
+    return run
+
+
+def _start(env: str, fakes) -> str:
+    s = load(env)
+    return rconf.redis_start_script(
+        s.redis, namespace=s.namespace, template=str(fakes.template_dir / "redis.conf"), live_dir=str(fakes.live)
+    )
+
+
+def _replicaof(args: list[str]) -> list[str]:
+    return args[args.index("--replicaof") + 1 :][:2] if "--replicaof" in args else []
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_start_without_sentinel_answer_ordinal_zero_is_primary(env: str, fakes) -> None:
+    done, args, conf = fakes(_start(env, fakes), REDIS_PASSWORD="pw", POD_NAME="redis-0", FAKE_DOWN="1")
+    assert done.returncode == 0, done.stderr
+    assert args[0] == str(fakes.live / "redis.conf") and conf == conf_of("prod")
+    assert args[1:5] == ["--requirepass", "pw", "--masterauth", "pw"]
+    assert args[args.index("--replica-announce-ip") + 1] == "redis-0.redis-headless.tikit.svc.cluster.local"
+    assert _replicaof(args) == []
+    done, args, _ = fakes(_start(env, fakes), REDIS_PASSWORD="pw", POD_NAME="redis-2", FAKE_DOWN="1")
+    assert _replicaof(args) == ["redis-0.redis-headless.tikit.svc.cluster.local", "6379"]
+
+
+def test_start_follows_the_primary_sentinel_names(fakes) -> None:
+    primary = "redis-2.redis-headless.tikit.svc.cluster.local"
+    for pod, expected in (("redis-0", [primary, "6379"]), ("redis-1", [primary, "6379"]), ("redis-2", [])):
+        done, args, _ = fakes(_start("prod", fakes), REDIS_PASSWORD="pw", POD_NAME=pod, FAKE_ANSWER=f"{primary}\\n6379\\n")
+        assert done.returncode == 0, done.stderr
+        assert _replicaof(args) == expected, pod
+
+
+def test_start_ignores_a_sentinel_that_knows_nothing(fakes) -> None:
+    for answer in ("\\n", "ERR No such master with that name\\n", "host\\nnot-a-port\\n"):
+        done, args, _ = fakes(_start("prod", fakes), REDIS_PASSWORD="pw", POD_NAME="redis-1", FAKE_ANSWER=answer)
+        assert _replicaof(args) == ["redis-0.redis-headless.tikit.svc.cluster.local", "6379"], answer
+
+
+def test_dev_start_never_asks_sentinel(fakes) -> None:
+    assert "SENTINEL" not in _start("dev", fakes)
+
+
+def test_start_refuses_an_empty_password(fakes) -> None:
+    done, args, _ = fakes(_start("prod", fakes), REDIS_PASSWORD="", POD_NAME="redis-0")
+    assert done.returncode != 0 and "REDIS_PASSWORD" in done.stderr and not args
+
+
+def _sentinel_start(fakes, **kw) -> str:
+    s = load("prod")
+    return rconf.sentinel_start_script(
+        s.redis,
+        sentinel_service=("redis-sentinel.tikit.svc.cluster.local", 26379),
+        template=str(fakes.template_dir / "sentinel.conf"),
+        live_dir=str(fakes.live),
+        **kw,
+    )
+
+
+def test_sentinel_start_appends_auth_pass_quoted(fakes) -> None:
+    password = 'a "b" \\c $d'
+    done, args, conf = fakes(_sentinel_start(fakes), REDIS_PASSWORD=password, FAKE_DOWN="1")
+    assert done.returncode == 0, done.stderr
+    assert args == [str(fakes.live / "sentinel.conf")]
+    template = (fakes.template_dir / "sentinel.conf").read_text()
+    assert conf == template + 'sentinel auth-pass tikit "a \\"b\\" \\\\c $d"\n'
+
+
+def test_sentinel_start_follows_the_current_primary(fakes) -> None:
+    done, _, conf = fakes(
+        _sentinel_start(fakes, announce_domain="redis-sentinel.tikit.svc.cluster.local"),
+        REDIS_PASSWORD="pw",
+        POD_NAME="redis-sentinel-1",
+        FAKE_ANSWER="redis-1.redis-headless.tikit.svc.cluster.local\\n6379\\n",
+    )
+    assert done.returncode == 0, done.stderr
+    lines = conf.splitlines()
+    assert "sentinel monitor tikit redis-1.redis-headless.tikit.svc.cluster.local 6379 2" in lines
+    assert not any("redis-0" in line for line in lines if line.startswith("sentinel monitor"))
+    assert lines[-2:] == [
+        "sentinel announce-ip redis-sentinel-1.redis-sentinel.tikit.svc.cluster.local",
+        "sentinel announce-port 26379",
+    ]
+
+
+# --------------------------------------------------------------------------------------
+# Backup and restore scripts
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_scripts_are_valid_posix_sh(env: str) -> None:
+    s = load(env)
+    kw = dict(region="lagos", store=f"s3://{s.bucket('lagos')}", s3_endpoint=s.object_storage.endpoint_url)
+    scripts = [
+        rconf.redis_start_script(s.redis, namespace=s.namespace),
+        rconf.backup_script(s.redis, namespace=s.namespace, **kw),
+        rconf.restore_script(s.redis, **kw),
+    ]
+    if s.redis.sentinels:
+        scripts.append(rconf.sentinel_start_script(s.redis, sentinel_service=("svc", 26379)))
+    for script in scripts:
+        assert script.startswith("#!/bin/sh\n")
+        done = subprocess.run(["sh", "-n"], input=script, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        if shutil.which("shellcheck"):
+            done = subprocess.run(["shellcheck", "-s", "sh", "-"], input=script, capture_output=True, text=True)
+            assert done.returncode == 0, done.stdout
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_backup_script_renders_settings(env: str) -> None:
+    s = load(env)
+    text = rconf.backup_script(
+        s.redis, namespace=s.namespace, region="lagos", store="s3://tikit-backups-x-lagos",
+        s3_endpoint=s.object_storage.endpoint_url,
+    )
+    assert f"RETENTION_HOURS={s.redis.backup_retention_hours}\n" in text
+    assert "PREFIX=redis/lagos\n" in text
+    assert 'STORE="${STORE:-s3://tikit-backups-x-lagos}"' in text
+    assert "BGSAVE" in text and "--rdb" in text and "redis-check-rdb" in text
+    assert ("SENTINEL replicas" in text) == bool(s.redis.sentinels)
+
+
+def test_s3_settings_follow_the_endpoint() -> None:
+    aws = dict(rconf._s3_settings("https://s3.eu-west-2.amazonaws.com"))
+    assert aws["RCLONE_S3_PROVIDER"] == "AWS" and aws["RCLONE_S3_REGION"] == "eu-west-2"
+    other = dict(rconf._s3_settings("https://minio.example.com:9000"))
+    assert other["RCLONE_S3_PROVIDER"] == "Other" and "RCLONE_S3_REGION" not in other
+    assert other["RCLONE_S3_ENDPOINT"] == "https://minio.example.com:9000"
+
+
+# --------------------------------------------------------------------------------------
+# REDIS_URL
+# --------------------------------------------------------------------------------------
+
+
+def test_plain_url() -> None:
+    url = rconf.redis_url("p@ss/w rd", host=rconf.bootstrap_primary_host("tikit"))
+    assert url == "redis://:p%40ss%2Fw%20rd@redis-0.redis-headless.tikit.svc.cluster.local:6379/0"
+    # redis-py reads it the same way.
+    kwargs = redis.ConnectionPool.from_url(url).connection_kwargs
+    assert kwargs["password"] == "p@ss/w rd" and kwargs["host"].startswith("redis-0.") and kwargs["port"] == 6379
+
+
+def test_sentinel_url() -> None:
+    s = load("prod")
+    url = rconf.redis_url("pw", sentinels=rconf.sentinel_hosts(s.redis, s.namespace))
+    assert url == (
+        "redis+sentinel://:pw@redis-sentinel-0.redis-sentinel.tikit.svc.cluster.local:26379,"
+        "redis-sentinel-1.redis-sentinel.tikit.svc.cluster.local:26379,"
+        "redis-sentinel-2.redis-sentinel.tikit.svc.cluster.local:26379/tikit/0"
+    )
+    t = rconf.parse_redis_url(url)
+    assert t.master_name == "tikit" and t.db == 0 and t.password == "pw" and len(t.sentinels) == 3
+
+
+def test_url_needs_exactly_one_target() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        rconf.redis_url("pw")
+    with pytest.raises(ValueError, match="exactly one"):
+        rconf.redis_url("pw", host="h", sentinels=[("s", 1)])
+    with pytest.raises(ValueError):
+        rconf.redis_url("pw", host="bad/host")
+    with pytest.raises(ValueError):
+        rconf.parse_redis_url("http://x:1/0")
+
+
+HOSTS = st.from_regex(r"\A[a-z][a-z0-9-]{0,20}(\.[a-z][a-z0-9-]{0,20}){0,3}\Z")
+PORTS = st.integers(min_value=1, max_value=65535)
+PASSWORDS = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=60)
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(password=PASSWORDS, host=HOSTS, port=PORTS, db=st.integers(0, 15))
+def test_plain_url_round_trip(password: str, host: str, port: int, db: int) -> None:
+    t = rconf.parse_redis_url(rconf.redis_url(password, host=host, port=port, db=db))
+    assert (t.password, t.host, t.port, t.db, t.sentinels) == (password, host, port, db, ())
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(password=PASSWORDS, sentinels=st.lists(st.tuples(HOSTS, PORTS), min_size=1, max_size=5), db=st.integers(0, 15))
+def test_sentinel_url_round_trip(password: str, sentinels: list, db: int) -> None:
+    url = rconf.redis_url(password, sentinels=sentinels, db=db)
+    t = rconf.parse_redis_url(url)
+    assert (t.password, t.sentinels, t.master_name, t.db) == (password, tuple(sentinels), "tikit", db)

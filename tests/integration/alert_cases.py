@@ -1,0 +1,557 @@
+"""Synthetic series for `promtool test rules`: for every alert of infra/conf/alerts.py, cases
+where it must fire (with the exact labels and value) and cases where it must stay quiet.
+
+Inputs are derived from the stack's thresholds where that is simple (a utilisation halfway
+between warning and critical), and written out where Prometheus' own arithmetic is the point
+(histogram buckets and their interpolated quantiles); ``_band`` asserts that such literals
+still sit where the case says, so a changed setting fails with a clear message.
+
+The expected annotations are rendered from the rule's own templates with the two constructs
+infra/conf/alerts.py allows: ``{{ $value | printf "<fmt>" }}`` and ``{{ $labels.<name> }}``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+import settings
+from conf import alerts
+
+INTERVAL = "1m"
+DEFAULT_EVAL_MINUTES = 30
+
+API_POD = "api-5d8f7c9b6-abcde"
+WORKER_POD = "workers-6b7c8d9f5-pqrst"
+PGBOUNCER_POD = "pgbouncer-rw-7c9d8b6f5-xyz12"
+REDIS_POD = "redis-0"
+
+
+def s(metric: str, **labels: str) -> str:
+    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    return f"{metric}{{{inner}}}"
+
+
+def const(value: float, minutes: int) -> str:
+    return f"{_fmt(value)}x{minutes}"
+
+
+def counter(per_minute: float, minutes: int) -> str:
+    return f"0+{_fmt(per_minute)}x{minutes}"
+
+
+def _fmt(x: float) -> str:
+    return format(x, ".12g")
+
+
+def _band(value: float, low: float, high: float, what: str) -> None:
+    assert low < value < high, f"{what}: synthetic value {value} is no longer between {low} and {high}; adjust the case"
+
+
+@dataclass
+class Case:
+    alert: str
+    name: str
+    series: list[tuple[str, str]]
+    # severity -> (labels the expression yields, value); absent severities must not fire.
+    fires: dict[str, tuple[dict[str, str], float]] = field(default_factory=dict)
+    eval_minutes: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the cases need to know about one region's rules."""
+
+    cfg: settings.Settings
+    scope: alerts.Scope
+
+    @property
+    def m(self) -> settings.Monitoring:
+        return self.cfg.monitoring
+
+    @property
+    def ns(self) -> str:
+        return self.scope.namespace
+
+
+def _percent_band(warn: float, crit: float) -> tuple[float, float, float]:
+    """(between, above both, below both) for thresholds where higher is worse."""
+    return (warn + crit) / 2, (crit + 100) / 2 if crit < 100 else crit * 1.1, warn / 2
+
+
+def utilization_cases(f: Facts) -> list[Case]:
+    cases = []
+    m, ns, minutes = f.m, f.ns, 60
+    for workload, pod in (("api", API_POD), ("workers", WORKER_POD)):
+        sel = dict(namespace=ns, pod=pod, container=workload)
+        between, above, below = _percent_band(m.cpu_warning_percent, m.cpu_critical_percent)
+        for label, pct, fires in (
+            ("between", between, ("warning",)),
+            ("above", above, ("warning", "critical")),
+            ("below", below, ()),
+        ):
+            # One core requested; the counter grows pct/100 core-seconds per second.
+            cases.append(
+                Case(
+                    "TikitCpuHigh",
+                    f"{workload} CPU {label} thresholds",
+                    [
+                        (s("container_cpu_usage_seconds_total", **sel), counter(60 * pct / 100, minutes)),
+                        (s("kube_pod_container_resource_requests", **sel, resource="cpu"), const(1, minutes)),
+                    ],
+                    {sev: ({"namespace": ns}, pct) for sev in fires},
+                )
+            )
+        between, above, below = _percent_band(m.memory_warning_percent, m.memory_critical_percent)
+        limit = 1024 * 1024 * 1024
+        for label, pct, fires in (
+            ("between", between, ("warning",)),
+            ("above", above, ("warning", "critical")),
+            ("below", below, ()),
+        ):
+            cases.append(
+                Case(
+                    "TikitMemoryHigh",
+                    f"{workload} memory {label} thresholds",
+                    [
+                        (s("container_memory_working_set_bytes", **sel), const(limit * pct / 100, minutes)),
+                        (s("kube_pod_container_resource_limits", **sel, resource="memory"), const(limit, minutes)),
+                    ],
+                    {sev: ({"namespace": ns, "pod": pod}, pct) for sev in fires},
+                )
+            )
+    return cases
+
+
+def _requests(f: Facts, ok_per_min: float, errors_per_min: float, minutes: int) -> list[tuple[str, str]]:
+    base = dict(namespace=f.ns, job=alerts.MON_API, pod=API_POD)
+    code = f.m.request_code_label
+    return [
+        (s(f.m.request_metric, **base, **{code: "200"}), counter(ok_per_min, minutes)),
+        (s(f.m.request_metric, **base, **{code: "503"}), counter(errors_per_min, minutes)),
+        # 4xx are the client's fault and do not count against the API.
+        (s(f.m.request_metric, **base, **{code: "404"}), counter(ok_per_min / 10, minutes)),
+    ]
+
+
+def error_rate_cases(f: Facts) -> list[Case]:
+    m, minutes = f.m, 60
+    warn, crit = m.error_rate_warning_percent, m.error_rate_critical_percent
+    cases = []
+    for label, pct, fires in (
+        ("between", (warn + crit) / 2, ("warning",)),
+        ("above", min(crit * 2, 100), ("warning", "critical")),
+        ("below", warn / 2, ()),
+    ):
+        total = 1000.0
+        errors = total * pct / 100
+        # The 404s add ok/10 requests that are not errors: solve errors / (ok*1.1 + errors) = pct.
+        ok = (errors / (pct / 100) - errors) / 1.1
+        cases.append(
+            Case(
+                "TikitApiErrorRateHigh",
+                f"5xx ratio {label} thresholds",
+                _requests(f, ok, errors, minutes),
+                {sev: ({"namespace": f.ns}, pct) for sev in fires},
+            )
+        )
+    return cases
+
+
+# Cumulative requests per minute per bucket (le) and the quantiles Prometheus interpolates.
+HISTOGRAMS = {
+    # p99: 1 + 1.5 * (99 - 98) / 2 = 1.75 s;  p95: 0.5 + 0.5 * (95 - 90) / 8 = 0.8125 s
+    "p99 between": ({"0.1": 0, "0.5": 90, "1": 98, "2.5": 100, "5": 100, "+Inf": 100}, 1.75, 0.8125),
+    # p99: 2.5 + 2.5 * (99 - 98) / 2 = 3.75 s;  p95 as above
+    "p99 above": ({"0.1": 0, "0.5": 90, "1": 98, "2.5": 98, "5": 100, "+Inf": 100}, 3.75, 0.8125),
+    # p99: 0.1 + 0.4 * (99 - 96) / 4 = 0.4 s;  p95: 0.1 * 95 / 96 s
+    "fast": ({"0.1": 96, "0.5": 100, "1": 100, "2.5": 100, "5": 100, "+Inf": 100}, 0.4, 0.1 * 95 / 96),
+}
+
+
+def latency_cases(f: Facts) -> list[Case]:
+    m, minutes = f.m, 60
+    warn, crit, slo = m.latency_p99_warning_seconds, m.latency_p99_critical_seconds, m.latency_slo_ms / 1000
+    _band(HISTOGRAMS["p99 between"][1], warn, crit, "p99 between")
+    _band(HISTOGRAMS["p99 above"][1], crit, math.inf, "p99 above")
+    _band(HISTOGRAMS["fast"][1], 0, min(warn, slo), "fast p99")
+    _band(HISTOGRAMS["p99 between"][2], slo, math.inf, "slow p95")
+    _band(HISTOGRAMS["fast"][2], 0, slo, "fast p95")
+    cases = []
+    for label, (buckets, p99, p95) in HISTOGRAMS.items():
+        series = [
+            (s(f"{m.latency_metric}_bucket", namespace=f.ns, job=alerts.MON_API, pod=API_POD, le=le), counter(n, minutes))
+            for le, n in buckets.items()
+        ]
+        p99_fires = {"warning": ({"namespace": f.ns}, p99)} if p99 > warn else {}
+        if p99 > crit:
+            p99_fires["critical"] = ({"namespace": f.ns}, p99)
+        cases.append(Case("TikitApiLatencyP99High", f"latency {label}", series, p99_fires))
+        cases.append(
+            Case("TikitApiLatencySloBreached", f"latency {label}", series, {"warning": ({"namespace": f.ns}, p95)} if p95 > slo else {})
+        )
+    return cases
+
+
+def burn_rate_cases(f: Facts) -> list[Case]:
+    """Constant error ratios: every window sees the same ratio, so which alert fires depends
+    only on the burn-rate factors (14.4x and 6x page; 3x and 1x ticket)."""
+    budget = 100 - f.m.availability_slo_percent  # percent
+    fast_pct = 20 * budget      # above 14.4x: pages
+    slow_pct = 5 * budget       # above 3x, below 6x: a ticket, no page
+    quiet_pct = 0.5 * budget    # below 1x: nothing
+    two_hours, a_day = 130, 25 * 60
+
+    def case(alert: str, label: str, pct: float, minutes: int, fires: bool) -> Case:
+        errors = 10.0 * pct
+        ok = (1000.0 - errors) / 1.1
+        return Case(
+            alert,
+            f"{label}: {pct:g}% errors for {minutes} min",
+            _requests(f, ok, errors, minutes),
+            {("critical" if alert == "TikitApiErrorBudgetBurn" else "warning"): ({"namespace": f.ns}, pct)} if fires else {},
+            eval_minutes=minutes,
+        )
+
+    return [
+        case("TikitApiErrorBudgetBurn", "fast burn pages", fast_pct, two_hours, True),
+        case("TikitApiErrorBudgetBurn", "slow burn does not page", slow_pct, a_day, False),
+        case("TikitApiErrorBudgetBurnSlow", "slow burn opens a ticket", slow_pct, a_day, True),
+        case("TikitApiErrorBudgetBurnSlow", "within budget", quiet_pct, a_day, False),
+    ]
+
+
+def autoscaling_cases(f: Facts) -> list[Case]:
+    ns, minutes = f.ns, 60
+    cases = []
+    watched = [a for a in f.scope.autoscaled if a.max_replicas > a.min_replicas]
+    for a in watched:
+        sel = dict(namespace=ns, horizontalpodautoscaler=a.hpa)
+        top = a.max_replicas
+        at_max_for = alerts._seconds(f.m.at_max_replicas_for) // 60
+        for label, values, fires in (
+            ("pinned at max", const(top, minutes), True),
+            ("one below max", const(top - 1, minutes), False),
+            # At max only for the last few minutes: shorter than the `for` window.
+            ("at max too briefly", f"{const(top - 1, minutes - at_max_for + 3)} {const(top, at_max_for - 3)}", False),
+        ):
+            cases.append(
+                Case(
+                    "TikitAutoscalerAtMaxReplicas",
+                    f"{a.hpa} {label}",
+                    [
+                        (s("kube_horizontalpodautoscaler_status_current_replicas", **sel), values),
+                        (s("kube_horizontalpodautoscaler_spec_max_replicas", **sel), const(top, minutes)),
+                    ],
+                    {"warning": ({"namespace": ns, "horizontalpodautoscaler": a.hpa}, top)} if fires else {},
+                    eval_minutes=minutes,
+                )
+            )
+    sel = dict(namespace=ns, scaledObject="api")
+    window = int(alerts.RATE_WINDOW[:-1])
+    cases.append(
+        Case(
+            "TikitAutoscalerScalerErrors",
+            "a trigger keeps failing",
+            [(s("keda_scaled_object_errors_total", **sel), counter(1, minutes))],
+            {"warning": ({"namespace": ns, "scaledObject": "api"}, window)},
+        )
+    )
+    cases.append(
+        Case("TikitAutoscalerScalerErrors", "old errors only", [(s("keda_scaled_object_errors_total", **sel), const(3, minutes))])
+    )
+    return cases
+
+
+def postgres_cases(f: Facts) -> list[Case]:
+    m, ns, minutes = f.m, f.ns, 60
+    pod = f"{f.scope.pg_cluster}-1"
+    other = "pg-elsewhere-1"  # another cluster in the namespace must not count
+    cases = [
+        Case("TikitPostgresDown", "instance down", [(s("cnpg_collector_up", namespace=ns, pod=pod), const(0, minutes))],
+             {"critical": ({"namespace": ns, "pod": pod}, 0)}),
+        Case("TikitPostgresDown", "instance up, another cluster down",
+             [(s("cnpg_collector_up", namespace=ns, pod=pod), const(1, minutes)),
+              (s("cnpg_collector_up", namespace=ns, pod=other), const(0, minutes))]),
+    ]
+    between, above, below = _percent_band(m.db_connections_warning_percent, m.db_connections_critical_percent)
+    for label, pct, fires in (("between", between, ("warning",)), ("above", above, ("warning", "critical")), ("below", below, ())):
+        max_conn = 200
+        used = max_conn * pct / 100
+        backend = dict(namespace=ns, pod=pod, datname="tikit", usename="tikit", application_name="pgbouncer")
+        cases.append(
+            Case(
+                "TikitPostgresConnectionsHigh",
+                f"connections {label} thresholds",
+                [
+                    (s("cnpg_backends_total", **backend, state="active"), const(used / 2, minutes)),
+                    (s("cnpg_backends_total", **backend, state="idle"), const(used / 2, minutes)),
+                    (s("cnpg_pg_settings_setting", namespace=ns, pod=pod, name="max_connections"), const(max_conn, minutes)),
+                    (s("cnpg_pg_settings_setting", namespace=ns, pod=pod, name="max_wal_senders"), const(10, minutes)),
+                ],
+                {sev: ({"namespace": ns, "pod": pod}, pct) for sev in fires},
+            )
+        )
+    if f.scope.postgres_backups:
+        limit_h = (f.scope.backup_period_seconds + m.backup_age_margin_seconds) / 3600
+        eval_h = math.ceil(limit_h) + 4
+        ts = s("barman_cloud_cloudnative_pg_io_last_available_backup_timestamp", namespace=ns, pod=pod)
+        young = (eval_h - limit_h / 2) * 3600
+        cases += [
+            Case("TikitPostgresBackupTooOld", "never backed up (timestamp 0)", [(ts, const(0, eval_h * 60))],
+                 {"warning": ({"namespace": ns}, eval_h)}, eval_minutes=eval_h * 60),
+            Case("TikitPostgresBackupTooOld", "backup within the limit", [(ts, const(young, eval_h * 60))],
+                 eval_minutes=eval_h * 60),
+        ]
+    archived, failed = s("cnpg_pg_stat_archiver_last_archived_time", namespace=ns, pod=pod), s(
+        "cnpg_pg_stat_archiver_last_failed_time", namespace=ns, pod=pod
+    )
+    cases += [
+        # Last success at minute 10, a failure after it; at minute 30 that is 20 minutes ago.
+        Case("TikitPostgresWalArchivingFailing", "failure after the last success",
+             [(archived, const(600, minutes)), (failed, const(900, minutes))],
+             {"critical": ({"namespace": ns, "pod": pod}, (DEFAULT_EVAL_MINUTES * 60 - 600) / 60)},
+             eval_minutes=DEFAULT_EVAL_MINUTES),
+        Case("TikitPostgresWalArchivingFailing", "an old failure, archiving since",
+             [(archived, const(600, minutes)), (failed, const(300, minutes))]),
+        Case("TikitPostgresWalArchivingFailing", "never failed (-1)",
+             [(archived, const(600, minutes)), (failed, const(-1, minutes))]),
+    ]
+    if f.scope.replica_cluster:
+        lag = m.replication_lag_alert_seconds
+        series = lambda v: [(s("cnpg_pg_replication_lag", namespace=ns, pod=pod), const(v, minutes))]  # noqa: E731
+        cases += [
+            Case("TikitPostgresReplicationLagHigh", "lag over the threshold", series(2 * lag), {"warning": ({"namespace": ns}, 2 * lag)}),
+            Case("TikitPostgresReplicationLagHigh", "lag under the threshold", series(lag / 2)),
+        ]
+    return cases
+
+
+def pgbouncer_cases(f: Facts) -> list[Case]:
+    m, ns, db, minutes = f.m, f.ns, f.scope.database, 60
+    pod = PGBOUNCER_POD
+    pools = dict(namespace=ns, pod=pod, database=db, user="tikit")
+    admin = dict(namespace=ns, pod=pod, database="pgbouncer", user="pgbouncer")
+    crit_wait = m.pool_wait_critical_seconds
+
+    def waiting(n: float, maxwait: float, admin_waiting: float = 0) -> list[tuple[str, str]]:
+        return [
+            (s("pgbouncer_pools_client_waiting_connections", **pools), const(n, minutes)),
+            (s("pgbouncer_pools_client_maxwait_seconds", **pools), const(maxwait, minutes)),
+            (s("pgbouncer_pools_client_waiting_connections", **admin), const(admin_waiting, minutes)),
+            (s("pgbouncer_pools_client_maxwait_seconds", **admin), const(admin_waiting * 100, minutes)),
+        ]
+
+    here = {"namespace": ns, "pod": pod}
+    cases = [
+        Case("TikitPgBouncerDown", "exporter cannot query", [(s("pgbouncer_up", namespace=ns, pod=pod), const(0, minutes))],
+             {"warning": (here, 0)}),
+        Case("TikitPgBouncerDown", "up", [(s("pgbouncer_up", namespace=ns, pod=pod), const(1, minutes))]),
+        Case("TikitPgBouncerClientsWaiting", "short waits", waiting(7, crit_wait / 5), {"warning": (here, 7)}),
+        Case("TikitPgBouncerClientsWaiting", "long waits", waiting(7, crit_wait + 5),
+             {"warning": (here, 7), "critical": (here, crit_wait + 5)}),
+        Case("TikitPgBouncerClientsWaiting", "only the admin console waits", waiting(0, 0, admin_waiting=3)),
+    ]
+    pool, reserve = 20, 5
+    between, above, below = _percent_band(m.pool_saturation_warning_percent, m.pool_saturation_critical_percent)
+    above = 100.0
+    for label, pct, fires in (("between", between, ("warning",)), ("full", above, ("warning", "critical")), ("below", below, ())):
+        dbs = dict(namespace=ns, pod=pod, name=db, host="pg-rw", port="5432", database=db, force_user="", pool_mode="transaction")
+        cases.append(
+            Case(
+                "TikitPgBouncerPoolSaturated",
+                f"pool {label}",
+                [
+                    (s("pgbouncer_pools_server_active_connections", **pools), const((pool + reserve) * pct / 100, minutes)),
+                    (s("pgbouncer_databases_pool_size", **dbs), const(pool, minutes)),
+                    (s("pgbouncer_databases_reserve_pool", **dbs), const(reserve, minutes)),
+                ],
+                {sev: (here, pct) for sev in fires},
+            )
+        )
+    return cases
+
+
+def redis_cases(f: Facts) -> list[Case]:
+    m, ns, minutes = f.m, f.ns, 60
+    here = dict(namespace=ns, pod=REDIS_POD)
+    cases = [
+        Case("TikitRedisDown", "down", [(s("redis_up", **here), const(0, minutes))], {"critical": (here, 0)}),
+        Case("TikitRedisDown", "up", [(s("redis_up", **here), const(1, minutes))]),
+    ]
+    lookups = 60 * max(10.0, 10 * m.cache_min_lookups_per_second)  # per minute, well above the floor
+    warn, crit = m.cache_hit_warning_percent, m.cache_hit_critical_percent
+    for label, pct, per_min, fires in (
+        ("between", (warn + crit) / 2, lookups, ("warning",)),
+        ("below both", crit / 2, lookups, ("warning", "critical")),
+        ("healthy", (warn + 100) / 2, lookups, ()),
+        # Too few lookups to judge: half the floor.
+        ("idle", crit / 2, 30 * m.cache_min_lookups_per_second, ()),
+    ):
+        cases.append(
+            Case(
+                "TikitRedisCacheHitRateLow",
+                f"hit rate {label}",
+                [
+                    (s("redis_keyspace_hits_total", **here), counter(per_min * pct / 100, minutes)),
+                    (s("redis_keyspace_misses_total", **here), counter(per_min * (100 - pct) / 100, minutes)),
+                ],
+                {sev: ({"namespace": ns}, pct) for sev in fires},
+            )
+        )
+    cases += [
+        Case("TikitRedisRdbSaveFailing", "BGSAVE failed",
+             [(s("redis_rdb_last_bgsave_status", **here), const(0, minutes)),
+              (s("redis_rdb_changes_since_last_save", **here), const(42, minutes))],
+             {"critical": (here, 42)}),
+        Case("TikitRedisRdbSaveFailing", "BGSAVE ok",
+             [(s("redis_rdb_last_bgsave_status", **here), const(1, minutes)),
+              (s("redis_rdb_changes_since_last_save", **here), const(42, minutes))]),
+        Case("TikitRedisAofWriteFailing", "AOF write failed", [(s("redis_aof_last_write_status", **here), const(0, minutes))],
+             {"critical": (here, 0)}),
+        Case("TikitRedisAofWriteFailing", "AOF write ok", [(s("redis_aof_last_write_status", **here), const(1, minutes))]),
+        Case("TikitRedisAofRewriteFailing", "rewrite failed", [(s("redis_aof_last_bgrewrite_status", **here), const(0, minutes))],
+             {"warning": (here, 0)}),
+        Case("TikitRedisAofRewriteFailing", "rewrite ok", [(s("redis_aof_last_bgrewrite_status", **here), const(1, minutes))]),
+    ]
+    max_age_h = m.redis_backup_max_age_seconds / 3600
+    eval_min = int(math.ceil(max_age_h + 1) * 60)
+    job = "redis-backup-29123400"
+    jsel = dict(namespace=ns, job_name=job)
+    recent_start = (eval_min - 10) * 60
+    cases += [
+        Case("TikitRedisBackupFailed", "a recent Job failed",
+             [(s("kube_job_status_failed", **jsel, reason="BackoffLimitExceeded"), const(1, eval_min)),
+              (s("kube_job_status_start_time", **jsel), const(recent_start, eval_min))],
+             {"warning": ({"namespace": ns, "job_name": job}, 1)}, eval_minutes=eval_min),
+        Case("TikitRedisBackupFailed", "the failure is older than the limit",
+             [(s("kube_job_status_failed", **jsel, reason="BackoffLimitExceeded"), const(1, eval_min)),
+              (s("kube_job_status_start_time", **jsel), const(60, eval_min))], eval_minutes=eval_min),
+        Case("TikitRedisBackupFailed", "a recent Job succeeded",
+             [(s("kube_job_status_failed", **jsel), const(0, eval_min)),
+              (s("kube_job_status_start_time", **jsel), const(recent_start, eval_min))], eval_minutes=eval_min),
+    ]
+    cj = dict(namespace=ns, cronjob="redis-backup")
+    eval_h = eval_min / 60
+    recent = (eval_h - max_age_h / 4) * 3600
+    cases += [
+        Case("TikitRedisBackupMissing", "last success too long ago",
+             [(s("kube_cronjob_status_last_successful_time", **cj), const(0, eval_min)),
+              (s("kube_cronjob_created", **cj), const(0, eval_min))],
+             {"critical": ({"namespace": ns, "cronjob": "redis-backup"}, eval_h)}, eval_minutes=eval_min),
+        Case("TikitRedisBackupMissing", "never succeeded since creation",
+             [(s("kube_cronjob_created", **cj), const(0, eval_min))],
+             {"critical": ({"namespace": ns, "cronjob": "redis-backup"}, eval_h)}, eval_minutes=eval_min),
+        Case("TikitRedisBackupMissing", "recent success",
+             [(s("kube_cronjob_status_last_successful_time", **cj), const(recent, eval_min)),
+              (s("kube_cronjob_created", **cj), const(0, eval_min))], eval_minutes=eval_min),
+        Case("TikitRedisBackupMissing", "created recently, not run yet",
+             [(s("kube_cronjob_created", **cj), const(recent, eval_min))], eval_minutes=eval_min),
+    ]
+    return cases
+
+
+def traffic_cases(f: Facts) -> list[Case]:
+    ns, minutes = f.ns, 60
+    proxy_job = alerts.pod_monitor_job(ns, alerts.MON_ENVOY_PROXY)
+    proxy = dict(job=proxy_job, namespace="envoy-gateway-system", pod="envoy-tikit-tikit-abc-123")
+    cluster = f"httproute/{ns}/api-rest/rule/0"
+    cases = []
+    if f.scope.gslb:
+        g = dict(namespace=ns, name=f.scope.gslb)
+        cases += [
+            Case("TikitGslbUnhealthy", "no healthy record", [(s("k8gb_gslb_healthy_records", **g), const(0, minutes))],
+                 {"critical": (g, 0)}),
+            Case("TikitGslbUnhealthy", "healthy records", [(s("k8gb_gslb_healthy_records", **g), const(2, minutes))]),
+        ]
+    cases += [
+        Case("TikitGatewayDown", "proxy not live", [(s("envoy_server_live", **proxy), const(0, minutes))], {"critical": ({}, 0)}),
+        Case("TikitGatewayDown", "no proxy scraped at all", [(s("envoy_server_live", job="elsewhere"), const(1, minutes))],
+             {"critical": ({}, 0)}),
+        Case("TikitGatewayDown", "proxy live", [(s("envoy_server_live", **proxy), const(1, minutes))]),
+        Case("TikitGatewayNoHealthyBackends", "no healthy API endpoint",
+             [(s("envoy_cluster_membership_healthy", **proxy, envoy_cluster_name=cluster), const(0, minutes))],
+             {"critical": ({"envoy_cluster_name": cluster}, 0)}),
+        Case("TikitGatewayNoHealthyBackends", "healthy endpoints; another namespace's route empty",
+             [(s("envoy_cluster_membership_healthy", **proxy, envoy_cluster_name=cluster), const(2, minutes)),
+              (s("envoy_cluster_membership_healthy", **proxy, envoy_cluster_name="httproute/other/x/rule/0"), const(0, minutes))]),
+    ]
+    ctl = dict(job=alerts.pod_monitor_job(ns, alerts.MON_ENVOY_GATEWAY), namespace="envoy-gateway-system", pod="envoy-gateway-1")
+    cases += [
+        Case("TikitGatewayControllerDown", "controller down", [(s("up", **ctl), const(0, minutes))], {"warning": ({}, 0)}),
+        Case("TikitGatewayControllerDown", "controller up", [(s("up", **ctl), const(1, minutes))]),
+    ]
+    return cases
+
+
+def scrape_cases(f: Facts) -> list[Case]:
+    ns, minutes = f.ns, 60
+    t = dict(job=alerts.pod_monitor_job(ns, alerts.MON_REDIS), namespace=ns, pod=REDIS_POD, container="metrics")
+    return [
+        Case("TikitScrapeTargetDown", "target down", [(s("up", **t), const(0, minutes))], {"warning": (t, 0)}),
+        Case("TikitScrapeTargetDown", "target up", [(s("up", **t), const(1, minutes))]),
+    ]
+
+
+def all_cases(f: Facts) -> list[Case]:
+    return [
+        *utilization_cases(f),
+        *error_rate_cases(f),
+        *latency_cases(f),
+        *burn_rate_cases(f),
+        *autoscaling_cases(f),
+        *postgres_cases(f),
+        *pgbouncer_cases(f),
+        *redis_cases(f),
+        *traffic_cases(f),
+        *scrape_cases(f),
+    ]
+
+
+# --- promtool test file -----------------------------------------------------------------------
+
+_TEMPLATE = re.compile(r'\{\{ \$value \| printf "([^"]+)" \}\}|\{\{ \$labels\.([A-Za-z_][A-Za-z0-9_]*) \}\}')
+
+
+def render(text: str, labels: dict[str, str], value: float) -> str:
+    def sub(match: re.Match) -> str:
+        if match.group(1):
+            return match.group(1) % value
+        name = match.group(2)
+        assert name in labels, f"template reads $labels.{name}, which the expression does not yield ({labels})"
+        return labels[name]
+
+    out = _TEMPLATE.sub(sub, text)
+    assert "{{" not in out, f"template construct the tests cannot render: {text!r}"
+    return out
+
+
+def alert_rules(groups: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for g in groups for r in g["rules"] if "alert" in r]
+
+
+def _for_minutes(rule: dict[str, Any]) -> int:
+    return alerts._seconds(rule["for"]) // 60 if "for" in rule else 0
+
+
+def test_group(case: Case, rules: list[dict[str, Any]]) -> dict[str, Any]:
+    mine = [r for r in rules if r["alert"] == case.alert]
+    assert mine, f"no rule named {case.alert}"
+    eval_minutes = case.eval_minutes or max(DEFAULT_EVAL_MINUTES, max(_for_minutes(r) for r in mine) + 10)
+    expected = []
+    for severity, (labels, value) in case.fires.items():
+        [rule] = [r for r in mine if r["labels"]["severity"] == severity]
+        expected.append(
+            {
+                "exp_labels": {**labels, **rule["labels"]},
+                "exp_annotations": {k: render(v, labels, value) for k, v in rule["annotations"].items()},
+            }
+        )
+    return {
+        "name": f"{case.alert}: {case.name}",
+        "interval": INTERVAL,
+        "input_series": [{"series": series, "values": values} for series, values in case.series],
+        "alert_rule_test": [{"eval_time": f"{eval_minutes}m", "alertname": case.alert, "exp_alerts": expected}],
+    }

@@ -29,6 +29,7 @@ PG_SCHEDULED_BACKUP = "pg-daily"
 PGBOUNCER_RW = "pgbouncer-rw"            # write pool in front of <cluster>-rw
 PGBOUNCER_RO = "pgbouncer-ro"            # read pool in front of <cluster>-ro (or -r with one instance)
 PGBOUNCER_AUTH_SECRET = "pgbouncer-auth" # userlist.txt for both pools
+PGBOUNCER_EXPORTER_SECRET = "pgbouncer-exporter"  # the exporter's admin-console connection string
 PGBOUNCER_PORT = 6432
 PGBOUNCER_EXPORTER_PORT = 9127
 

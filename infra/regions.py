@@ -20,6 +20,9 @@ from components.failover import Failover, FailoverArgs
 from components.gateway import Gateway, GatewayArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import NetworkArgs, NetworkPolicies
+from components.pgbouncer import PgBouncer, PgBouncerArgs
+from components.postgres import Postgres, PostgresArgs
+from components.redis import Redis, RedisArgs
 from components.workers import Workers, WorkersArgs
 from settings import Region as RegionSettings
 from settings import Settings
@@ -52,6 +55,14 @@ class Credentials(pulumi.ComponentResource):
         self.redis = random.RandomPassword("redis-password", length=cfg.redis.password_length, special=False, opts=child)
         self.postgres_password: pulumi.Output[str] = pulumi.Output.secret(self.postgres.result)
         self.redis_password: pulumi.Output[str] = pulumi.Output.secret(self.redis.result)
+        # PgBouncer's stats user (the metrics exporter) and the salt of the SCRAM verifiers
+        # PostgreSQL and PgBouncer share: stable, so every region computes identical ones.
+        self.pgbouncer_stats = random.RandomPassword(
+            "pgbouncer-stats-password", length=cfg.postgres.password_length, special=False, opts=child
+        )
+        self.scram_salt = random.RandomBytes("scram-salt", length=16, opts=child)
+        self.pgbouncer_stats_password: pulumi.Output[str] = pulumi.Output.secret(self.pgbouncer_stats.result)
+        self.scram_salt_base64: pulumi.Output[str] = pulumi.Output.secret(self.scram_salt.base64)
         self.register_outputs({})
 
 
@@ -130,6 +141,32 @@ class Region(pulumi.ComponentResource):
             opts=self.tier_opts,
         )
         self.entry_points["apiService"] = f"{names.service_host(names.BACKEND, cfg.namespace)}:{cfg.backend.port}"
+        c = self.credentials
+        self.postgres = Postgres(
+            t.rname("postgres"),
+            PostgresArgs(target=t, settings=cfg, region=self.region, password=c.postgres_password, scram_salt=c.scram_salt_base64),
+            opts=self.tier_opts,
+        )
+        self.pgbouncer = PgBouncer(
+            t.rname("pgbouncer"),
+            PgBouncerArgs(
+                target=t, pgbouncer=cfg.pgbouncer, database=cfg.postgres.database, owner=cfg.postgres.owner,
+                write_service=self.postgres.write_service, read_service=self.postgres.read_service,
+                owner_password=c.postgres_password, owner_verifier=self.postgres.verifier,
+                stats_password=c.pgbouncer_stats_password, scram_salt=c.scram_salt_base64,
+            ),
+            opts=self.tier_opts,
+        )
+        self.entry_points.update(databaseWrite=self.pgbouncer.write_host, databaseRead=self.pgbouncer.read_host)
+        self.redis = Redis(
+            t.rname("redis"),
+            RedisArgs(
+                target=t, redis=cfg.redis, maxmemory_bytes=cfg.derived.redis_maxmemory_bytes,
+                object_storage=cfg.object_storage, bucket=cfg.bucket(self.region.name), password=c.redis_password,
+            ),
+            opts=self.tier_opts,
+        )
+        self.entry_points["redis"] = self.redis.url
         self.gateway = Gateway(
             t.rname("gateway"),
             GatewayArgs(

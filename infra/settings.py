@@ -175,7 +175,23 @@ class Region:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Backend:
+class HealthChecks:
+    """The health contract of the Node.js processes (API and workers), from the notes:
+    liveness GET /health every 30 s, timeout 5 s, 3 failures; readiness GET /ready every
+    10 s, timeout 5 s, 2 failures."""
+
+    health_path: str = setting("/health", check=_regex(_PATH_RE, "an absolute path"))
+    ready_path: str = setting("/ready", check=_regex(_PATH_RE, "an absolute path"))
+    liveness_period_seconds: int = setting(30, min=1, max=300)
+    liveness_timeout_seconds: int = setting(5, min=1, max=60)
+    liveness_failure_threshold: int = setting(3, min=1, max=30)
+    readiness_period_seconds: int = setting(10, min=1, max=300)
+    readiness_timeout_seconds: int = setting(5, min=1, max=60)
+    readiness_failure_threshold: int = setting(2, min=1, max=30)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backend(HealthChecks):
     image: str = setting("ghcr.io/tikit/backend:1.0.0", check=_check_image)
     min_replicas: int = setting(min=1, max=100)
     max_replicas: int = setting(min=1, max=100)
@@ -200,17 +216,8 @@ class Backend:
     pre_stop_seconds: int = setting(10, min=0, max=120)
     shutdown_seconds: int = setting(20, min=1, max=600)
     startup_failure_threshold: int = setting(30, min=1, max=120)
-    # Probes from the notes: liveness GET /health 30 s / 5 s / 3, readiness GET /ready
-    # 10 s / 5 s / 2.  The startup probe (GET /health every startup_period_seconds, up to
+    # The startup probe (GET health_path every startup_period_seconds, up to
     # startup_failure_threshold times) holds liveness off while a slow boot finishes.
-    health_path: str = setting("/health", check=_regex(_PATH_RE, "an absolute path"))
-    ready_path: str = setting("/ready", check=_regex(_PATH_RE, "an absolute path"))
-    liveness_period_seconds: int = setting(30, min=1, max=300)
-    liveness_timeout_seconds: int = setting(5, min=1, max=60)
-    liveness_failure_threshold: int = setting(3, min=1, max=30)
-    readiness_period_seconds: int = setting(10, min=1, max=300)
-    readiness_timeout_seconds: int = setting(5, min=1, max=60)
-    readiness_failure_threshold: int = setting(2, min=1, max=30)
     startup_period_seconds: int = setting(5, min=1, max=60)
     # Scale down by at most this many pods per scale_down_period_seconds (the notes' cooldown).
     scale_down_pods_per_period: int = setting(1, min=1, max=100)
@@ -219,7 +226,7 @@ class Backend:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Workers:
+class Workers(HealthChecks):
     image: str = setting("ghcr.io/tikit/worker:1.0.0", check=_check_image)
     min_replicas: int = setting(min=0, max=100)
     max_replicas: int = setting(min=1, max=100)
@@ -246,14 +253,6 @@ class Workers:
     # Workers serve no traffic but expose the same health contract as the API on a
     # small HTTP port: /health (event loop alive) and /ready (Redis and PostgreSQL reachable).
     health_port: int = setting(8081, min=1024, max=65535)
-    health_path: str = setting("/health", check=_regex(_PATH_RE, "an absolute path"))
-    ready_path: str = setting("/ready", check=_regex(_PATH_RE, "an absolute path"))
-    liveness_period_seconds: int = setting(30, min=1, max=300)
-    liveness_timeout_seconds: int = setting(5, min=1, max=60)
-    liveness_failure_threshold: int = setting(3, min=1, max=30)
-    readiness_period_seconds: int = setting(10, min=1, max=300)
-    readiness_timeout_seconds: int = setting(5, min=1, max=60)
-    readiness_failure_threshold: int = setting(2, min=1, max=30)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -278,6 +277,18 @@ class Postgres:
     # Extra postgresql.conf parameters (strings), merged over the derived ones.
     parameters: dict = setting({}, check=_check_pg_param)
     password_length: int = setting(40, min=32, max=128)
+    # Zone anti-affinity of the instances (instances never share a node either way):
+    # "required" only where every region has at least `instances` zones, or pods stay
+    # Pending; "preferred" spreads over the zones there are (docs/postgres.md).
+    pod_anti_affinity: str = setting("preferred", choices=("preferred", "required"))
+    # The Barman Cloud plugin's sidecar in every instance pod; requests == limits, so the
+    # pod stays in the Guaranteed QoS class.
+    backup_sidecar_cpu: str = setting("250m", check=_check_cpu)
+    backup_sidecar_memory: str = setting("256Mi", check=_check_memory)
+    # Controlled switchover (docs/runbooks/postgres-switchover.md): the former primary
+    # cluster's status.demotionToken, handed to the primary region's cluster.  Empty when
+    # the primary region changes means promotion WITHOUT a token: an unplanned failover.
+    promotion_token: str = setting("", check=_regex(re.compile(r"^[A-Za-z0-9+/=]*$"), "a base64 demotion token"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -297,6 +308,16 @@ class PgBouncer:
     query_wait_timeout: int = setting(120, min=1, max=3600)
     cpu: str = setting("250m", check=_check_cpu)
     memory: str = setting("256Mi", check=_check_memory)
+    exporter_cpu: str = setting("50m", check=_check_cpu)
+    exporter_memory: str = setting("64Mi", check=_check_memory)
+    # TCP probes on the pool port (and the exporter's metrics port).
+    probe_period_seconds: int = setting(10, min=1, max=300)
+    probe_timeout_seconds: int = setting(3, min=1, max=60)
+    probe_failure_threshold: int = setting(3, min=1, max=30)
+    # Rollouts and drains: the preStop sleep lets the Service drop the pod before SIGTERM;
+    # PgBouncer then waits for its clients to leave, up to shutdown_seconds.
+    pre_stop_seconds: int = setting(10, min=0, max=120)
+    shutdown_seconds: int = setting(30, min=1, max=600)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -322,6 +343,34 @@ class Redis:
     backup_retention_hours: int = setting(min=1, max=24 * 90)
     backup_image: str = setting("docker.io/library/redis:7.4.2", check=_check_image)
     password_length: int = setting(40, min=32, max=128)
+    # The backup job runs backup_image (redis-cli, redis-check-rdb) with rclone and a CA
+    # bundle that an init container copies from this image (a static binary).
+    rclone_image: str = setting("docker.io/rclone/rclone:1.68.2", check=_check_image)
+    storage_class: str = setting("")  # "" = the cluster's default StorageClass
+    # Data pods (and sentinels) on separate nodes: "required" keeps a primary and its
+    # replica off one node (needs as many nodes as pods); "preferred" only tries.
+    node_anti_affinity: str = setting("required", choices=("required", "preferred"))
+    exporter_cpu: str = setting("50m", check=_check_cpu)
+    exporter_memory: str = setting("64Mi", check=_check_memory)
+    sentinel_cpu: str = setting("100m", check=_check_cpu)
+    sentinel_memory: str = setting("64Mi", check=_check_memory)
+    backup_cpu: str = setting("250m", check=_check_cpu)
+    backup_memory: str = setting("256Mi", check=_check_memory)
+    # Backup CronJob (docs/redis.md): a run that cannot start within the deadline is skipped
+    # (the next hour's takes over); one that runs past active_deadline is killed and counts
+    # as failed; runs never overlap (concurrencyPolicy Forbid).  The active deadline covers
+    # the script's own 600 s BGSAVE wait plus the upload.
+    backup_starting_deadline_seconds: int = setting(900, min=60, max=3600)
+    backup_active_deadline_seconds: int = setting(1800, min=660, max=86400)
+    backup_backoff_limit: int = setting(2, min=0, max=10)
+    backup_history_limit: int = setting(3, min=1, max=100)
+    # SIGTERM: redis waits up to shutdown-timeout (10 s) for replicas, then saves the RDB.
+    termination_grace_seconds: int = setting(60, min=15, max=3600)
+    # exec probes: redis-cli PING (liveness), PING plus a replication check (readiness).
+    probe_period_seconds: int = setting(10, min=1, max=300)
+    probe_timeout_seconds: int = setting(5, min=1, max=60)
+    liveness_failure_threshold: int = setting(6, min=1, max=30)
+    readiness_failure_threshold: int = setting(2, min=1, max=30)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -336,6 +385,8 @@ class ObjectStorage:
     access_key_id_key: str = setting("ACCESS_KEY_ID")
     secret_access_key_key: str = setting("ACCESS_SECRET_KEY")
     wal_compression: str = setting("gzip", choices=("gzip", "bzip2", "snappy", "lz4", "zstd"))
+    # Base backups: barman-cloud-backup supports fewer codecs than the WAL archive.
+    data_compression: str = setting("gzip", choices=("gzip", "bzip2", "snappy", "lz4"))
 
 
 @dataclass(frozen=True, kw_only=True)

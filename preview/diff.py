@@ -27,6 +27,7 @@ from .plan import REDACTED, Plan, Resource
 RENAME_SIMILARITY = 0.9
 RENAME_NOTE = "possible rename: use aliases to avoid replacement"
 SECRET_KINDS = {"Secret"}
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: same result, faster
 SECRET_FIELDS = ("data", "stringData")
 GLOBAL = "global"  # row for resources outside any region (stack-wide credentials, ...)
 
@@ -243,19 +244,30 @@ def _k8s_identity(res: dict[str, Any]) -> Optional[tuple]:
     return (res.get("region"), inputs.get("kind"), meta.get("namespace"), meta.get("name"))
 
 
+def _leaves(inputs: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(path, json.dumps(value, sort_keys=True)) for path, value in flatten(inputs).items()}
+
+
 def similarity(a: dict[str, Any], b: dict[str, Any]) -> float:
     """Share of leaf fields (path and value) the two inputs have in common."""
-    fa, fb = flatten(a), flatten(b)
-    keys = set(fa) | set(fb)
-    if not keys:
-        return 0.0
-    same = sum(1 for k in keys if k in fa and k in fb and fa[k] == fb[k])
-    return same / len(keys)
+    return _similarity(_leaves(a), _leaves(b))
+
+
+def _similarity(la: set[tuple[str, str]], lb: set[tuple[str, str]]) -> float:
+    paths = {p for p, _ in la} | {p for p, _ in lb}
+    return len(la & lb) / len(paths) if paths else 0.0
 
 
 def _renames(removed: list[dict[str, Any]], added: list[dict[str, Any]]) -> dict[str, str]:
     """removed URN <-> added URN for pairs that look like one resource under a new URN."""
     candidates: list[tuple[float, str, str]] = []
+    leaves: dict[str, set[tuple[str, str]]] = {}
+
+    def leaves_of(res: dict[str, Any]) -> set[tuple[str, str]]:
+        if res["urn"] not in leaves:
+            leaves[res["urn"]] = _leaves(res.get("inputs") or {})
+        return leaves[res["urn"]]
+
     for r in removed:
         same_type = [a for a in added if a["type"] == r["type"]]
         for a in same_type:
@@ -264,7 +276,7 @@ def _renames(removed: list[dict[str, Any]], added: list[dict[str, Any]]) -> dict
                 candidates.append((2.0, r["urn"], a["urn"]))  # the same object in the cluster
                 continue
             if r.get("inputs") or a.get("inputs"):
-                score = similarity(r.get("inputs") or {}, a.get("inputs") or {})
+                score = _similarity(leaves_of(r), leaves_of(a))
                 if score >= RENAME_SIMILARITY:
                     candidates.append((score, r["urn"], a["urn"]))
             elif r.get("region") == a.get("region"):
@@ -323,7 +335,7 @@ class ManifestDiff:
 def _mask_secret_manifest(text: str) -> str:
     """A Secret's values redacted, whatever the rendered file holds."""
     try:
-        obj = yaml.safe_load(text)
+        obj = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError:
         return text
     if not isinstance(obj, dict) or obj.get("kind") not in SECRET_KINDS:
@@ -356,7 +368,7 @@ def _mask_pair(old: Any, new: Any) -> tuple[Any, Any, bool]:
 
 def _mask_manifest_pair(old_text: str, new_text: str) -> tuple[str, str]:
     try:
-        old_obj, new_obj = yaml.safe_load(old_text), yaml.safe_load(new_text)
+        old_obj, new_obj = yaml.load(old_text, Loader=_Loader), yaml.load(new_text, Loader=_Loader)
     except yaml.YAMLError:
         return old_text, new_text
     if not isinstance(old_obj, dict) or not isinstance(new_obj, dict):
@@ -370,6 +382,8 @@ def _mask_manifest_pair(old_text: str, new_text: str) -> tuple[str, str]:
 def manifest_diffs(stack: str, base: dict[str, str], head: dict[str, str], context: int = 3) -> list[ManifestDiff]:
     out = []
     for path in sorted(set(base) | set(head)):
+        if base.get(path) == head.get(path):
+            continue  # most files: nothing to parse or mask
         old = _mask_secret_manifest(base[path]) if path in base else ""
         new = _mask_secret_manifest(head[path]) if path in head else ""
         if old and new:
@@ -474,9 +488,19 @@ class StackDiff:
             if side is not None:
                 regions.update(side.regions)
         rows = sorted(regions)
-        if any(r.region is None for r in self.resources):
+        if any(r.region is None for r in self.resources) or any(
+            self._finding_region(side, f) == GLOBAL
+            for side, doc in ((self.base, self.policy.before), (self.head, self.policy.after))
+            for f in _findings(doc)
+        ):
             rows.append(GLOBAL)
         return rows or [GLOBAL]
+
+    @staticmethod
+    def _finding_region(side: Optional[Side], finding: dict[str, Any]) -> str:
+        """Region of the resource a finding names; stack-wide findings are `global`."""
+        res = (side.resources if side else {}).get(finding.get("urn"))
+        return (res or {}).get("region") or GLOBAL
 
     def counts(self, region: Optional[str] = None) -> dict[str, int]:
         counts = {"add": 0, "remove": 0, "change": 0}
@@ -491,8 +515,7 @@ class StackDiff:
         def status(which: str, side: Optional[Side], doc: Optional[dict[str, Any]]) -> str:
             if side is None or doc is None:
                 return self.policy.side_status(which)
-            where = {urn: (res.get("region") or GLOBAL) for urn, res in side.resources.items()}
-            mine = [f for f in _findings(doc) if where.get(f.get("urn"), GLOBAL) == region]
+            mine = [f for f in _findings(doc) if self._finding_region(side, f) == region]
             return self.policy.side_status(which, mine)
 
         return f"{status('base', self.base, self.policy.before)} → {status('head', self.head, self.policy.after)}"

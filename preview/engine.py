@@ -14,6 +14,7 @@ provided to the program as secret placeholders).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -162,6 +163,12 @@ def _mocks_class():
                 # The real provider marks `result` secret; mocks skip additionalSecretOutputs,
                 # so wrap it here to keep the same contract.
                 state["result"] = {SIG_KEY: SECRET_SIG, "value": _placeholder("password", args.name)}
+            if args.typ == "random:index/randomBytes:RandomBytes":
+                # Same contract: base64 and hex are secret outputs of the real provider.
+                length = int(args.inputs.get("length", 32))
+                stand_in = hashlib.sha256(f"offline-bytes-{args.name}".encode()).digest() * (length // 32 + 1)
+                for key, value in (("base64", base64.b64encode(stand_in[:length]).decode()), ("hex", stand_in[:length].hex())):
+                    state[key] = {SIG_KEY: SECRET_SIG, "value": value}
             return f"{args.name}-id", state
 
         def call(self, args: pulumi.runtime.MockCallArgs):

@@ -19,7 +19,6 @@ config file are errors (exit code 2 in the preview), not silently ignored.
 from __future__ import annotations
 
 import asyncio
-import copy
 import inspect
 import json
 import sys
@@ -190,8 +189,9 @@ def _options(parent: Optional[str]) -> PolicyResourceOptions:
 
 
 def _props(inputs: Mapping[str, Any]) -> Any:
-    """A resource's inputs as the analyzer delivers them: behind the unknown-checking proxy."""
-    return unknown_checking_proxy(copy.deepcopy(dict(inputs)))
+    """A resource's inputs as the analyzer delivers them: behind the unknown-checking proxy
+    (which builds its own containers, so the plan is never shared with a policy)."""
+    return unknown_checking_proxy(dict(inputs))
 
 
 def _stack_resources(plan: Plan) -> list[PolicyResource]:
@@ -238,12 +238,11 @@ def evaluate_config(plan: Plan, config: Mapping[str, Any]) -> PolicyResult:
         except Exception as exc:  # noqa: BLE001 - a crashing policy must fail the run visibly
             findings.append(Finding(policy.name, "mandatory", f"policy failed to run: {type(exc).__name__}: {exc}"))
 
-    for policy in enabled:
-        if not isinstance(policy, ResourceValidationPolicy):
-            continue
-        config = resolved[policy.name].config
-        for r in plan.resources:
-            args = ResourceValidationArgs(r.type, _props(r.inputs), r.urn, r.name, _options(r.parent), None, config)
+    resource_policies = [p for p in enabled if isinstance(p, ResourceValidationPolicy)]
+    for r in plan.resources:
+        props, opts = _props(r.inputs), _options(r.parent)
+        for policy in resource_policies:
+            args = ResourceValidationArgs(r.type, props, r.urn, r.name, opts, None, resolved[policy.name].config)
             run(policy, lambda: policy.validate(args, reporter(policy, r.urn)))
     stack_resources = _stack_resources(plan)
     for policy in enabled:

@@ -174,7 +174,11 @@ class Backend(pulumi.ComponentResource):
 
         self.deployment = k8s.apps.v1.Deployment(
             t.rname(app),
-            metadata=kube.metadata(app, COMPONENT, t, version=version),
+            # The pool size each replica opens: the policy pack sizes PgBouncer against it.
+            metadata=kube.metadata(
+                app, COMPONENT, t, version=version,
+                annotations={names.DB_CONNECTIONS_ANNOTATION: str(b.db_connections_per_replica)},
+            ),
             spec={
                 # No spec.replicas: the HPA that KEDA owns sets it; declaring it here
                 # would reset the live count on every `pulumi up`.

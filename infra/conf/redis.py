@@ -2,7 +2,7 @@
 scripts, and the REDIS_URL the backend and workers read.
 
 Pure functions: values in, text out, stable ordering, no I/O.  The Redis component puts the
-config files and scripts into ConfigMaps; the integration tests (tests/integration/test_redis.py)
+config files and scripts into ConfigMaps; the integration tests (tests/integration/test_redis_daemons.py)
 feed the very same text to real redis-server and redis-sentinel processes, rewriting only the
 port, the directories and the host names, and run the very same shell scripts.
 
@@ -72,6 +72,8 @@ SHUTDOWN_TIMEOUT_SECONDS = 10
 LATENCY_MONITOR_THRESHOLD_MS = 100
 SLOWLOG_SLOWER_THAN_US = 10_000
 SLOWLOG_MAX_LEN = 256
+# How long the scripts wait for one redis-cli call that asks Sentinel or a replica.
+ASK_TIMEOUT_SECONDS = 5
 # How long the scripts wait for a BGSAVE, an AOF rewrite or a loading server.
 WAIT_SECONDS = 600
 # A replica is in sync for a backup when its link is up and it heard from the primary this
@@ -342,8 +344,8 @@ def sentinel_settings(
             "protected-mode",
             "no",
             "Sentinel has no password of its own; with protected mode on it would only answer"
-            " loopback.  NetworkPolicy limits port 26379 to the Redis pods, the sentinels and"
-            " the app.",
+            " loopback.  NetworkPolicy must limit port 26379 to the Redis pods, the sentinels,"
+            " the backup job and the app.",
         ),
         ("daemonize", "no", None),
         ("logfile", '""', None),
@@ -408,15 +410,17 @@ def sentinel_conf(
 
 # Print "<host> <port>" of the primary Sentinel reports, or nothing when no sentinel answers.
 # redis-cli exits 0 even on error replies, so the answer is validated, not the exit status.
-_ASK_SENTINEL = """\
-ask_sentinel() {
-    answer=$(redis-cli -h "$1" -p "$2" --raw SENTINEL get-master-addr-by-name "$3" 2>/dev/null) || return 0
+# timeout(1): redis-cli 7.0 has no connect timeout, and a Service without endpoints can leave
+# a connect hanging for minutes on some networks.
+_ASK_SENTINEL = f"""\
+ask_sentinel() {{
+    answer=$(timeout {ASK_TIMEOUT_SECONDS} redis-cli -h "$1" -p "$2" --raw SENTINEL get-master-addr-by-name "$3" 2>/dev/null) || return 0
     ask_host=$(printf '%s\\n' "$answer" | sed -n 1p)
     ask_port=$(printf '%s\\n' "$answer" | sed -n 2p)
     case "$ask_port" in ''|*[!0-9]*) return 0 ;; esac
     case "$ask_host" in ''|*' '*) return 0 ;; esac
     printf '%s %s\\n' "$ask_host" "$ask_port"
-}
+}}
 """
 
 
@@ -547,8 +551,8 @@ def sentinel_start_script(
 #
 # Design: the backup CronJob connects to Redis over the network; it cannot read the PVC,
 # which only the data pod mounts (ReadWriteOnce).  So it
-#   1. sends BGSAVE to the primary and waits until INFO persistence shows the save finished
-#      (rdb_bgsave_in_progress:0, rdb_last_bgsave_status:ok) with a LASTSAVE newer than before:
+#   1. sends BGSAVE to the chosen node (see below) and waits until INFO persistence shows it
+#      finished (rdb_bgsave_in_progress:0, rdb_last_bgsave_status:ok) with a newer LASTSAVE:
 #      proof the node's own persistence works, and a fresh dump.rdb on the volume, the
 #      quickest restore source while the volume survives;
 #   2. streams a fresh snapshot with `redis-cli --rdb` (the replication protocol: the server
@@ -571,8 +575,9 @@ def sentinel_start_script(
 #
 # Where backups live is pluggable: four shell functions (store_put, store_get, store_list,
 # store_delete) chosen by the STORE URL.  s3://bucket[/prefix] uses rclone (a static binary
-# the CronJob's init container copies from the rclone image into the redis image; S3 keys
-# from the credentials Secret as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY);
+# the CronJob's init container copies from settings.redis.rclone_image into the redis image,
+# with that image's CA bundle for SSL_CERT_FILE, since the redis image has none; S3 keys from
+# the credentials Secret as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY);
 # file:///path uses cp and ls, which is how the tests run the very same script.
 
 TIMESTAMP_GLOB = "[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z"
@@ -623,7 +628,7 @@ esac
 # not down; master link ok).  --raw prints one field name, then its value, per line.
 _SENTINEL_REPLICAS = """\
 sentinel_replicas() {
-    redis-cli -h "$1" -p "$2" --raw SENTINEL replicas "$3" 2>/dev/null | tr -d '\\r' | awk '
+    timeout @ASK_TIMEOUT@ redis-cli -h "$1" -p "$2" --raw SENTINEL replicas "$3" 2>/dev/null | tr -d '\\r' | awk '
         function flush() { if (ip != "" && flags == "slave" && link == "ok") print ip, port; ip = port = flags = link = "" }
         NR % 2 == 1 { key = $0; if (key == "name") flush(); next }
         key == "ip" { ip = $0 } key == "port" { port = $0 } key == "flags" { flags = $0 }
@@ -636,7 +641,7 @@ sentinel_replicas() {
 _PICK_REPLICA = """\
 pick_replica() {
     while read -r h p; do
-        info=$(redis-cli -h "$h" -p "$p" INFO replication 2>/dev/null </dev/null) || continue
+        info=$(timeout @ASK_TIMEOUT@ redis-cli -h "$h" -p "$p" INFO replication 2>/dev/null </dev/null) || continue
         [ "$(field role "$info")" = slave ] || continue
         [ "$(field master_link_status "$info")" = up ] || continue
         [ "$(field master_sync_in_progress "$info")" = 0 ] || continue
@@ -673,10 +678,11 @@ def backup_script(
 ) -> str:
     """The hourly backup (CronJob ``redis-backup``, redis image + rclone, restricted).
 
-    Environment: REDISCLI_AUTH (the password, from the Secret), AWS_ACCESS_KEY_ID and
-    AWS_SECRET_ACCESS_KEY for s3:// stores.  STORE, REDIS_HOST/REDIS_PORT (skip choosing a node),
-    SENTINEL_HOST/SENTINEL_PORT and TMPDIR override the rendered defaults; the tests use them
-    to point the same script at local daemons and a local directory.
+    Environment: REDISCLI_AUTH (the password, from the Secret); for s3:// stores
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, rclone on PATH and SSL_CERT_FILE.  STORE,
+    REDIS_HOST/REDIS_PORT (skip choosing a node), SENTINEL_HOST/SENTINEL_PORT and TMPDIR
+    override the rendered defaults; the tests use them to point the same script at local
+    daemons and a local directory.
     """
     if not store.startswith("s3://") and not store.startswith("file://"):
         raise ValueError(f"store must be s3://bucket[/prefix] or file:///path, got {store!r}")
@@ -696,6 +702,8 @@ def backup_script(
     primary="{bootstrap_primary_host(namespace)} {port}"
     replica=$(printf '{replicas}' | pick_replica)"""
     sentinel_functions = _ASK_SENTINEL + _SENTINEL_REPLICAS if r.sentinels else ""
+    sentinel_functions = sentinel_functions.replace("@ASK_TIMEOUT@", str(ASK_TIMEOUT_SECONDS))
+    pick_replica = _PICK_REPLICA.replace("@ASK_TIMEOUT@", str(ASK_TIMEOUT_SECONDS))
     fallback_note = (
         '    [ -n "$replica" ] || log "no in-sync replica: backing up the primary $primary"\n'
         if r.replicas > 1
@@ -714,7 +722,7 @@ WAIT_SECONDS={wait_seconds}
 REPLICA_MAX_SILENCE={REPLICA_MAX_SILENCE_SECONDS}
 : "${{REDISCLI_AUTH:?REDISCLI_AUTH (the Redis password) is not set}}"
 export REDISCLI_AUTH
-{_COMMON}{sentinel_functions}{_PICK_REPLICA}{_store_functions(s3_endpoint)}
+{_COMMON}{sentinel_functions}{pick_replica}{_store_functions(s3_endpoint)}
 # ---- which node: an in-sync replica, else the primary (REDIS_HOST/REDIS_PORT override) ----
 if [ -z "${{REDIS_HOST:-}}" ]; then
 {discover}

@@ -98,6 +98,17 @@ def resource_policy(
     )
 
 
+_LAST: list = []  # [(resources list, Stack)]: stack policies called with the same list share one model
+
+
+def _stack(resources: list) -> Stack:
+    if _LAST and _LAST[0][0] is resources:
+        return _LAST[0][1]
+    stack = Stack.from_resources(resources)
+    _LAST[:] = [(resources, stack)]
+    return stack
+
+
 def stack_policy(
     *,
     name: str,
@@ -111,7 +122,7 @@ def stack_policy(
     """A policy over the whole stack (cross-resource invariants)."""
 
     def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
-        stack = Stack.from_resources(args.resources)
+        stack = _stack(args.resources)
 
         def report(message: str, obj: Optional[Obj] = None) -> None:
             report_violation(message, obj.urn if obj is not None else None)

@@ -83,7 +83,7 @@ def _client_capacity(stack: Stack, cfg: dict, report: Report) -> None:
 
 pgbouncer_client_capacity = stack_policy(
     name="pgbouncer-client-capacity",
-    description="For each PgBouncer pool: max app replicas x DB connections per app replica <= PgBouncer replicas x max_client_conn.",
+    description="For each PgBouncer pool: max app replicas x DB connections per app replica <= PgBouncer replicas x max_client_conn (less an exporter sidecar's login).",
     check=_client_capacity,
     remediation="Raise pgbouncer.replicas or pgbouncer.maxClientConn, or lower the apps' maxReplicas or dbConnectionsPerReplica.",
     area=AREA,
@@ -100,7 +100,8 @@ pgbouncer_client_capacity = stack_policy(
 _SERVICE_RE = re.compile(r"^(?P<cluster>.+)-(?P<role>rw|ro|r)$")
 
 
-def _pool_target(p: Pool, host: str) -> Optional[tuple[str, str]]:
+def _pool_target(host: str) -> Optional[tuple[str, str]]:
+    """'pg-lagos-rw.tikit.svc.cluster.local' -> ('pg-lagos', 'rw'): the CNPG cluster and service."""
     m = _SERVICE_RE.match(host.split(".", 1)[0])
     return (m.group("cluster"), m.group("role")) if m else None
 
@@ -119,7 +120,7 @@ def _budget(stack: Stack, cfg: dict, report: Report) -> None:
         users: dict[str, list[tuple[Pool, int, int]]] = {"rw": [], "ro": [], "r": []}
         for p in pools:
             for host in p.hosts():
-                target = _pool_target(p, host)
+                target = _pool_target(host)
                 if not target or target[0] != c.name:
                     continue
                 local = p.workload.region == c.obj.region

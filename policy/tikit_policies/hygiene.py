@@ -223,7 +223,7 @@ def _host_path(obj: Obj, _cfg: dict, say: Say) -> None:
 
 no_host_path = resource_policy(
     name="no-host-path",
-    description="No hostPath volumes.",
+    description="Pods mount no hostPath volumes, and no PersistentVolume is backed by a host path.",
     check=_host_path,
     remediation="Replace hostPath volumes with emptyDir (scratch) or a PersistentVolumeClaim (data).",
     area=AREA,

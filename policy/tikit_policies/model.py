@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Optional
 
 from . import annotations as ann
-from .parse import UNKNOWN, as_dict, as_float, as_int, as_list, get, ini_sections, libpq_params, plain, redis_directives
+from .parse import as_dict, as_float, as_int, as_list, get, ini_sections, libpq_params, plain, redis_directives
 
 REGION_TYPE = "tikit:platform:Region"
 ZONE_KEY = "topology.kubernetes.io/zone"
@@ -678,7 +678,3 @@ def _region_from_parents(resource: Any) -> Optional[str]:
         cur = getattr(cur, "parent", None)
         seen += 1
     return None
-
-
-def unknown(value: Any) -> bool:
-    return value is UNKNOWN

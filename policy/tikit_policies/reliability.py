@@ -41,6 +41,24 @@ def _ha_workloads(stack: Stack, cfg: dict) -> list[Workload]:
     return [w for w in stack.workloads if w.kind in HA_KINDS and w.name not in cfg["exemptWorkloads"]]
 
 
+def _envoy_proxies(stack: Stack) -> list[tuple[Obj, dict]]:
+    """Envoy Gateway's data plane: (EnvoyProxy, its envoyDeployment spec) - the front door."""
+    return [
+        (o, as_dict(get(o.spec, "provider", "kubernetes")))
+        for o in stack.kind("EnvoyProxy", "gateway.envoyproxy.io")
+        if get(o.spec, "provider", "type", default="Kubernetes") == "Kubernetes"
+    ]
+
+
+def _envoy_min_replicas(k8s: dict) -> Optional[int]:
+    hpa = as_dict(k8s.get("envoyHpa"))
+    if hpa:
+        n = hpa.get("minReplicas", 1)
+    else:
+        n = get(k8s, "envoyDeployment", "replicas", default=1)
+    return n if isinstance(n, int) else (int(n) if isinstance(n, float) and n.is_integer() else None)
+
+
 ENV_PROD = strings(["prod"], "Environments (tikit.app/environment) the policy applies to.", enum=ENVIRONMENTS)
 ENV_STAGING_PROD = strings(["staging", "prod"], "Environments (tikit.app/environment) the policy applies to.", enum=ENVIRONMENTS)
 EXEMPT = strings(
@@ -64,6 +82,14 @@ def _prod_replicas(stack: Stack, cfg: dict, report: Report) -> None:
                 f"least {need} so one pod can fail or be drained; raise the tier's minimum replicas in the preset",
                 w.obj,
             )
+    for proxy, k8s in _envoy_proxies(stack):
+        m = _envoy_min_replicas(k8s)
+        if m is not None and m < need:
+            report(
+                f"{proxy.ref}: runs {m} Envoy replica(s) (envoyDeployment.replicas / envoyHpa.minReplicas); the gateway "
+                f"needs at least {need} in {stack.environment or 'prod'}",
+                proxy,
+            )
     for c in stack.clusters:
         if c.instances < need:
             report(
@@ -75,7 +101,7 @@ def _prod_replicas(stack: Stack, cfg: dict, report: Report) -> None:
 
 prod_min_replicas = stack_policy(
     name="prod-min-replicas",
-    description="In prod every Deployment, StatefulSet and PostgreSQL cluster runs at least 2 replicas at its minimum.",
+    description="In prod every Deployment, StatefulSet, gateway data plane and PostgreSQL cluster runs at least 2 replicas at its minimum.",
     check=_prod_replicas,
     remediation="Raise the minimum replicas (autoscaler minimum or spec.replicas) of the tier in the prod preset.",
     area=AREA,
@@ -89,6 +115,9 @@ def _prod_pdb(stack: Stack, cfg: dict, report: Report) -> None:
     for w in _ha_workloads(stack, cfg):
         if not w.pdbs:
             report(f"{w.obj.ref}: has no PodDisruptionBudget; add one with kube.pdb() (maxUnavailable 1)", w.obj)
+    for proxy, k8s in _envoy_proxies(stack):
+        if not as_dict(k8s.get("envoyPDB")):
+            report(f"{proxy.ref}: sets no envoyPDB, so a drain may evict every Envoy pod at once; add envoyPDB maxUnavailable 1", proxy)
     for c in stack.clusters:
         if not c.enable_pdb:
             report(f"{c.obj.ref}: sets enablePDB: false; prod clusters keep CNPG's PodDisruptionBudgets", c.obj)
@@ -96,7 +125,7 @@ def _prod_pdb(stack: Stack, cfg: dict, report: Report) -> None:
 
 prod_pdb = stack_policy(
     name="prod-pdb",
-    description="In prod every Deployment and StatefulSet has a PodDisruptionBudget, and CNPG clusters keep theirs.",
+    description="In prod every Deployment, StatefulSet and gateway data plane has a PodDisruptionBudget, and CNPG clusters keep theirs.",
     check=_prod_pdb,
     remediation="Create a PodDisruptionBudget with kube.pdb() next to the workload; leave CNPG's enablePDB at true in prod.",
     area=AREA,
@@ -110,10 +139,13 @@ def _prod_spread(stack: Stack, cfg: dict, report: Report) -> None:
     for w in _ha_workloads(stack, cfg):
         if not spreads_over_zones(w.pod_spec):
             report(
-                f"{w.obj.ref}: pods are not spread over zones ({'topology.kubernetes.io/zone'}); add kube.spread(selector) "
+                f"{w.obj.ref}: pods are not spread over zones (topology.kubernetes.io/zone); add kube.spread(selector) "
                 "as topologySpreadConstraints",
                 w.obj,
             )
+    for proxy, k8s in _envoy_proxies(stack):
+        if not spreads_over_zones(as_dict(get(k8s, "envoyDeployment", "pod"))):
+            report(f"{proxy.ref}: Envoy pods are not spread over zones; add envoyDeployment.pod.topologySpreadConstraints", proxy)
     for c in stack.clusters:
         if not spreads_over_zones(c.obj.spec) and get(c.obj.spec, "affinity", "topologyKey") != "topology.kubernetes.io/zone":
             report(
@@ -125,7 +157,7 @@ def _prod_spread(stack: Stack, cfg: dict, report: Report) -> None:
 
 prod_zone_spread = stack_policy(
     name="prod-zone-spread",
-    description="In prod the replicas of every Deployment, StatefulSet and PostgreSQL cluster spread over zones.",
+    description="In prod the replicas of every Deployment, StatefulSet, gateway data plane and PostgreSQL cluster spread over zones.",
     check=_prod_spread,
     remediation="Add kube.spread(selector) (zone and node topology spread) to the pod template, or the cluster's topologySpreadConstraints.",
     area=AREA,

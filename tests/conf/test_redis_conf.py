@@ -1,7 +1,7 @@
 """infra/conf/redis.py on every preset: what the rendered files say, what the start scripts
 decide (run under /bin/sh with stand-in redis binaries), and the REDIS_URL round trip.
 
-The same text on real daemons: tests/integration/test_redis.py.
+The same text on real daemons: tests/integration/test_redis_daemons.py.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from conf import alerts
 
 INTERVAL = "1m"
 DEFAULT_EVAL_MINUTES = 30
+SHORTEST_EVAL_MINUTES = 15
 
 API_POD = "api-5d8f7c9b6-abcde"
 WORKER_POD = "workers-6b7c8d9f5-pqrst"
@@ -58,6 +59,11 @@ class Case:
     # severity -> (labels the expression yields, value); absent severities must not fire.
     fires: dict[str, tuple[dict[str, str], float]] = field(default_factory=dict)
     eval_minutes: Optional[int] = None
+    # Rule labels that pick the rules this case is about (one alert name per workload).
+    rule_labels: dict[str, str] = field(default_factory=dict)
+
+    def about(self, rule: dict[str, Any]) -> bool:
+        return rule["alert"] == self.alert and self.rule_labels.items() <= rule["labels"].items()
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,7 @@ def utilization_cases(f: Facts) -> list[Case]:
                         (s("kube_pod_container_resource_requests", **sel, resource="cpu"), const(1, minutes)),
                     ],
                     {sev: ({"namespace": ns}, pct) for sev in fires},
+                    rule_labels={"workload": workload},
                 )
             )
         between, above, below = _percent_band(m.memory_warning_percent, m.memory_critical_percent)
@@ -120,6 +127,7 @@ def utilization_cases(f: Facts) -> list[Case]:
                         (s("kube_pod_container_resource_limits", **sel, resource="memory"), const(limit, minutes)),
                     ],
                     {sev: ({"namespace": ns, "pod": pod}, pct) for sev in fires},
+                    rule_labels={"workload": workload},
                 )
             )
     return cases
@@ -202,35 +210,63 @@ def burn_rate_cases(f: Facts) -> list[Case]:
     fast_pct = 20 * budget      # above 14.4x: pages
     slow_pct = 5 * budget       # above 3x, below 6x: a ticket, no page
     quiet_pct = 0.5 * budget    # below 1x: nothing
-    two_hours, a_day = 130, 25 * 60
+    # Both counters grow linearly, so every window (5m ... 3d) sees the same ratio even with
+    # half an hour of history: the long windows need no days of samples.
+    minutes = DEFAULT_EVAL_MINUTES
 
-    def case(alert: str, label: str, pct: float, minutes: int, fires: bool) -> Case:
+    def case(alert: str, label: str, pct: float, fires: bool) -> Case:
         errors = 10.0 * pct
         ok = (1000.0 - errors) / 1.1
         return Case(
             alert,
-            f"{label}: {pct:g}% errors for {minutes} min",
+            f"{label}: {pct:.3g}% errors",
             _requests(f, ok, errors, minutes),
             {("critical" if alert == "TikitApiErrorBudgetBurn" else "warning"): ({"namespace": f.ns}, pct)} if fires else {},
             eval_minutes=minutes,
         )
 
-    return [
-        case("TikitApiErrorBudgetBurn", "fast burn pages", fast_pct, two_hours, True),
-        case("TikitApiErrorBudgetBurn", "slow burn does not page", slow_pct, a_day, False),
-        case("TikitApiErrorBudgetBurnSlow", "slow burn opens a ticket", slow_pct, a_day, True),
-        case("TikitApiErrorBudgetBurnSlow", "within budget", quiet_pct, a_day, False),
+    cases = [
+        case("TikitApiErrorBudgetBurn", "fast burn pages", fast_pct, True),
+        # 10x: under 14.4x, over 6x: only the 6h/30m pair pages.
+        case("TikitApiErrorBudgetBurn", "6x pair alone pages", 10 * budget, True),
+        case("TikitApiErrorBudgetBurn", "slow burn does not page", slow_pct, False),
+        case("TikitApiErrorBudgetBurnSlow", "slow burn opens a ticket", slow_pct, True),
+        # 2x: under 3x, over 1x: only the 3d/6h pair opens a ticket.
+        case("TikitApiErrorBudgetBurnSlow", "1x pair alone opens a ticket", 2 * budget, True),
+        case("TikitApiErrorBudgetBurnSlow", "within budget", quiet_pct, False),
     ]
+
+    # A burst in the last 45 minutes of six clean hours: the 1h/5m pair pages while the 6h
+    # window stays under 6x, so only the 14.4x pair can be what fires.
+    hours6, burst = 360, 45
+    ok, errors = 900.0, 40.0
+    base = dict(namespace=f.ns, job=alerts.MON_API, pod=API_POD)
+    code = f.m.request_code_label
+    in_1h = errors * burst / (60 * ok * 1.1 + errors * burst) * 100
+    in_6h = errors * burst / (hours6 * ok * 1.1 + errors * burst) * 100
+    _band(in_1h, 14.4 * budget, math.inf, "burst over 1h")
+    _band(in_6h, 0, 6 * budget, "burst over 6h")
+    series = [
+        (s(f.m.request_metric, **base, **{code: "200"}), counter(ok, hours6)),
+        (s(f.m.request_metric, **base, **{code: "404"}), counter(ok / 10, hours6)),
+        (s(f.m.request_metric, **base, **{code: "503"}), f"0+0x{hours6 - burst} {_fmt(errors)}+{_fmt(errors)}x{burst - 1}"),
+    ]
+    cases.append(
+        Case("TikitApiErrorBudgetBurn", "a burst only the 1h/5m pair sees", series,
+             {"critical": ({"namespace": f.ns}, in_1h)}, eval_minutes=hours6)
+    )
+    return cases
 
 
 def autoscaling_cases(f: Facts) -> list[Case]:
-    ns, minutes = f.ns, 60
+    ns = f.ns
+    at_max_for = alerts._seconds(f.m.at_max_replicas_for) // 60
+    minutes = at_max_for + 10
     cases = []
     watched = [a for a in f.scope.autoscaled if a.max_replicas > a.min_replicas]
     for a in watched:
         sel = dict(namespace=ns, horizontalpodautoscaler=a.hpa)
         top = a.max_replicas
-        at_max_for = alerts._seconds(f.m.at_max_replicas_for) // 60
         for label, values, fires in (
             ("pinned at max", const(top, minutes), True),
             ("one below max", const(top - 1, minutes), False),
@@ -249,6 +285,7 @@ def autoscaling_cases(f: Facts) -> list[Case]:
                     eval_minutes=minutes,
                 )
             )
+    minutes = 60
     sel = dict(namespace=ns, scaledObject="api")
     window = int(alerts.RATE_WINDOW[:-1])
     cases.append(
@@ -295,15 +332,17 @@ def postgres_cases(f: Facts) -> list[Case]:
             )
         )
     if f.scope.postgres_backups:
+        # Timestamps before the test's epoch (negative) stand for backups days ago, so the
+        # evaluation stays short.
         limit_h = (f.scope.backup_period_seconds + m.backup_age_margin_seconds) / 3600
-        eval_h = math.ceil(limit_h) + 4
+        now = DEFAULT_EVAL_MINUTES * 60
         ts = s("barman_cloud_cloudnative_pg_io_last_available_backup_timestamp", namespace=ns, pod=pod)
-        young = (eval_h - limit_h / 2) * 3600
+        old_ts, young_ts = now - (limit_h + 4) * 3600, now - limit_h / 2 * 3600
         cases += [
-            Case("TikitPostgresBackupTooOld", "never backed up (timestamp 0)", [(ts, const(0, eval_h * 60))],
-                 {"warning": ({"namespace": ns}, eval_h)}, eval_minutes=eval_h * 60),
-            Case("TikitPostgresBackupTooOld", "backup within the limit", [(ts, const(young, eval_h * 60))],
-                 eval_minutes=eval_h * 60),
+            Case("TikitPostgresBackupTooOld", "newest backup older than the limit", [(ts, const(old_ts, minutes))],
+                 {"warning": ({"namespace": ns}, limit_h + 4)}, eval_minutes=DEFAULT_EVAL_MINUTES),
+            Case("TikitPostgresBackupTooOld", "backup within the limit", [(ts, const(young_ts, minutes))],
+                 eval_minutes=DEFAULT_EVAL_MINUTES),
         ]
     archived, failed = s("cnpg_pg_stat_archiver_last_archived_time", namespace=ns, pod=pod), s(
         "cnpg_pg_stat_archiver_last_failed_time", namespace=ns, pod=pod
@@ -417,10 +456,11 @@ def redis_cases(f: Facts) -> list[Case]:
         Case("TikitRedisAofRewriteFailing", "rewrite ok", [(s("redis_aof_last_bgrewrite_status", **here), const(1, minutes))]),
     ]
     max_age_h = m.redis_backup_max_age_seconds / 3600
-    eval_min = int(math.ceil(max_age_h + 1) * 60)
+    eval_min = DEFAULT_EVAL_MINUTES
+    now = eval_min * 60
     job = "redis-backup-29123400"
     jsel = dict(namespace=ns, job_name=job)
-    recent_start = (eval_min - 10) * 60
+    recent_start = now - 600
     cases += [
         Case("TikitRedisBackupFailed", "a recent Job failed",
              [(s("kube_job_status_failed", **jsel, reason="BackoffLimitExceeded"), const(1, eval_min)),
@@ -428,25 +468,26 @@ def redis_cases(f: Facts) -> list[Case]:
              {"warning": ({"namespace": ns, "job_name": job}, 1)}, eval_minutes=eval_min),
         Case("TikitRedisBackupFailed", "the failure is older than the limit",
              [(s("kube_job_status_failed", **jsel, reason="BackoffLimitExceeded"), const(1, eval_min)),
-              (s("kube_job_status_start_time", **jsel), const(60, eval_min))], eval_minutes=eval_min),
+              (s("kube_job_status_start_time", **jsel), const(now - (max_age_h + 1) * 3600, eval_min))],
+             eval_minutes=eval_min),
         Case("TikitRedisBackupFailed", "a recent Job succeeded",
              [(s("kube_job_status_failed", **jsel), const(0, eval_min)),
               (s("kube_job_status_start_time", **jsel), const(recent_start, eval_min))], eval_minutes=eval_min),
     ]
     cj = dict(namespace=ns, cronjob="redis-backup")
-    eval_h = eval_min / 60
-    recent = (eval_h - max_age_h / 4) * 3600
+    stale_h = max_age_h + 1
+    stale, recent = now - stale_h * 3600, now - max_age_h / 4 * 3600
     cases += [
         Case("TikitRedisBackupMissing", "last success too long ago",
-             [(s("kube_cronjob_status_last_successful_time", **cj), const(0, eval_min)),
-              (s("kube_cronjob_created", **cj), const(0, eval_min))],
-             {"critical": ({"namespace": ns, "cronjob": "redis-backup"}, eval_h)}, eval_minutes=eval_min),
+             [(s("kube_cronjob_status_last_successful_time", **cj), const(stale, eval_min)),
+              (s("kube_cronjob_created", **cj), const(stale - 86400, eval_min))],
+             {"critical": ({"namespace": ns, "cronjob": "redis-backup"}, stale_h)}, eval_minutes=eval_min),
         Case("TikitRedisBackupMissing", "never succeeded since creation",
-             [(s("kube_cronjob_created", **cj), const(0, eval_min))],
-             {"critical": ({"namespace": ns, "cronjob": "redis-backup"}, eval_h)}, eval_minutes=eval_min),
+             [(s("kube_cronjob_created", **cj), const(stale, eval_min))],
+             {"critical": ({"namespace": ns, "cronjob": "redis-backup"}, stale_h)}, eval_minutes=eval_min),
         Case("TikitRedisBackupMissing", "recent success",
              [(s("kube_cronjob_status_last_successful_time", **cj), const(recent, eval_min)),
-              (s("kube_cronjob_created", **cj), const(0, eval_min))], eval_minutes=eval_min),
+              (s("kube_cronjob_created", **cj), const(stale - 86400, eval_min))], eval_minutes=eval_min),
         Case("TikitRedisBackupMissing", "created recently, not run yet",
              [(s("kube_cronjob_created", **cj), const(recent, eval_min))], eval_minutes=eval_min),
     ]
@@ -536,10 +577,29 @@ def _for_minutes(rule: dict[str, Any]) -> int:
     return alerts._seconds(rule["for"]) // 60 if "for" in rule else 0
 
 
+def coverage(cases: Iterable[Case], rules: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """Rules without a case where they fire, and rules without a case where they stay quiet."""
+
+    def ident(rule: dict[str, Any]) -> str:
+        extra = {k: v for k, v in rule["labels"].items() if k not in ("tier", "region")}
+        return f"{rule['alert']} {extra}"
+
+    fired, quiet = set(), set()
+    for case in cases:
+        for i, rule in enumerate(rules):
+            if case.about(rule):
+                (fired if rule["labels"]["severity"] in case.fires else quiet).add(i)
+    return (
+        [ident(r) for i, r in enumerate(rules) if i not in fired],
+        [ident(r) for i, r in enumerate(rules) if i not in quiet],
+    )
+
+
 def test_group(case: Case, rules: list[dict[str, Any]]) -> dict[str, Any]:
-    mine = [r for r in rules if r["alert"] == case.alert]
-    assert mine, f"no rule named {case.alert}"
-    eval_minutes = case.eval_minutes or max(DEFAULT_EVAL_MINUTES, max(_for_minutes(r) for r in mine) + 10)
+    mine = [r for r in rules if case.about(r)]
+    assert mine, f"no rule for {case.alert} {case.rule_labels}"
+    # Long enough for the rate windows and the longest `for` of the rules in question.
+    eval_minutes = case.eval_minutes or max(SHORTEST_EVAL_MINUTES, max(_for_minutes(r) for r in mine) + 10)
     expected = []
     for severity, (labels, value) in case.fires.items():
         [rule] = [r for r in mine if r["labels"]["severity"] == severity]

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import REPO
 from preview import diff, diff_report, engine, output, revisions
@@ -256,6 +254,17 @@ def test_policy_results_before_and_after():
     assert "| resolved | mandatory | `pdb-required` |" in report
 
 
+def test_a_stack_wide_finding_gets_its_own_row():
+    res = deployment("api-lagos")
+    capacity = {"policy": "capacity", "enforcement": "mandatory", "urn": None, "message": "10 replicas carry 6000 users"}
+    d = compare(STACK, side(res, policy=_policy()), side(res, policy=_policy(capacity)))
+    assert d.changed and d.resources == ()
+    report = render(d)
+    assert f"| `{STACK}` | lagos | 0 | 0 | 0 | passed → passed |" in report
+    assert f"| `{STACK}` | global | 0 | 0 | 0 | passed → FAILED (1 mandatory) |" in report
+    assert "| new | mandatory | `capacity` | `stack` | 10 replicas carry 6000 users |" in report
+
+
 def test_no_base_shows_everything_added_with_a_note(tmp_path):
     checkout = tmp_path / "old"
     checkout.mkdir()
@@ -376,13 +385,14 @@ def test_one_line_settings_change_end_to_end(repo_copy, tmp_path):
     assert "merge-base of HEAD and main" in doc["base"]["label"]
     (stack,) = doc["stacks"]
     assert stack["stack"] == STACK and stack["error"] is None and stack["notes"] == []
-    assert [r["action"] for r in stack["resources"]] == ["change"]
-    (changed,) = stack["resources"]
-    assert changed["type"] == "random:index/randomPassword:RandomPassword"
-    (field,) = changed["fields"]
+    # Every password sized by the setting changes its length, and nothing else changes.
+    assert stack["resources"] and {r["action"] for r in stack["resources"]} == {"change"}
     base_plan = json.loads((out / "base" / STACK / "plan.json").read_text())
-    old_length = next(r["inputs"]["length"] for r in base_plan["resources"] if r["urn"] == changed["urn"])
-    assert field == {"path": "length", "old": old_length, "new": 77} and old_length != 77
+    base_inputs = {r["urn"]: r["inputs"] for r in base_plan["resources"]}
+    for changed in stack["resources"]:
+        assert changed["type"] == "random:index/randomPassword:RandomPassword"
+        old_length = base_inputs[changed["urn"]]["length"]
+        assert changed["fields"] == [{"path": "length", "old": old_length, "new": 77}] and old_length != 77
 
     report = (out / "report.md").read_text()
     assert report.startswith(diff_report.MARKER)
@@ -424,12 +434,3 @@ def test_without_main_the_base_is_head_with_a_message(tmp_path, capsys):
     assert base.sha == _git(repo, "rev-parse", "HEAD") and "no main branch" in base.label
     assert "neither main nor origin/main exists" in capsys.readouterr().err
 
-
-def test_the_old_command_line_still_works(tmp_path):
-    """`python -m preview --stack X` is unchanged by the diff subcommand."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run(
-        [sys.executable, "-m", "preview", "--stack", STACK, "--out", str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / STACK / "plan.json").is_file()

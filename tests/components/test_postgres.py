@@ -1,0 +1,404 @@
+"""The PostgreSQL tier on the rendered manifests of every stack: the CloudNativePG clusters
+(instances, storage, Guaranteed QoS, anti-affinity, parameters, connection budget), the
+Barman Cloud object stores and daily backups, the London replica cluster of the distributed
+topology, the app role's Secret, and the switchover logic behind the replica stanza."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import re
+
+import pytest
+import yaml
+
+import names
+import settings
+from components import postgres as pgc
+from conf import postgres as pg_conf
+from conftest import REPO, named, objects
+from preview import engine, plan as plan_mod
+from preview.validate import validate
+
+# The issue's numbers: instances per environment, and the shortest recovery window.
+INSTANCES = {"dev": 1, "staging": 2, "prod": 3}
+MIN_RETENTION_DAYS = {"staging": 7, "prod": 7}
+POSTGRES_KINDS = ("Cluster", "ObjectStore", "ScheduledBackup")
+
+
+def stack_settings(stack: str) -> settings.Settings:
+    """The stack's settings as the program sees them: preset plus the stack file's deltas."""
+    doc = yaml.safe_load((REPO / f"Pulumi.{stack}.yaml").read_text()) or {}
+    config = {k.split(":", 1)[1]: v for k, v in (doc.get("config") or {}).items()}
+    return settings.load(config, stack=stack)
+
+
+def cluster_of(plan, region: str) -> dict:
+    return named(plan, "Cluster", names.pg_cluster(region), region)
+
+
+def ini_of(plan, pool: str, region: str) -> configparser.ConfigParser:
+    cm = named(plan, "ConfigMap", pool, region)
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(cm["data"]["pgbouncer.ini"])
+    return parser
+
+
+def days(retention: str) -> int:
+    n, unit = int(retention[:-1]), retention[-1]
+    return n * {"d": 1, "w": 7, "m": 30}[unit]
+
+
+# --- the cluster ---------------------------------------------------------------------------
+
+
+def test_one_cluster_per_region_with_the_environment_instances(plan, stack):
+    cfg = stack_settings(stack)
+    assert cfg.postgres.instances == INSTANCES[stack]
+    assert sorted(plan.regions) == sorted(r.name for r in cfg.regions)
+    for region in plan.regions:
+        (cluster,) = objects(plan, "Cluster", region)
+        assert cluster["metadata"]["name"] == names.pg_cluster(region)
+        # The warm backup carries the same count: after a failover it is the primary.
+        assert cluster["spec"]["instances"] == INSTANCES[stack]
+        assert cluster["spec"]["imageName"] == cfg.postgres.image
+        assert re.match(r"^[0-9]{2}", cluster["spec"]["imageName"].rsplit(":", 1)[1])
+
+
+def test_storage_sizes_come_from_settings(plan, stack):
+    pg = stack_settings(stack).postgres
+    for region in plan.regions:
+        spec = cluster_of(plan, region)["spec"]
+        assert spec["storage"]["size"] == pg.storage_size
+        assert spec["walStorage"]["size"] == pg.wal_storage_size
+        for volume in (spec["storage"], spec["walStorage"]):
+            assert volume.get("storageClass", "") == pg.storage_class
+
+
+def test_instance_pods_are_guaranteed_qos(plan, stack):
+    """requests == limits for cpu and memory in every container of the instance pod: the
+    PostgreSQL container and the Barman Cloud sidecar the plugin adds."""
+    pg = stack_settings(stack).postgres
+    for region in plan.regions:
+        res = cluster_of(plan, region)["spec"]["resources"]
+        assert res["requests"] == res["limits"] == {"cpu": pg.cpu, "memory": pg.memory}
+        for store in objects(plan, "ObjectStore", region):
+            side = store["spec"]["instanceSidecarConfiguration"]["resources"]
+            assert set(side["requests"]) == {"cpu", "memory"} and side["requests"] == side["limits"]
+
+
+def test_instances_spread_over_zones_and_never_share_a_node(plan, stack):
+    pg = stack_settings(stack).postgres
+    for region in plan.regions:
+        name = names.pg_cluster(region)
+        aff = cluster_of(plan, region)["spec"]["affinity"]
+        assert aff["enablePodAntiAffinity"] is True
+        assert aff["topologyKey"] == "topology.kubernetes.io/zone"
+        assert aff["podAntiAffinityType"] == pg.pod_anti_affinity in ("preferred", "required")
+        (term,) = aff["additionalPodAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        assert term["labelSelector"]["matchLabels"] == {"cnpg.io/cluster": name, "cnpg.io/podRole": "instance"}
+
+
+def test_pdb_only_where_a_standby_can_take_over(plan, stack):
+    for region in plan.regions:
+        assert cluster_of(plan, region)["spec"]["enablePDB"] is (INSTANCES[stack] > 1)
+
+
+def test_parameters_are_the_pure_function_output(plan, stack):
+    cfg = stack_settings(stack)
+    for region in plan.regions:
+        params = cluster_of(plan, region)["spec"]["postgresql"]["parameters"]
+        assert params == pg_conf.postgres_parameters(cfg)
+        assert all(isinstance(v, str) for v in params.values())
+        assert not [k for k in params if pg_conf.is_operator_owned(k)]
+        assert params["max_connections"] == str(cfg.derived.postgres_max_connections)
+
+
+def test_max_connections_holds_both_pools_and_the_reserved_slots(plan):
+    """replicas x (pool + reserve) x 2 pools + reserved <= max_connections, from the
+    rendered Deployments, pgbouncer.ini files and cluster parameters of each region."""
+    for region in plan.regions:
+        params = cluster_of(plan, region)["spec"]["postgresql"]["parameters"]
+        pooled = 0
+        for pool in (names.PGBOUNCER_RW, names.PGBOUNCER_RO):
+            replicas = named(plan, "Deployment", pool, region)["spec"]["replicas"]
+            ini = ini_of(plan, pool, region)["pgbouncer"]
+            per_pod = int(ini["default_pool_size"]) + int(ini["reserve_pool_size"])
+            assert int(ini["max_db_connections"]) == per_pod  # the cap PgBouncer enforces
+            pooled += replicas * per_pod
+        reserved = int(params["superuser_reserved_connections"]) + int(params["max_wal_senders"])
+        assert pooled + reserved <= int(params["max_connections"])
+
+
+def test_bootstrap_and_app_secret(plan, stack):
+    cfg = stack_settings(stack)
+    pg = cfg.postgres
+    for region in plan.regions:
+        boot = cluster_of(plan, region)["spec"]["bootstrap"]
+        role = {"database": pg.database, "owner": pg.owner, "secret": {"name": names.PG_APP_SECRET}}
+        if region == cfg.primary.name:
+            assert boot == {"initdb": {**role, "dataChecksums": True}}
+        else:
+            assert boot == {"recovery": {"source": names.pg_cluster(cfg.primary.name), **role}}
+        secret = named(plan, "Secret", names.PG_APP_SECRET, region)
+        assert secret["type"] == "kubernetes.io/basic-auth"
+        assert set(secret["stringData"]) == {"username", "password"}
+        assert secret["stringData"]["password"] == plan_mod.REDACTED
+        assert "data" not in secret
+
+
+# --- backups -----------------------------------------------------------------------------------
+
+
+def test_wal_archiving_through_the_own_object_store(plan, stack):
+    for region in plan.regions:
+        name = names.pg_cluster(region)
+        (plugin,) = cluster_of(plan, region)["spec"]["plugins"]
+        assert plugin == {
+            "name": pgc.BARMAN_PLUGIN,
+            "isWALArchiver": True,
+            "parameters": {"barmanObjectName": names.pg_object_store(region), "serverName": name},
+        }
+        named(plan, "ObjectStore", names.pg_object_store(region), region)
+        assert "backup" not in cluster_of(plan, region)["spec"]  # the deprecated in-tree way
+
+
+def test_object_stores_use_settings_and_each_region_its_own_bucket(plan, stack):
+    cfg = stack_settings(stack)
+    o = cfg.object_storage
+    for region in plan.regions:
+        stores = {s["metadata"]["name"]: s for s in objects(plan, "ObjectStore", region)}
+        # This region's store plus one per peer region, to read the peers' archives.
+        assert set(stores) == {names.pg_object_store(r.name) for r in cfg.regions}
+        for r in cfg.regions:
+            conf = stores[names.pg_object_store(r.name)]["spec"]["configuration"]
+            assert conf["destinationPath"] == f"s3://{cfg.bucket(r.name)}/postgres"
+            assert conf["endpointURL"] == o.endpoint_url
+            assert conf["s3Credentials"] == {
+                "accessKeyId": {"name": o.credentials_secret, "key": o.access_key_id_key},
+                "secretAccessKey": {"name": o.credentials_secret, "key": o.secret_access_key_key},
+            }
+            assert conf["wal"]["compression"] == o.wal_compression
+            assert conf["data"]["compression"] == o.data_compression
+            assert "serverName" not in conf  # the plugin takes it from the Cluster
+        own = stores[names.pg_object_store(region)]["spec"]
+        assert own["retentionPolicy"] == cfg.postgres.retention
+        # Nobody prunes another region's backups.
+        for r in cfg.regions:
+            if r.name != region:
+                assert "retentionPolicy" not in stores[names.pg_object_store(r.name)]["spec"]
+
+
+def test_no_two_clusters_share_a_destination_path_and_server_name(plan):
+    paths = []
+    for region in plan.regions:
+        spec = cluster_of(plan, region)["spec"]
+        for plugin in spec["plugins"]:
+            if plugin.get("isWALArchiver"):
+                store = named(plan, "ObjectStore", plugin["parameters"]["barmanObjectName"], region)
+                paths.append((store["spec"]["configuration"]["destinationPath"], plugin["parameters"]["serverName"]))
+    assert len(paths) == len(plan.regions)
+    assert len(set(paths)) == len(paths)
+    # Distinct buckets, not only distinct server names.
+    assert len({p for p, _ in paths}) == len(paths)
+
+
+def test_daily_scheduled_backup_with_an_immediate_first_one(plan, stack):
+    cfg = stack_settings(stack)
+    for region in plan.regions:
+        (backup,) = objects(plan, "ScheduledBackup", region)
+        spec = backup["spec"]
+        assert backup["metadata"]["name"] == names.PG_SCHEDULED_BACKUP
+        assert spec["schedule"] == cfg.postgres.backup_schedule
+        fields = spec["schedule"].split()
+        # Six fields, seconds first; daily: fixed second, minute and hour, every day.
+        assert len(fields) == 6
+        assert all(f.isdigit() for f in fields[:3]) and fields[3:] == ["*", "*", "*"]
+        assert spec["immediate"] is True
+        assert spec["method"] == "plugin"
+        assert spec["pluginConfiguration"] == {"name": pgc.BARMAN_PLUGIN}
+        assert spec["cluster"] == {"name": names.pg_cluster(region)}
+        assert spec["backupOwnerReference"] == "self"
+        assert spec["target"] == "prefer-standby"
+
+
+def test_recovery_window(plan, stack):
+    for region in plan.regions:
+        own = named(plan, "ObjectStore", names.pg_object_store(region), region)
+        window = days(own["spec"]["retentionPolicy"])
+        assert window >= MIN_RETENTION_DAYS.get(stack, 1)
+
+
+# --- the distributed topology ----------------------------------------------------------------
+
+
+def test_single_region_has_no_replica_section(rendered):
+    plan = rendered("dev").plan
+    cfg = stack_settings("dev")
+    assert len(cfg.regions) == 1
+    spec = cluster_of(plan, cfg.primary.name)["spec"]
+    assert "replica" not in spec and "externalClusters" not in spec
+
+
+@pytest.mark.parametrize("stack_name", ["staging", "prod"])
+def test_london_runs_a_replica_cluster_of_lagos(rendered, stack_name):
+    plan = rendered(stack_name).plan
+    lagos, london = names.pg_cluster("lagos"), names.pg_cluster("london")
+    primary = cluster_of(plan, "lagos")["spec"]
+    replica = cluster_of(plan, "london")["spec"]
+    assert primary["replica"] == {"primary": lagos, "source": london}
+    assert replica["replica"] == {"primary": lagos, "source": lagos}
+    assert replica["bootstrap"]["recovery"]["source"] == lagos
+    # Both sides list both members, each read under its own (the source's) server name,
+    # through an ObjectStore declared in that region pointing at the member's bucket.
+    for region, spec in (("lagos", primary), ("london", replica)):
+        members = {e["name"]: e for e in spec["externalClusters"]}
+        assert set(members) == {lagos, london}
+        for member, entry in members.items():
+            assert "connectionParameters" not in entry
+            plugin = entry["plugin"]
+            assert plugin["name"] == pgc.BARMAN_PLUGIN
+            assert plugin["parameters"]["serverName"] == member
+            store = named(plan, "ObjectStore", plugin["parameters"]["barmanObjectName"], region)
+            member_region = member.removeprefix("pg-")
+            assert store["spec"]["configuration"]["destinationPath"].startswith(
+                f"s3://{stack_settings(stack_name).bucket(member_region)}/"
+            )
+    # The replica's source resolves to Lagos's archive.
+    source = {e["name"]: e for e in replica["externalClusters"]}[replica["replica"]["source"]]
+    assert source["plugin"]["parameters"]["serverName"] == lagos
+
+
+# --- switchover: the replica stanza follows the stack file's roles ---------------------------
+
+TOKEN = "eyJzeXN0ZW1JRCI6IjEyMyJ9"  # base64 JSON, as CNPG writes status.demotionToken
+
+
+def flipped(primary: str, token: str = "") -> dict:
+    """prod's stack config after the runbook's change: `primary` is the primary region."""
+    other = "lagos" if primary == "london" else "london"
+    return {
+        "environment": "prod",
+        "regions": [{"name": primary, "role": "primary"}, {"name": other, "role": "backup"}],
+        "gslb": {"primaryGeoTag": primary},
+        "postgres": {"promotionToken": token} if token else {},
+    }
+
+
+def as_cli(config: dict) -> dict[str, str]:
+    """Config as the CLI hands it to the program: prefixed keys, structured values as JSON."""
+    return {f"tikit:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+
+
+@pytest.fixture(scope="module")
+def switched_plan():
+    """prod rendered after the runbook's stack-file change: London primary, Lagos's token."""
+    return plan_mod.build(engine.run_program("prod", config_override=as_cli(flipped("london", TOKEN))))
+
+
+def test_swapping_roles_makes_london_the_primary_of_the_topology(switched_plan):
+    lagos, london = names.pg_cluster("lagos"), names.pg_cluster("london")
+    # Lagos is demoted and follows London; London is promoted with Lagos's demotion token.
+    assert cluster_of(switched_plan, "lagos")["spec"]["replica"] == {"primary": london, "source": london}
+    assert cluster_of(switched_plan, "london")["spec"]["replica"] == {
+        "primary": london,
+        "source": lagos,
+        "promotionToken": TOKEN,
+    }
+    for region in ("lagos", "london"):
+        assert validate(cluster_of(switched_plan, region)) == []
+
+
+def test_without_a_token_the_promotion_is_an_unplanned_failover():
+    cfg = settings.load(flipped("london"), stack="prod")
+    assert "promotionToken" not in pgc.replica(cfg, "london")
+    # The token only ever goes to the primary region's cluster.
+    back = settings.load({"postgres": {"promotionToken": TOKEN}}, stack="prod")
+    assert "promotionToken" not in pgc.replica(back, "london")
+    assert pgc.replica(back, "lagos")["promotionToken"] == TOKEN
+
+
+def test_a_bad_promotion_token_is_a_config_error():
+    with pytest.raises(settings.ConfigError, match="postgres.promotionToken"):
+        settings.load({"postgres": {"promotionToken": "not a token!"}}, stack="prod")
+
+
+# --- monitoring and validation ---------------------------------------------------------------
+
+
+def test_instances_are_scraped(plan):
+    """The monitoring tier's PodMonitor selects this region's instances on their metrics port."""
+    for region in plan.regions:
+        selectors = [
+            (m["spec"]["selector"], m["spec"]["podMetricsEndpoints"]) for m in objects(plan, "PodMonitor", region)
+        ]
+        assert any(
+            sel.get("matchLabels") == {"cnpg.io/cluster": names.pg_cluster(region)}
+            and [e["port"] for e in eps] == [names.METRICS_PORT_NAME]
+            for sel, eps in selectors
+        )
+
+
+@pytest.mark.parametrize("kind", POSTGRES_KINDS)
+def test_every_postgres_object_validates(plan, kind):
+    found = 0
+    for region in plan.regions:
+        for obj in objects(plan, kind, region):
+            found += 1
+            assert validate(obj) == [], f"{region} {kind}/{obj['metadata']['name']}"
+    assert found >= len(plan.regions)
+
+
+def test_app_secret_validates(plan):
+    for region in plan.regions:
+        assert validate(named(plan, "Secret", names.PG_APP_SECRET, region)) == []
+
+
+# --- docs/sizing.md carries the arithmetic with each stack's numbers ----------------------------
+
+
+def sizing_tables() -> dict[str, dict[str, list[int]]]:
+    """### heading -> stack -> the numbers of its row, from docs/sizing.md's PostgreSQL section."""
+    text = (REPO / "docs" / "sizing.md").read_text()
+    section = text.split("## PostgreSQL connections and memory", 1)[1].split("\n## ", 1)[0]
+    tables: dict[str, dict[str, list[int]]] = {}
+    for block in section.split("\n### ")[1:]:
+        heading, body = block.split("\n", 1)
+        rows = [line.strip("|").split("|") for line in body.splitlines() if line.startswith("| ")]
+        tables[heading.strip()] = {
+            cells[0].strip(): [int(c) for c in cells[1:]] for cells in rows if cells[0].strip() in INSTANCES
+        }
+    return tables
+
+
+def test_sizing_doc_shows_the_derived_numbers(stack):
+    cfg = stack_settings(stack)
+    d, pb, pg, b, w = cfg.derived, cfg.pgbouncer, cfg.postgres, cfg.backend, cfg.workers
+    tables = sizing_tables()
+    assert tables["max_connections"][stack] == [
+        pb.replicas,
+        d.pgbouncer_server_connections_per_pod,
+        d.pool_server_connections,
+        pg.superuser_reserved_connections,
+        pg.admin_connections,
+        pg.max_wal_senders,
+        d.postgres_max_connections,
+    ]
+    assert d.pool_server_connections == 2 * pb.replicas * (pb.default_pool_size + pb.reserve_pool_size)
+    assert tables["Client connections"][stack] == [
+        b.max_replicas,
+        b.db_connections_per_replica,
+        w.max_replicas,
+        w.db_connections_per_replica,
+        d.client_connections,
+        pb.replicas,
+        d.pgbouncer_client_capacity,
+    ]
+    assert tables["Memory"][stack] == [
+        settings.mebibytes(pg.memory),
+        d.postgres_shared_buffers_mb,
+        d.postgres_effective_cache_size_mb,
+        d.postgres_work_mem_mb,
+        d.postgres_maintenance_work_mem_mb,
+    ]

@@ -1,0 +1,422 @@
+"""The Redis tier on the rendered manifests of every stack: redis.conf in its ConfigMap
+(persistence, memory, eviction, no password), the topology per environment (data pods,
+Sentinel and its quorum), Services, PDBs, placement and probes, the exporter the PodMonitor
+scrapes, the Secrets the apps and KEDA read, and the hourly backup CronJob."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+import names
+import settings
+from components import redis as rc
+from conf import redis as rconf
+from conftest import REPO, named, objects
+from preview import engine, plan as plan_mod
+from preview.validate import validate
+
+# The issue's topology: (data pods, sentinels) per environment, and Sentinel's quorum.
+TOPOLOGY = {"dev": (1, 0), "staging": (2, 0), "prod": (3, 3)}
+QUORUM = 2
+SIZING_MD = REPO / "docs" / "sizing.md"
+
+
+def stack_settings(stack: str) -> settings.Settings:
+    """The stack's settings as the program sees them: preset plus the stack file's deltas."""
+    doc = yaml.safe_load((REPO / f"Pulumi.{stack}.yaml").read_text()) or {}
+    config = {k.split(":", 1)[1]: v for k, v in (doc.get("config") or {}).items()}
+    return settings.load(config, stack=stack)
+
+
+def directives(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.strip().partition(" ")
+            out.setdefault(key.lower(), []).append(value)
+    return out
+
+
+def container(pod: dict, name: str) -> dict:
+    (c,) = [c for c in pod["containers"] if c["name"] == name]
+    return c
+
+
+def secret_refs(c: dict) -> dict[str, tuple[str, str]]:
+    return {
+        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in c.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+
+
+def matches(selector: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def redis_objects(plan, region: str) -> list[dict]:
+    """Everything the tier renders (app.kubernetes.io/name redis, redis-sentinel, redis-backup)."""
+    apps = {names.REDIS, names.REDIS_SENTINEL, names.REDIS_BACKUP}
+    return [
+        r.manifest
+        for r in plan.kubernetes_objects(region)
+        if r.manifest["metadata"].get("labels", {}).get("app.kubernetes.io/name") in apps
+        and r.manifest["kind"] not in ("NetworkPolicy", "PodMonitor", "PrometheusRule")
+    ]
+
+
+# --- redis.conf ---------------------------------------------------------------------------
+
+
+def test_redis_conf_persistence_memory_and_eviction(plan, stack):
+    cfg = stack_settings(stack)
+    r, d = cfg.redis, cfg.derived
+    for region in plan.regions:
+        cm = named(plan, "ConfigMap", rc.CONFIG_MAP, region)
+        conf = directives(cm["data"][rconf.REDIS_CONF])
+        assert conf["appendonly"] == ["yes"]
+        assert conf["appendfsync"] == ["everysec"]
+        assert conf["aof-use-rdb-preamble"] == ["yes"]
+        (save,) = conf["save"]
+        pairs = save.split()
+        assert len(pairs) >= 2 and len(pairs) % 2 == 0 and all(p.isdigit() and int(p) > 0 for p in pairs)
+        assert pairs == " ".join(r.save_rules).split()
+        # Only keys with a TTL (the cache) may be evicted; queue keys carry none.
+        (policy,) = conf["maxmemory-policy"]
+        assert policy == r.maxmemory_policy and (policy.startswith("volatile-") or policy == "noeviction")
+        assert conf["protected-mode"] == ["yes"]
+        assert {'FLUSHALL ""', 'FLUSHDB ""'} <= set(conf["rename-command"])
+
+        (maxmemory,) = conf["maxmemory"]
+        assert int(maxmemory) == d.redis_maxmemory_bytes
+        sts = named(plan, "StatefulSet", names.REDIS, region)
+        res = container(sts["spec"]["template"]["spec"], "redis")["resources"]
+        limit = settings.memory_bytes(res["limits"]["memory"])
+        assert res["requests"]["memory"] == res["limits"]["memory"] == r.memory
+        assert int(maxmemory) + d.redis_fork_headroom_bytes <= limit
+        # The fork may copy up to half the dataset while clients write (docs/sizing.md).
+        assert d.redis_fork_headroom_bytes * 2 >= int(maxmemory)
+
+
+def test_no_password_in_any_configmap(rendered, stack):
+    plan = rendered(stack).plan
+    for cm in objects(plan, "ConfigMap"):
+        for key, text in cm.get("data", {}).items():
+            for line in text.splitlines():
+                line = line.strip()
+                if line.startswith("#"):
+                    continue
+                assert not re.match(r"^(requirepass|masterauth|sentinel\s+auth-pass)\s+[^\"$]", line), (cm["metadata"]["name"], key, line)
+                assert not re.search(r"(^|\s)(password|requirepass)\s*[=:]\s*\w", line, re.I), (cm["metadata"]["name"], key, line)
+    # The mock engine's stand-in for the Redis password reaches no file at all.
+    placeholder = engine._placeholder("password", "redis-password")
+    assert not [path for path, text in rendered(stack).files.items() if placeholder in text]
+
+
+def test_password_reaches_the_pods_from_the_secret_only(plan, stack):
+    auth = (names.REDIS_AUTH_SECRET, rc.PASSWORD_KEY)
+    for region in plan.regions:
+        sts = named(plan, "StatefulSet", names.REDIS, region)
+        pod = sts["spec"]["template"]["spec"]
+        assert secret_refs(container(pod, "redis"))[rconf.PASSWORD_ENV] == auth
+        assert secret_refs(container(pod, "exporter"))["REDIS_PASSWORD"] == auth
+        # The start script passes it on the command line from the environment, never literally.
+        start = named(plan, "ConfigMap", rc.CONFIG_MAP, region)["data"][rc.START_KEY]
+        assert f'--requirepass "${rconf.PASSWORD_ENV}" --masterauth "${rconf.PASSWORD_ENV}"' in start
+
+
+# --- topology --------------------------------------------------------------------------
+
+
+def test_topology_per_environment(plan, stack):
+    cfg = stack_settings(stack)
+    pods, sentinels = TOPOLOGY[stack]
+    assert (cfg.redis.replicas, cfg.redis.sentinels) == (pods, sentinels)
+    for region in plan.regions:
+        sts = named(plan, "StatefulSet", names.REDIS, region)
+        assert sts["spec"]["replicas"] == pods
+        assert sts["spec"]["serviceName"] == names.REDIS_HEADLESS
+        claim = sts["spec"]["volumeClaimTemplates"][0]
+        assert claim["spec"]["resources"]["requests"]["storage"] == cfg.redis.storage_size
+        assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+        found = [o for o in objects(plan, "StatefulSet", region) if o["metadata"]["name"] == names.REDIS_SENTINEL]
+        sentinel_cms = [o for o in objects(plan, "ConfigMap", region) if o["metadata"]["name"] == rc.SENTINEL_CONFIG_MAP]
+        if not sentinels:
+            assert not found and not sentinel_cms
+            assert not [o for o in objects(plan, "Service", region) if o["metadata"]["name"] == names.REDIS_SENTINEL]
+            continue
+        (sent,) = found
+        assert sent["spec"]["replicas"] == sentinels and sent["spec"]["serviceName"] == names.REDIS_SENTINEL
+        (cm,) = sentinel_cms
+        conf = cm["data"][rconf.SENTINEL_CONF]
+        monitor = re.findall(rf"^sentinel monitor {names.REDIS_MASTER_NAME} (\S+) (\d+) (\d+)$", conf, re.M)
+        assert monitor == [(rconf.bootstrap_primary_host(cfg.namespace), str(names.REDIS_PORT), str(QUORUM))]
+        assert cfg.redis.sentinel_quorum == QUORUM <= sentinels
+        assert f"sentinel down-after-milliseconds {names.REDIS_MASTER_NAME} {cfg.redis.down_after_ms}" in conf
+        assert f"sentinel failover-timeout {names.REDIS_MASTER_NAME} {cfg.redis.failover_timeout_ms}" in conf
+        assert "auth-pass" not in conf  # appended at start from the Secret
+        pod = sent["spec"]["template"]["spec"]
+        assert secret_refs(container(pod, "sentinel"))[rconf.PASSWORD_ENV] == (names.REDIS_AUTH_SECRET, rc.PASSWORD_KEY)
+
+
+def test_services_reach_the_right_pods(plan, stack):
+    cfg = stack_settings(stack)
+    for region in plan.regions:
+        sts = named(plan, "StatefulSet", names.REDIS, region)
+        pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+        headless = named(plan, "Service", names.REDIS_HEADLESS, region)["spec"]
+        assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
+        assert matches(headless["selector"], pod_labels)
+        client = named(plan, "Service", names.REDIS, region)["spec"]
+        assert client.get("clusterIP") != "None" and matches(
+            {k: v for k, v in client["selector"].items() if k != rc.POD_NAME_LABEL}, pod_labels
+        )
+        assert [(p["port"], p["targetPort"]) for p in client["ports"]] == [(names.REDIS_PORT, rc.REDIS_PORT_NAME)]
+        if cfg.redis.sentinels:
+            svc = named(plan, "Service", names.REDIS_SENTINEL, region)["spec"]
+            sent = named(plan, "StatefulSet", names.REDIS_SENTINEL, region)
+            assert svc["clusterIP"] == "None" and matches(svc["selector"], sent["spec"]["template"]["metadata"]["labels"])
+            assert not matches(svc["selector"], pod_labels)
+            assert [p["port"] for p in svc["ports"]] == [names.REDIS_SENTINEL_PORT]
+        else:
+            # Without Sentinel only ordinal 0 takes writes: the Service must never pick a replica.
+            assert client["selector"][rc.POD_NAME_LABEL] == f"{names.REDIS}-0"
+
+
+def test_redis_url_secret_matches_the_rendered_topology(plan, stack):
+    cfg = stack_settings(stack)
+    for region in plan.regions:
+        secret = named(plan, "Secret", names.APP_REDIS_SECRET, region)
+        assert secret["stringData"] == {names.REDIS_URL: plan_mod.REDACTED}
+        auth = named(plan, "Secret", names.REDIS_AUTH_SECRET, region)
+        assert auth["stringData"] == {rc.PASSWORD_KEY: plan_mod.REDACTED}
+
+        # The URL the Secret holds, with a stand-in password, points at rendered objects.
+        target = rconf.parse_redis_url(rc.redis_url(cfg.redis, cfg.namespace, "p@ss:/word"))
+        assert target.password == "p@ss:/word" and target.db == 0
+        ns = cfg.namespace
+        if cfg.redis.sentinels:
+            sent = named(plan, "StatefulSet", names.REDIS_SENTINEL, region)["spec"]
+            pods = {
+                (f"{names.REDIS_SENTINEL}-{i}.{sent['serviceName']}.{ns}.svc.cluster.local", names.REDIS_SENTINEL_PORT)
+                for i in range(sent["replicas"])
+            }
+            assert set(target.sentinels) == pods and target.master_name == names.REDIS_MASTER_NAME
+            assert target.host is None
+        else:
+            assert (target.host, target.port) == (names.service_host(names.REDIS, ns), names.REDIS_PORT)
+            assert not target.sentinels
+
+
+def test_consumers_read_the_tier_secrets(plan, stack):
+    for region in plan.regions:
+        for app in (names.BACKEND, names.WORKERS):
+            dep = named(plan, "Deployment", app, region)
+            (c,) = dep["spec"]["template"]["spec"]["containers"]
+            assert secret_refs(c)[names.REDIS_URL] == (names.APP_REDIS_SECRET, names.REDIS_URL)
+        auth = named(plan, "TriggerAuthentication", f"{names.WORKERS}-redis", region)
+        (ref,) = auth["spec"]["secretTargetRef"]
+        assert (ref["name"], ref["key"]) == (names.REDIS_AUTH_SECRET, rc.PASSWORD_KEY)
+
+
+# --- availability: PDBs, placement, probes ----------------------------------------------
+
+
+def test_pdbs_anti_affinity_and_spread(plan, stack):
+    cfg = stack_settings(stack)
+    workloads = [names.REDIS] + ([names.REDIS_SENTINEL] if cfg.redis.sentinels else [])
+    for region in plan.regions:
+        pdbs = objects(plan, "PodDisruptionBudget", region)
+        for app in workloads:
+            sts = named(plan, "StatefulSet", app, region)
+            labels = sts["spec"]["template"]["metadata"]["labels"]
+            (pdb,) = [p for p in pdbs if matches(p["spec"]["selector"]["matchLabels"], labels)]
+            assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": sts["spec"]["selector"]["matchLabels"]}}
+            pod = sts["spec"]["template"]["spec"]
+            anti = pod["affinity"]["podAntiAffinity"]
+            (node,) = anti["requiredDuringSchedulingIgnoredDuringExecution"]
+            assert node["topologyKey"] == "kubernetes.io/hostname" and matches(node["labelSelector"]["matchLabels"], labels)
+            zones = [t["podAffinityTerm"]["topologyKey"] for t in anti["preferredDuringSchedulingIgnoredDuringExecution"]]
+            assert "topology.kubernetes.io/zone" in zones
+            keys = {c["topologyKey"] for c in pod["topologySpreadConstraints"]}
+            assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+            # Parallel: after a failover a replica can only become ready once its primary
+            # (any ordinal) runs; ordered start-up could wait forever.
+            assert sts["spec"]["podManagementPolicy"] == "Parallel"
+
+
+def test_probes(plan, stack):
+    cfg = stack_settings(stack)
+    for region in plan.regions:
+        pod = named(plan, "StatefulSet", names.REDIS, region)["spec"]["template"]["spec"]
+        redis = container(pod, "redis")
+        live = " ".join(redis["livenessProbe"]["exec"]["command"])
+        ready = " ".join(redis["readinessProbe"]["exec"]["command"])
+        for text in (live, ready):
+            assert f'REDISCLI_AUTH="${rconf.PASSWORD_ENV}" redis-cli' in text and "PING" in text
+        assert "LOADING" in live  # a server replaying its AOF is alive
+        assert "INFO replication" in ready and "role:master" in ready and "master_link_status:up" in ready
+        assert redis["readinessProbe"]["failureThreshold"] == cfg.redis.readiness_failure_threshold
+        assert redis["livenessProbe"]["failureThreshold"] == cfg.redis.liveness_failure_threshold
+        exporter = container(pod, "exporter")
+        assert exporter["livenessProbe"]["httpGet"]["port"] == names.METRICS_PORT_NAME
+        assert pod["terminationGracePeriodSeconds"] > rconf.SHUTDOWN_TIMEOUT_SECONDS
+        if cfg.redis.sentinels:
+            sent = container(named(plan, "StatefulSet", names.REDIS_SENTINEL, region)["spec"]["template"]["spec"], "sentinel")
+            assert "PING" in " ".join(sent["livenessProbe"]["exec"]["command"])
+            ready = " ".join(sent["readinessProbe"]["exec"]["command"])
+            assert f"get-master-addr-by-name {names.REDIS_MASTER_NAME}" in ready
+
+
+def test_restricted_pods_with_writable_mounts(plan, stack):
+    for region in plan.regions:
+        specs = [named(plan, "StatefulSet", n, region)["spec"]["template"]["spec"]
+                 for n in (names.REDIS, names.REDIS_SENTINEL)
+                 if any(o["metadata"]["name"] == n for o in objects(plan, "StatefulSet", region))]
+        specs.append(named(plan, "CronJob", names.REDIS_BACKUP, region)["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+        for pod in specs:
+            ctx = pod["securityContext"]
+            assert (ctx["runAsNonRoot"], ctx["runAsUser"], ctx["fsGroup"]) == (True, rc.REDIS_UID, rc.REDIS_UID)
+            assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert pod["automountServiceAccountToken"] is False
+            # A Service named "redis" would inject REDIS_PORT=tcp://..., which the scripts read.
+            assert pod["enableServiceLinks"] is False
+            volumes = {v["name"] for v in pod["volumes"]}
+            for c in pod["containers"] + pod.get("initContainers", []):
+                sc = c["securityContext"]
+                assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+                assert sc["capabilities"] == {"drop": ["ALL"]}
+                assert settings.image_problem(c["image"]) is None
+                assert {m["name"] for m in c.get("volumeMounts", [])} <= volumes | {rc.DATA_VOLUME}
+        data = container(specs[0], "redis")
+        mounts = {m["mountPath"] for m in data["volumeMounts"] if not m.get("readOnly")}
+        assert {rconf.DATA_DIR, rconf.LIVE_DIR} <= mounts
+
+
+def test_exporter_is_what_the_pod_monitor_scrapes(plan, stack):
+    for region in plan.regions:
+        sts = named(plan, "StatefulSet", names.REDIS, region)
+        labels = sts["spec"]["template"]["metadata"]["labels"]
+        exporter = container(sts["spec"]["template"]["spec"], "exporter")
+        assert exporter["ports"] == [
+            {"name": names.METRICS_PORT_NAME, "containerPort": names.REDIS_EXPORTER_PORT, "protocol": "TCP"}
+        ]
+        monitors = [
+            m for m in objects(plan, "PodMonitor", region)
+            if matches(m["spec"]["selector"].get("matchLabels", {}), labels) and m["spec"]["selector"].get("matchLabels")
+        ]
+        (monitor,) = monitors
+        assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == [names.METRICS_PORT_NAME]
+        for other in (names.REDIS_SENTINEL,):
+            for s in objects(plan, "StatefulSet", region):
+                if s["metadata"]["name"] == other:
+                    assert not matches(monitor["spec"]["selector"]["matchLabels"], s["spec"]["template"]["metadata"]["labels"])
+
+
+# --- backups ---------------------------------------------------------------------------
+
+
+def test_backup_cronjob(plan, stack):
+    cfg = stack_settings(stack)
+    r, s3 = cfg.redis, cfg.object_storage
+    for region in plan.regions:
+        cj = named(plan, "CronJob", names.REDIS_BACKUP, region)["spec"]
+        fields = cj["schedule"].split()
+        assert cj["schedule"] == r.backup_schedule and len(fields) == 5
+        # Hourly: a fixed minute, every hour of every day.
+        assert fields[0].isdigit() and int(fields[0]) < 60 and fields[1:] == ["*"] * 4
+        assert cj["timeZone"] == "Etc/UTC"
+        assert cj["concurrencyPolicy"] == "Forbid"
+        assert 0 < cj["startingDeadlineSeconds"] < 3600
+        assert cj["successfulJobsHistoryLimit"] >= 1 and cj["failedJobsHistoryLimit"] >= 1
+        job = cj["jobTemplate"]["spec"]
+        # Long enough for the script's BGSAVE wait, short enough to end before the next run.
+        assert rconf.WAIT_SECONDS < job["activeDeadlineSeconds"] < 3600
+        assert job["backoffLimit"] == r.backup_backoff_limit
+        pod = job["template"]["spec"]
+        assert pod["restartPolicy"] == "Never"
+        (backup,) = pod["containers"]
+        assert backup["image"] == r.backup_image
+        refs = secret_refs(backup)
+        assert refs["REDISCLI_AUTH"] == (names.REDIS_AUTH_SECRET, rc.PASSWORD_KEY)
+        assert refs["AWS_ACCESS_KEY_ID"] == (s3.credentials_secret, s3.access_key_id_key)
+        assert refs["AWS_SECRET_ACCESS_KEY"] == (s3.credentials_secret, s3.secret_access_key_key)
+        assert not [e for e in backup["env"] if "value" in e and re.search(r"KEY|AUTH|PASS", e["name"])]
+        env = {e["name"]: e["value"] for e in backup["env"] if "value" in e}
+        (init,) = pod["initContainers"]
+        assert init["image"] == r.rclone_image and init["command"][0] == "cp"
+        tools = init["command"][-1].rstrip("/")
+        assert env["PATH"].split(":")[0] == tools and env["SSL_CERT_FILE"].startswith(tools + "/")
+
+        # The script the job runs: this region's bucket and prefix, retention from settings.
+        (script_mount,) = [m for m in backup["volumeMounts"] if backup["command"][-1].startswith(m["mountPath"] + "/")]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == script_mount["name"]]
+        script = named(plan, "ConfigMap", volume["configMap"]["name"], region)["data"][backup["command"][-1].rsplit("/", 1)[1]]
+        assert f'STORE="${{STORE:-s3://{cfg.bucket(region)}}}"' in script
+        assert f"PREFIX={rconf.backup_prefix(region)}\n" in script
+        assert f"RETENTION_HOURS={r.backup_retention_hours}\n" in script
+        assert "BGSAVE" in script and s3.endpoint_url in script
+
+        # The NetworkPolicy that lets the job reach Redis and the object store selects its pods.
+        labels = job["template"]["metadata"]["labels"]
+        policy = named(plan, "NetworkPolicy", names.REDIS_BACKUP, region)
+        assert matches(policy["spec"]["podSelector"]["matchLabels"], labels)
+
+
+def test_restore_script_sits_next_to_redis_conf(plan, stack):
+    cfg = stack_settings(stack)
+    for region in plan.regions:
+        data = named(plan, "ConfigMap", rc.CONFIG_MAP, region)["data"]
+        assert {rconf.REDIS_CONF, rc.START_KEY, rc.RESTORE_KEY} <= set(data)
+        assert f'STORE="${{STORE:-s3://{cfg.bucket(region)}}}"' in data[rc.RESTORE_KEY]
+        pod = named(plan, "StatefulSet", names.REDIS, region)["spec"]["template"]["spec"]
+        redis = container(pod, "redis")
+        assert redis["command"] == ["sh", f"{rconf.TEMPLATE_DIR}/{rc.START_KEY}"]
+        (template,) = [m for m in redis["volumeMounts"] if m["mountPath"] == rconf.TEMPLATE_DIR]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == template["name"]]
+        assert volume["configMap"]["name"] == rc.CONFIG_MAP
+
+
+# --- validity --------------------------------------------------------------------------
+
+
+def test_every_redis_object_validates(plan, stack):
+    kinds = set()
+    for region in plan.regions:
+        found = redis_objects(plan, region)
+        for obj in found:
+            assert validate(obj) == [], (obj["kind"], obj["metadata"]["name"])
+            kinds.add(obj["kind"])
+    assert {"StatefulSet", "Service", "ConfigMap", "Secret", "PodDisruptionBudget", "CronJob"} <= kinds
+
+
+def test_policy_pack_passes_on_redis_objects(rendered, stack):
+    result = rendered(stack).policy
+    assert result is not None and result.policies > 0
+    ours = [f for f in result.findings if "tikit:data:Redis" in (f.urn or "") or "redis" in f.message.lower()]
+    assert ours == []
+
+
+# --- docs ------------------------------------------------------------------------------
+
+
+def _sizing_rows() -> dict[str, list[int]]:
+    text = SIZING_MD.read_text()
+    section = text.split("## Redis memory", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        m = re.match(r"^\| (dev|staging|prod) \|", line)
+        if m:
+            rows[m.group(1)] = [int(n) for n in re.findall(r"(\d+) B\b", line)]
+    return rows
+
+
+def test_sizing_doc_shows_the_derived_redis_memory():
+    rows = _sizing_rows()
+    assert set(rows) == set(settings.ENVIRONMENTS)
+    for env in settings.ENVIRONMENTS:
+        s = settings.load({}, stack=env)
+        d = s.derived
+        assert rows[env] == [settings.memory_bytes(s.redis.memory), d.redis_maxmemory_bytes, d.redis_fork_headroom_bytes]

@@ -1,0 +1,346 @@
+"""Every policy of the pack fails on a real rendered plan with one thing broken.
+
+Each case takes a stack's rendered plan, checks the policy is silent on it, applies one
+mutation (or adds one object the program never renders, such as a bare Pod or a second
+autoscaler) and asserts the exact violation: the policy's name, its enforcement level and
+the message with the numbers a reviewer needs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import pytest
+
+import names
+import policy_fixtures as F
+from preview.plan import Plan
+
+import tikit_policies
+
+REDACTED = "[secret]"
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    policy: str
+    stack: str
+    mutate: Callable[[Plan], Plan]
+    expect: tuple[str, ...]
+    level: str = "mandatory"
+    config: Optional[dict] = field(default=None)
+
+
+def container(o: dict, i: int = 0) -> dict:
+    return o["spec"]["template"]["spec"]["containers"][i]
+
+
+def steps(path: "str | tuple") -> list:
+    """'a.b.0' -> ['a', 'b', 0]; a tuple is taken as is (for keys with dots)."""
+    return list(path) if isinstance(path, tuple) else [int(p) if p.isdigit() else p for p in path.split(".")]
+
+
+def set_in(path: "str | tuple", value: Any) -> Callable[[dict], None]:
+    """o[a][b]... = value (integers index lists)."""
+
+    def apply(o: dict) -> None:
+        *head, last = steps(path)
+        for p in head:
+            o = o[p]
+        o[last] = value
+
+    return apply
+
+
+def delete(path: "str | tuple") -> Callable[[dict], None]:
+    def apply(o: dict) -> None:
+        *head, last = steps(path)
+        for p in head:
+            o = o[p]
+        del o[last]
+
+    return apply
+
+
+def api(fn: Callable[[dict], Any], region: str = "lagos") -> Callable[[Plan], Plan]:
+    return lambda plan: F.edit(plan, "Deployment", names.BACKEND, region, fn)
+
+
+def obj(kind: str, name: str, fn: Callable[[dict], Any], region: str = "lagos") -> Callable[[Plan], Plan]:
+    return lambda plan: F.edit(plan, kind, name, region, fn)
+
+
+def redis_conf(fn: Callable[[str], str], region: str = "lagos") -> Callable[[Plan], Plan]:
+    def mutate(plan: Plan) -> Plan:
+        name = F.config_map_with(plan, region, "redis.conf")
+
+        def apply(o: dict) -> None:
+            key = next(k for k in o["data"] if k.endswith("redis.conf"))
+            o["data"][key] = fn(o["data"][key])
+
+        return F.edit(plan, "ConfigMap", name, region, apply)
+
+    return mutate
+
+
+def pgbouncer_ini(fn: Callable[[str], str], region: str = "lagos") -> Callable[[Plan], Plan]:
+    def mutate(plan: Plan) -> Plan:
+        name = F.pgbouncer_config_map(plan, region)
+
+        def apply(o: dict) -> None:
+            for key, text in o["data"].items():
+                if "[pgbouncer]" in text:
+                    o["data"][key] = fn(text)
+
+        return F.edit(plan, "ConfigMap", name, region, apply)
+
+    return mutate
+
+
+def redis_statefulset(plan: Plan, region: str = "lagos") -> str:
+    name = F.config_map_with(plan, region, "redis.conf")
+    for r in F.find(plan, "StatefulSet", region=region):
+        volumes = r.inputs["spec"]["template"]["spec"].get("volumes", [])
+        if any((v.get("configMap") or {}).get("name") == name for v in volumes):
+            return r.inputs["metadata"]["name"]
+    raise AssertionError("no Redis StatefulSet")
+
+
+def add_pod(plan: Plan) -> Plan:
+    deployment = F.one(plan, "Deployment", names.BACKEND, "lagos")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {**deployment["spec"]["template"]["metadata"], "name": "debug", "namespace": deployment["metadata"]["namespace"]},
+        "spec": deployment["spec"]["template"]["spec"],
+    }
+    return F.add(plan, "lagos", pod)
+
+
+def add_hpa(plan: Plan) -> Plan:
+    deployment = F.one(plan, "Deployment", names.BACKEND, "lagos")
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {**deployment["metadata"], "name": "api-cpu"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": names.BACKEND},
+            "minReplicas": 2,
+            "maxReplicas": 4,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}],
+        },
+    }
+    return F.add(plan, "lagos", hpa)
+
+
+def keda_cron(fn: Callable[[dict], None]) -> Callable[[dict], None]:
+    def apply(o: dict) -> None:
+        fn(next(t for t in o["spec"]["triggers"] if t["type"] == "cron")["metadata"])
+
+    return apply
+
+
+def annotate(key: str, value: str) -> Callable[[dict], None]:
+    return lambda o: o["metadata"].setdefault("annotations", {}).__setitem__(key, value)
+
+
+def env(name: str, value: str) -> Callable[[dict], None]:
+    return lambda o: container(o).setdefault("env", []).append({"name": name, "value": value})
+
+
+def pdb_min_available(n: int) -> Callable[[dict], None]:
+    def apply(o: dict) -> None:
+        o["spec"].pop("maxUnavailable", None)
+        o["spec"]["minAvailable"] = n
+
+    return apply
+
+
+def standalone(o: dict) -> None:
+    o["spec"].pop("replica")
+    o["spec"].pop("externalClusters", None)
+    o["spec"]["bootstrap"] = {"initdb": {"database": "tikit", "owner": "tikit"}}
+
+
+def redis_maxmemory_at_limit(plan: Plan) -> Plan:
+    sts = F.one(plan, "StatefulSet", redis_statefulset(plan), "lagos")
+    redis = next(c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "redis")
+    limit_mi = int(redis["resources"]["limits"]["memory"].removesuffix("Gi")) * 1024
+    return redis_conf(lambda t: re.sub(r"(?m)^maxmemory \d+$", f"maxmemory {limit_mi}mb", t))(plan)
+
+
+CASES = [
+    # ---- hygiene ----
+    Case("latest", "image-pinned", "dev", api(set_in("spec.template.spec.containers.0.image", "ghcr.io/tikit/backend:latest")),
+         ("Deployment/api in lagos: containers 'api' image 'ghcr.io/tikit/backend:latest' uses the floating tag 'latest'",)),
+    Case("untagged", "image-pinned", "prod", api(set_in("spec.template.spec.containers.0.image", "ghcr.io/tikit/backend"), "london"),
+         ("Deployment/api in london", "has no tag or digest")),
+    Case("no-limits", "container-resources", "dev", api(delete("spec.template.spec.containers.0.resources.limits")),
+         ("Deployment/api in lagos: containers 'api' has no limits.memory",)),
+    Case("request-over-limit", "container-resources", "staging",
+         api(set_in("spec.template.spec.containers.0.resources.requests.memory", "2Gi")),
+         ("requests.memory 2,048Mi exceeds limits.memory 1,024Mi",)),
+    Case("no-readiness", "container-probes", "dev", api(delete("spec.template.spec.containers.0.readinessProbe")),
+         ("Deployment/api in lagos: container 'api' has no readinessProbe",)),
+    Case("no-liveness", "container-probes", "prod",
+         obj("Deployment", names.WORKERS, delete("spec.template.spec.containers.0.livenessProbe")),
+         ("Deployment/workers in lagos: container 'workers' has no livenessProbe",)),
+    Case("privilege-escalation", "restricted-security-context", "dev",
+         api(set_in("spec.template.spec.containers.0.securityContext.allowPrivilegeEscalation", True)),
+         ("containers 'api' does not set allowPrivilegeEscalation: false",)),
+    Case("root", "restricted-security-context", "dev", api(set_in("spec.template.spec.securityContext.runAsUser", 0)),
+         ("pod securityContext.runAsUser is 0 (root)",)),
+    Case("privileged", "no-privileged-containers", "dev", api(set_in("spec.template.spec.containers.0.securityContext.privileged", True)),
+         ("Deployment/api in lagos: containers 'api' is privileged",)),
+    Case("host-network", "no-host-namespaces", "dev", api(set_in("spec.template.spec.hostNetwork", True)),
+         ("Deployment/api in lagos: spec.hostNetwork is true",)),
+    Case("host-path", "no-host-path", "dev",
+         api(lambda o: o["spec"]["template"]["spec"]["volumes"].append({"name": "docker", "hostPath": {"path": "/var/run/docker.sock"}})),
+         ("volume 'docker' mounts hostPath /var/run/docker.sock",)),
+    Case("auto-named", "explicit-names", "dev", obj("ConfigMap", names.BACKEND_CONFIG, delete("metadata.name")),
+         ("ConfigMap (api-config-lagos) has no metadata.name",)),
+    Case("labels", "recommended-labels", "staging", obj("Service", names.BACKEND, delete(("metadata", "labels", "app.kubernetes.io/part-of"))),
+         ("Service/api in lagos: missing label(s) app.kubernetes.io/part-of",)),
+    Case("bare-pod", "no-bare-pods", "dev", add_pod, ("Pod/debug in lagos: is a bare Pod",)),
+    Case("load-balancer", "service-exposure", "prod", obj("Service", names.BACKEND, set_in("spec.type", "LoadBalancer")),
+         ("Service/api in lagos: is of type LoadBalancer",)),
+    Case("pss-baseline", "namespace-pod-security", "dev",
+         obj("Namespace", "tikit", set_in(("metadata", "labels", "pod-security.kubernetes.io/enforce"), "baseline")),
+         ("Namespace/tikit in lagos: pod-security.kubernetes.io/enforce is baseline, expected restricted",)),
+    Case("default-namespace", "namespaced-objects", "dev", obj("ConfigMap", names.BACKEND_CONFIG, set_in("metadata.namespace", "default")),
+         ("ConfigMap/api-config in lagos: is in namespace 'default'",), level="advisory"),
+    # ---- reliability ----
+    Case("prod-one-replica", "prod-min-replicas", "prod", obj("ScaledObject", names.BACKEND, set_in("spec.minReplicaCount", 1)),
+         ("Deployment/api in lagos: runs as few as 1 replica(s) (ScaledObject/api); prod needs at least 2",)),
+    Case("prod-one-instance", "prod-min-replicas", "prod", obj("Cluster", names.pg_cluster("lagos"), set_in("spec.instances", 1)),
+         ("Cluster/pg-lagos in lagos: has 1 instance(s); needs at least 2",)),
+    Case("prod-one-envoy", "prod-min-replicas", "prod",
+         obj("EnvoyProxy", names.GATEWAY_PROXY, set_in("spec.provider.kubernetes.envoyDeployment.replicas", 1), "london"),
+         ("EnvoyProxy/tikit-proxy in london: runs 1 Envoy replica(s)", "needs at least 2 in prod")),
+    Case("prod-envoy-no-pdb", "prod-pdb", "prod", obj("EnvoyProxy", names.GATEWAY_PROXY, delete("spec.provider.kubernetes.envoyPDB")),
+         ("EnvoyProxy/tikit-proxy in lagos: sets no envoyPDB",)),
+    Case("prod-envoy-no-spread", "prod-zone-spread", "prod",
+         obj("EnvoyProxy", names.GATEWAY_PROXY, delete("spec.provider.kubernetes.envoyDeployment.pod.topologySpreadConstraints")),
+         ("EnvoyProxy/tikit-proxy in lagos: Envoy pods are not spread over zones",)),
+    Case("prod-no-pdb", "prod-pdb", "prod", lambda p: F.remove(p, "PodDisruptionBudget", names.BACKEND, "london"),
+         ("Deployment/api in london: has no PodDisruptionBudget",)),
+    Case("prod-no-spread", "prod-zone-spread", "prod", api(delete("spec.template.spec.topologySpreadConstraints")),
+         ("Deployment/api in lagos: pods are not spread over zones",)),
+    Case("pdb-zero", "pdb-allows-drain", "dev", obj("PodDisruptionBudget", names.BACKEND, set_in("spec.maxUnavailable", 0)),
+         ("PodDisruptionBudget/api in lagos: maxUnavailable 0 lets no pod of Deployment/api (1 at minimum) be evicted",)),
+    Case("pdb-single-instance", "pdb-allows-drain", "dev", obj("Cluster", names.pg_cluster("lagos"), set_in("spec.enablePDB", True)),
+         ("Cluster/pg-lagos in lagos: 1 instance with enablePDB (default true)",)),
+    Case("two-autoscalers", "one-autoscaler-per-workload", "prod", add_hpa,
+         ("Deployment/api in lagos: 2 autoscalers (ScaledObject/api, HorizontalPodAutoscaler/api-cpu)",)),
+    Case("keda-no-min", "keda-replica-counts", "staging", obj("ScaledObject", names.WORKERS, delete("spec.minReplicaCount")),
+         ("ScaledObject/workers in lagos: minReplicaCount is not set; KEDA then defaults it to 0",)),
+    Case("replicas-set", "autoscaled-replicas-unset", "dev", api(set_in("spec.replicas", 3)),
+         ("Deployment/api in lagos: sets spec.replicas 3 although ScaledObject/api owns the count",), level="advisory"),
+    Case("backup-five-fields", "cron-dialect", "dev", obj("ScheduledBackup", names.PG_SCHEDULED_BACKUP, set_in("spec.schedule", "0 2 * * *")),
+         ("ScheduledBackup/pg-daily in lagos: schedule '0 2 * * *' has 5 fields, expected 6",)),
+    Case("keda-six-fields", "cron-dialect", "prod", obj("ScaledObject", names.BACKEND, keda_cron(lambda m: m.__setitem__("start", "0 0 18 * * *"))),
+         ("ScaledObject/api in lagos: cron trigger 3 start '0 0 18 * * *' has 6 fields, expected 5",)),
+    Case("keda-timezone", "cron-dialect", "prod", obj("ScaledObject", names.BACKEND, keda_cron(lambda m: m.__setitem__("timezone", "WAT"))),
+         ("cron trigger 3 timezone 'WAT' is not an IANA time zone",)),
+    Case("cronjob-range", "cron-dialect", "staging",
+         lambda p: F.edit(p, "CronJob", F.find(p, "CronJob", region="lagos")[0].inputs["metadata"]["name"], "lagos", set_in("spec.schedule", "0 24 * * *")),
+         ("schedule '0 24 * * *' hour '24' is outside 0-23",)),
+    Case("no-wal-archive", "backups-enabled", "staging", obj("Cluster", names.pg_cluster("lagos"), delete("spec.plugins")),
+         ("Cluster/pg-lagos in lagos: archives no WAL",)),
+    Case("no-scheduled-backup", "backups-enabled", "prod", lambda p: F.remove(p, "ScheduledBackup", names.PG_SCHEDULED_BACKUP, "lagos"),
+         ("Cluster/pg-lagos in lagos: no active ScheduledBackup targets it",)),
+    Case("no-redis-backup", "backups-enabled", "dev",
+         lambda p: F.remove(p, "CronJob", F.find(p, "CronJob", region="lagos")[0].inputs["metadata"]["name"], "lagos"),
+         ("runs Redis but no active backup CronJob",)),
+    Case("short-retention", "backup-retention", "staging", obj("ObjectStore", names.pg_object_store("lagos"), set_in("spec.retentionPolicy", "3d")),
+         ("ObjectStore/pg-backups-lagos in lagos: retentionPolicy '3d' keeps 3 day(s) of backups for pg-lagos; staging needs a recovery window of at least 7 days",)),
+    Case("same-region-backups", "backup-cross-region", "prod",
+         obj("ObjectStore", names.pg_object_store("london"), annotate("tikit.app/storage-region", "lagos"), "london"),
+         ("Cluster/pg-lagos in lagos: every backup of the primary database lands in lagos",)),
+    Case("no-replica-cluster", "prod-replica-cluster", "prod", obj("Cluster", names.pg_cluster("london"), standalone, "london"),
+         ("london: no replica cluster of pg-lagos",)),
+    Case("aof-off", "redis-persistence", "staging", redis_conf(lambda t: t.replace("appendonly yes", "appendonly no")),
+         ("redis.conf has appendonly no",)),
+    Case("rdb-off", "redis-persistence", "dev", redis_conf(lambda t: re.sub(r"(?m)^save .*$", 'save ""', t)),
+         ("redis.conf declares no RDB save rules",)),
+    Case("session-mode", "pgbouncer-transaction-mode", "prod", pgbouncer_ini(lambda t: t.replace("pool_mode = transaction", "pool_mode = session")),
+         ("pgbouncer.ini has pool_mode session",)),
+    # ---- capacity ----
+    Case("too-many-clients", "pgbouncer-client-capacity", "prod", api(annotate(names.DB_CONNECTIONS_ANNOTATION, "1000")),
+         ("clients may open 10 x 1,000 (Deployment/api) + 10 x 10 (Deployment/workers) = 10,100 connections, more than 2 PgBouncer replica(s)",)),
+    Case("undeclared-client", "pgbouncer-client-capacity", "dev",
+         api(lambda o: o["metadata"]["annotations"].pop(names.DB_CONNECTIONS_ANNOTATION)),
+         ("Deployment/api in lagos: reads a database URL but does not declare tikit.app/db-connections-per-replica",)),
+    Case("max-connections", "postgres-connection-budget", "prod",
+         obj("Cluster", names.pg_cluster("lagos"), set_in("spec.postgresql.parameters.max_connections", "50")),
+         ("Cluster/pg-lagos in lagos (primary): 2 x 25 (pgbouncer-rw: default_pool_size + reserve_pool_size) + "
+          "superuser_reserved_connections 3 + reserved_connections 0 + max_wal_senders 10 = 63 > max_connections 50",)),
+    Case("replica-budget", "postgres-connection-budget", "staging",
+         obj("Cluster", names.pg_cluster("london"), set_in("spec.postgresql.parameters.max_connections", "40"), "london"),
+         ("Cluster/pg-london in london (each read replica): 2 x 25 (pgbouncer-ro", "= 63 > max_connections 40")),
+    Case("redis-no-headroom", "redis-memory-headroom", "prod", redis_maxmemory_at_limit,
+         ("maxmemory 2,048Mi + fork headroom 50% (1,024Mi) = 3,072Mi > memory limit 2,048Mi",)),
+    Case("min-over-max", "autoscaler-bounds", "prod", obj("ScaledObject", names.BACKEND, set_in("spec.minReplicaCount", 11)),
+         ("ScaledObject/api in lagos: minimum 11 > maximum 10",)),
+    Case("pdb-min-available", "autoscaler-bounds", "staging", obj("PodDisruptionBudget", names.BACKEND, pdb_min_available(2)),
+         ("PodDisruptionBudget/api in lagos: minAvailable 2 is not below the autoscaler minimum 2 of Deployment/api",)),
+    Case("not-enough-replicas", "request-capacity", "prod", obj("ScaledObject", names.BACKEND, set_in("spec.maxReplicaCount", 5)),
+         ("lagos: 10,000 concurrent users x 1 requests/min = 10,000 requests/min > 5 x 1,000", "= 5,000", "(at least 10 replicas)")),
+    # ---- secrets ----
+    Case("env-password", "no-secret-in-env", "dev", api(env("DB_PASSWORD", "hunter2")),
+         ("Deployment/api in lagos: containers 'api' env DB_PASSWORD is a literal secret value",)),
+    Case("env-url", "no-secret-in-env", "prod", api(env("DATABASE_URL", "postgres://tikit:s3cret@pgbouncer-rw:6432/tikit")),
+         ("env DATABASE_URL holds a URL with a password",)),
+    Case("env-pulumi-secret", "no-secret-in-env", "staging", api(env("SESSION_KEY", REDACTED)),
+         ("env SESSION_KEY holds a Pulumi secret in clear text",)),
+    Case("configmap-key", "no-secret-in-configmaps", "dev", obj("ConfigMap", names.BACKEND_CONFIG, set_in("data.REDIS_PASSWORD", "hunter2")),
+         ("ConfigMap/api-config in lagos: key REDIS_PASSWORD holds a secret value",)),
+    Case("configmap-requirepass", "no-secret-in-configmaps", "prod", redis_conf(lambda t: t + "requirepass hunter2\n"),
+         ("redis.conf line", "sets requirepass")),
+    Case("annotation", "no-secret-in-annotations", "dev", api(annotate("tikit.app/api-token", "abc123")),
+         ("Deployment/api in lagos: annotation tikit.app/api-token looks like a secret value",)),
+    Case("annotation-secret", "no-secret-in-annotations", "prod", obj("Service", names.BACKEND, annotate("tikit.app/note", f"key={REDACTED}")),
+         ("Service/api in lagos: annotation tikit.app/note holds a Pulumi secret",)),
+]
+
+
+_BASELINE: dict[str, Any] = {}
+
+
+def baseline(rendered, stack: str):
+    if stack not in _BASELINE:
+        plan = rendered(stack).plan
+        _BASELINE[stack] = (plan, F.run(plan))
+    return _BASELINE[stack]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_policy_reports_the_exact_violation(rendered, case: Case):
+    plan, before = baseline(rendered, case.stack)
+    assert not F.of(before, case.policy), [f.message for f in F.of(before, case.policy)]
+    after = F.run(case.mutate(plan), case.config)
+    found = F.of(after, case.policy)
+    assert any(all(s in f.message for s in case.expect) for f in found), [f.message for f in found]
+    assert {f.enforcement for f in found} == {case.level}
+    # The broken object is named, so the finding points at it (or the stack for region-wide gaps).
+    assert all(f.urn is None or f.urn.startswith(f"urn:pulumi:{case.stack}::tikit::") for f in found)
+
+
+def test_every_policy_has_a_violating_case():
+    assert {c.policy for c in CASES} == {p.name for p in tikit_policies.ALL}
+
+
+def test_two_clusters_sharing_a_bucket_collide(rendered):
+    plan, _ = baseline(rendered, "prod")
+
+    def share(o: dict) -> None:
+        o["spec"]["configuration"]["destinationPath"] = "s3://tikit-backups-prod-shared/"
+
+    broken = F.edit(F.edit(plan, "ObjectStore", names.pg_object_store("london"), "london", share),
+                    "ObjectStore", names.pg_object_store("lagos"), "lagos", share)
+    broken = F.edit(broken, "Cluster", names.pg_cluster("london"),
+                    "london", lambda o: o["spec"]["plugins"][0]["parameters"].__setitem__("serverName", names.pg_cluster("lagos")))
+    messages = [f.message for f in F.of(F.run(broken), "backups-enabled")]
+    assert any("archive to the same s3://tikit-backups-prod-shared with serverName pg-lagos" in m for m in messages), messages

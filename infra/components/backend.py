@@ -189,6 +189,8 @@ class Backend(pulumi.ComponentResource):
                     "metadata": {"labels": kube.labels(app, COMPONENT, t, version)},
                     "spec": {
                         "automountServiceAccountToken": False,
+                        # No Docker-link env (REDIS_PORT=tcp://...): the app reads its own config.
+                        "enableServiceLinks": False,
                         "securityContext": kube.pod_security(),
                         "terminationGracePeriodSeconds": termination_grace_seconds(b),
                         "topologySpreadConstraints": kube.spread(sel),

@@ -171,6 +171,8 @@ class Workers(pulumi.ComponentResource):
                     "metadata": {"labels": kube.labels(app, COMPONENT, t, version)},
                     "spec": {
                         "automountServiceAccountToken": False,
+                        # No Docker-link env (REDIS_PORT=tcp://...): the app reads its own config.
+                        "enableServiceLinks": False,
                         "securityContext": kube.pod_security(),
                         # SIGTERM lets a worker finish or requeue its current job; spot
                         # reclaim notices (30 s to 2 min) are in the same range.

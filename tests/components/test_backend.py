@@ -101,6 +101,8 @@ def test_env_comes_from_secrets_and_the_config_map(plan):
         assert data["NODE_ENV"] == "production"
         assert data["PORT"] == str(c["ports"][0]["containerPort"])
         assert not any("URL" in k for k in data), "connection strings belong in Secrets"
+        # Service links would inject REDIS_PORT=tcp://... next to the app's own settings.
+        assert dep["spec"]["template"]["spec"]["enableServiceLinks"] is False
 
 
 def test_graceful_shutdown(plan, stack):

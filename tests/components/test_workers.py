@@ -52,6 +52,7 @@ def test_workers_resources_env_and_security(plan, stack):
         assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["terminationGracePeriodSeconds"] == w.shutdown_seconds
+        assert pod["enableServiceLinks"] is False
         assert "replicas" not in dep["spec"]
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian daemons the integration tests run against, when any is missing:
-# PostgreSQL + pgbench, PgBouncer, Redis + Sentinel, Prometheus (promtool) and the Redis exporter.
+# PostgreSQL + pgbench, PgBouncer, Redis + Sentinel, Prometheus (promtool), the Redis
+# exporter, and shellcheck for the scripts the Redis tier renders.
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/$1" >/dev/null; }
@@ -12,6 +13,7 @@ have pgbench || need+=(postgresql-client)
 have pgbouncer || need+=(pgbouncer)
 have promtool || need+=(prometheus)
 have prometheus-redis-exporter || need+=(prometheus-redis-exporter)
+have shellcheck || need+=(shellcheck)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

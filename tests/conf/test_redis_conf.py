@@ -345,6 +345,8 @@ def test_scripts_are_valid_posix_sh(env: str) -> None:
         assert script.startswith("#!/bin/sh\n")
         done = subprocess.run(["sh", "-n"], input=script, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
+        if shutil.which("shellcheck") is None and os.environ.get("CI", "").lower() == "true":
+            pytest.fail("shellcheck is not installed (scripts/install-system-deps.sh installs it)")
         if shutil.which("shellcheck"):
             done = subprocess.run(["shellcheck", "-s", "sh", "-"], input=script, capture_output=True, text=True)
             assert done.returncode == 0, done.stdout

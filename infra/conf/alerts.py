@@ -153,7 +153,7 @@ def _num(x: float) -> str:
     return format(round(float(x), 9), ".10g")
 
 
-def _seconds(duration: str) -> int:
+def duration_seconds(duration: str) -> int:
     n, unit = int(duration[:-1]), duration[-1]
     return n * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
 
@@ -195,7 +195,7 @@ class _Rules:
         labels: Optional[dict[str, str]] = None,
     ) -> None:
         rule: dict[str, Any] = {"alert": name, "expr": expr}
-        if for_ and _seconds(for_) > 0:
+        if for_ and duration_seconds(for_) > 0:
             rule["for"] = for_
         rule["labels"] = {"severity": severity, "tier": self.tier, "region": self.sc.region, **(labels or {})}
         rule["annotations"] = {
@@ -316,7 +316,7 @@ def _api(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
                 f"(100 * {error_ratio(long)}{here} > {limit}\n"
                 f"and 100 * {error_ratio(short)}{here} > {limit})"
             )
-        spans = " or ".join(f"{rate:g}x over {long}" for long, _, rate, _ in windows)
+        spans = " or ".join(f"{rate:g}x the budget over {long}/{short}" for long, short, rate, _ in windows)
         r.alert(
             "TikitApiErrorBudgetBurn" if page else "TikitApiErrorBudgetBurnSlow",
             "\nor\n".join(branches),
@@ -326,11 +326,12 @@ def _api(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
                 f"{'fast' if page else 'steadily'} in {sc.region}"
             ),
             description=(
-                f"{V2}% of requests failed over the long window ({spans} the "
-                f"{_num(100 * budget)}% error budget, confirmed by the short window)."
+                f"{V2}% of API requests in {sc.region} failed over the long window; the error budget is "
+                f"{_num(100 * budget)}% and this alert fires at {spans} (long and short window both)."
             ),
             runbook="error-budget",
         )
+    _utilization(r, names.BACKEND)
     return r.group()
 
 
@@ -662,7 +663,7 @@ def _scrape(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
 
 def rule_groups(cfg: settings.Settings, sc: Scope) -> list[dict[str, Any]]:
     """Every rule group of one region, one per tier, in TIERS order."""
-    groups = [
+    return [
         _api(cfg, sc),
         _workers(cfg, sc),
         _autoscaling(cfg, sc),
@@ -672,11 +673,6 @@ def rule_groups(cfg: settings.Settings, sc: Scope) -> list[dict[str, Any]]:
         _traffic(cfg, sc),
         _scrape(cfg, sc),
     ]
-    # The API's own CPU and memory belong to its tier.
-    api = _Rules(cfg, sc, "api")
-    _utilization(api, names.BACKEND)
-    groups[0]["rules"].extend(api.rules)
-    return groups
 
 
 def recorded(groups: Sequence[dict[str, Any]]) -> set[str]:

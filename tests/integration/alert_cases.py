@@ -260,7 +260,7 @@ def burn_rate_cases(f: Facts) -> list[Case]:
 
 def autoscaling_cases(f: Facts) -> list[Case]:
     ns = f.ns
-    at_max_for = alerts._seconds(f.m.at_max_replicas_for) // 60
+    at_max_for = alerts.duration_seconds(f.m.at_max_replicas_for) // 60
     minutes = at_max_for + 10
     cases = []
     watched = [a for a in f.scope.autoscaled if a.max_replicas > a.min_replicas]
@@ -574,7 +574,7 @@ def alert_rules(groups: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _for_minutes(rule: dict[str, Any]) -> int:
-    return alerts._seconds(rule["for"]) // 60 if "for" in rule else 0
+    return alerts.duration_seconds(rule["for"]) // 60 if "for" in rule else 0
 
 
 def coverage(cases: Iterable[Case], rules: list[dict[str, Any]]) -> tuple[list[str], list[str]]:

@@ -1,0 +1,447 @@
+"""Observability on the rendered manifests of every stack: the scrape objects and what they
+select, the PrometheusRules (the notes' table with its thresholds, the whole-chain alerts,
+labels, annotations and runbooks), and the Grafana dashboard.  Metric names are checked
+against the one list of infra/conf/metrics.py; promtool and a real Prometheus judge the same
+rules in tests/integration/test_alert_rules.py."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+import names
+import settings
+from components import autoscaling
+from components import monitoring as mon
+from conf import alerts, metrics
+from conftest import REPO, STACKS, named, objects
+from preview.validate import validate
+
+RUNBOOKS = REPO / "docs" / "runbooks"
+SCRAPE_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
+TABLE = (  # the notes' alert table: (alert, warning setting, critical setting, comparison)
+    ("TikitCpuHigh", "cpu_warning_percent", "cpu_critical_percent", ">"),
+    ("TikitMemoryHigh", "memory_warning_percent", "memory_critical_percent", ">"),
+    ("TikitApiErrorRateHigh", "error_rate_warning_percent", "error_rate_critical_percent", ">"),
+    ("TikitApiLatencyP99High", "latency_p99_warning_seconds", "latency_p99_critical_seconds", ">"),
+    ("TikitPostgresConnectionsHigh", "db_connections_warning_percent", "db_connections_critical_percent", ">"),
+    ("TikitRedisCacheHitRateLow", "cache_hit_warning_percent", "cache_hit_critical_percent", "<"),
+)
+
+
+def stack_settings(stack: str) -> settings.Settings:
+    """The stack's settings as the program sees them: preset plus the stack file's deltas."""
+    doc = yaml.safe_load((REPO / f"Pulumi.{stack}.yaml").read_text()) or {}
+    config = {k.split(":", 1)[1]: v for k, v in (doc.get("config") or {}).items()}
+    return settings.load(config, stack=stack)
+
+
+def mine(plan, region=None) -> list[dict]:
+    return [
+        r.manifest
+        for r in plan.kubernetes_objects(region)
+        if r.manifest["metadata"].get("labels", {}).get("app.kubernetes.io/component") == mon.COMPONENT
+    ]
+
+
+def rule_groups(plan, region: str) -> list[dict]:
+    return [g for rule in objects(plan, "PrometheusRule", region) for g in rule["spec"]["groups"]]
+
+
+def alert_rules(plan, region: str) -> list[dict]:
+    return [r for g in rule_groups(plan, region) for r in g["rules"] if "alert" in r]
+
+
+def rules_named(plan, region: str, alert: str) -> dict[str, dict]:
+    found = [r for r in alert_rules(plan, region) if r["alert"] == alert]
+    assert found, f"no {alert} in {region}"
+    return {r["labels"]["severity"]: r for r in found}
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    for k, v in selector.get("matchLabels", {}).items():
+        if labels.get(k) != v:
+            return False
+    for expr in selector.get("matchExpressions", []):
+        if expr["operator"] == "In" and labels.get(expr["key"]) not in expr["values"]:
+            return False
+    return True
+
+
+def pod_templates(plan, region: str) -> list[tuple[str, dict]]:
+    out = []
+    for kind in ("Deployment", "StatefulSet"):
+        for obj in objects(plan, kind, region):
+            out.append((obj["metadata"]["name"], obj["spec"]["template"]))
+    return out
+
+
+# --- objects -------------------------------------------------------------------------------
+
+
+def test_every_monitoring_object_validates(plan):
+    objs = mine(plan)
+    assert {o["kind"] for o in objs} == {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"}
+    for obj in objs:
+        assert validate(obj) == [], f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def test_scrape_objects_carry_the_release_label(plan, stack):
+    release = stack_settings(stack).monitoring.release_label
+    for region in plan.regions:
+        found = [o for o in mine(plan, region) if o["kind"] in SCRAPE_KINDS]
+        assert len(found) >= 10
+        for obj in found:
+            assert obj["metadata"]["labels"]["release"] == release, obj["metadata"]["name"]
+            assert obj["metadata"]["namespace"] == stack_settings(stack).namespace
+
+
+def test_api_service_monitor_scrapes_the_api_service_port(plan, stack):
+    for region in plan.regions:
+        sm = named(plan, "ServiceMonitor", alerts.MON_API, region)
+        service = named(plan, "Service", names.BACKEND, region)
+        assert selects(sm["spec"]["selector"], service["metadata"]["labels"])
+        [ep] = sm["spec"]["endpoints"]
+        assert ep["port"] in {p["name"] for p in service["spec"]["ports"]}
+        assert ep["path"] == names.BACKEND_METRICS_PATH
+        assert ep["interval"] == stack_settings(stack).monitoring.scrape_interval
+        # No other Service in the namespace is selected.
+        others = [s for s in objects(plan, "Service", region) if s["metadata"]["name"] != names.BACKEND]
+        assert not [s["metadata"]["name"] for s in others if selects(sm["spec"]["selector"], s["metadata"]["labels"])]
+
+
+@pytest.mark.parametrize("monitor,workloads", [
+    (alerts.MON_PGBOUNCER, {names.PGBOUNCER_RW, names.PGBOUNCER_RO}),
+    (alerts.MON_REDIS, {names.REDIS}),
+])
+def test_pod_monitors_select_the_exporter_sidecars(plan, monitor, workloads):
+    for region in plan.regions:
+        pm = named(plan, "PodMonitor", monitor, region)
+        assert "namespaceSelector" not in pm["spec"], "the exporters run in the app namespace"
+        [ep] = pm["spec"]["podMetricsEndpoints"]
+        selected = {
+            name: tpl for name, tpl in pod_templates(plan, region) if selects(pm["spec"]["selector"], tpl["metadata"]["labels"])
+        }
+        scraped = {
+            name
+            for name, tpl in selected.items()
+            if any(p.get("name") == ep["port"] for c in tpl["spec"]["containers"] for p in c.get("ports", []))
+        }
+        assert scraped == workloads, f"{monitor} in {region} scrapes {sorted(scraped)} (selects {sorted(selected)})"
+
+
+def test_postgres_pod_monitor_selects_this_regions_cluster(plan):
+    for region in plan.regions:
+        pm = named(plan, "PodMonitor", alerts.MON_POSTGRES, region)
+        cluster = named(plan, "Cluster", names.pg_cluster(region), region)
+        assert pm["spec"]["selector"] == {"matchLabels": {"cnpg.io/cluster": cluster["metadata"]["name"]}}
+        assert [ep["port"] for ep in pm["spec"]["podMetricsEndpoints"]] == [names.METRICS_PORT_NAME]
+
+
+def test_operator_monitors_look_in_the_operators_namespaces(plan, stack):
+    cfg = stack_settings(stack)
+    for region in plan.regions:
+        proxy = named(plan, "PodMonitor", alerts.MON_ENVOY_PROXY, region)
+        assert proxy["spec"]["namespaceSelector"] == {"matchNames": [cfg.gateway.envoy_namespace]}
+        # The same pods the gateway's own spread constraints and the NetworkPolicies name.
+        envoy_proxy = named(plan, "EnvoyProxy", names.GATEWAY_PROXY, region)
+        spread = envoy_proxy["spec"]["provider"]["kubernetes"]["envoyDeployment"]["pod"]["topologySpreadConstraints"][0]
+        assert proxy["spec"]["selector"]["matchLabels"] == spread["labelSelector"]["matchLabels"]
+        assert proxy["spec"]["podMetricsEndpoints"][0]["path"] == "/stats/prometheus"
+        controller = named(plan, "PodMonitor", alerts.MON_ENVOY_GATEWAY, region)
+        assert controller["spec"]["namespaceSelector"] == {"matchNames": [cfg.gateway.envoy_namespace]}
+        keda = named(plan, "PodMonitor", alerts.MON_KEDA, region)
+        assert keda["spec"]["namespaceSelector"] == {"matchNames": [cfg.monitoring.keda_namespace]}
+        assert keda["spec"]["podMetricsEndpoints"] == [
+            {"port": cfg.monitoring.keda_metrics_port, "path": "/metrics", "interval": cfg.monitoring.scrape_interval, "honorLabels": True}
+        ]
+        gslbs = objects(plan, "Gslb", region)
+        k8gb = [o for o in objects(plan, "ServiceMonitor", region) if o["metadata"]["name"] == alerts.MON_K8GB]
+        # k8gb is scraped exactly where a Gslb exists (not in the single-region dev stack).
+        assert len(k8gb) == (1 if gslbs else 0)
+        if k8gb:
+            assert k8gb[0]["spec"]["namespaceSelector"] == {"matchNames": [cfg.monitoring.k8gb_namespace]}
+            assert k8gb[0]["spec"]["endpoints"][0]["honorLabels"] is True
+
+
+def test_rule_job_labels_name_rendered_monitors(plan, stack):
+    """`job` in an expression is what Prometheus Operator sets: the Service name for a
+    ServiceMonitor, <namespace>/<name> for a PodMonitor."""
+    ns = stack_settings(stack).namespace
+    for region in plan.regions:
+        jobs = {f"{ns}/{pm['metadata']['name']}" for pm in objects(plan, "PodMonitor", region)}
+        jobs |= {names.BACKEND}
+        used = {j for r in rule_groups(plan, region) for rule in r["rules"] for j in re.findall(r'\bjob="([^"]+)"', rule["expr"])}
+        assert used and used <= jobs, sorted(used - jobs)
+
+
+# --- rules -----------------------------------------------------------------------------------
+
+
+def test_one_prometheus_rule_per_tier(plan):
+    for region in plan.regions:
+        rules = objects(plan, "PrometheusRule", region)
+        assert sorted(r["metadata"]["name"] for r in rules) == sorted(f"tikit-{t}" for t in alerts.TIERS)
+        for r in rules:
+            [group] = r["spec"]["groups"]
+            assert group["name"] == r["metadata"]["name"]
+            assert all(rule["labels"]["tier"] == group["name"].removeprefix("tikit-") for rule in group["rules"] if "alert" in rule)
+
+
+def test_every_alert_is_labelled_annotated_and_has_a_runbook(plan, stack):
+    base = stack_settings(stack).monitoring.runbook_base_url
+    for region in plan.regions:
+        for rule in alert_rules(plan, region):
+            where = f"{rule['alert']} ({region})"
+            assert rule["labels"]["severity"] in ("warning", "critical"), where
+            assert rule["labels"]["region"] == region, where
+            assert re.match(r"^Tikit[A-Z][A-Za-z0-9]+$", rule["alert"]), where
+            ann = rule["annotations"]
+            assert set(ann) == {"summary", "description", "runbook_url"}, where
+            assert ann["summary"] and "$value" not in ann["summary"], where
+            assert "{{ $value" in ann["description"], f"{where}: the description must quote the current value"
+            assert ann["runbook_url"].startswith(base + "/") and ann["runbook_url"].endswith(".md"), where
+            page = RUNBOOKS / ann["runbook_url"][len(base) + 1:]
+            assert page.is_file(), f"{where}: {page} does not exist"
+
+
+def test_runbooks_say_what_to_check_and_what_to_do(plan):
+    referenced = {
+        r["annotations"]["runbook_url"].rsplit("/", 1)[1] for region in plan.regions for r in alert_rules(plan, region)
+    }
+    assert len(referenced) >= 10
+    for name in sorted(referenced):
+        text = (RUNBOOKS / name).read_text()
+        headings = re.findall(r"^## (.+)$", text, re.MULTILINE)
+        assert "Check" in headings and "Act" in headings, f"{name}: needs '## Check' and '## Act' sections"
+        check = text.split("## Check", 1)[1].split("## Act", 1)[0]
+        act = text.split("## Act", 1)[1]
+        assert re.search(r"^\s*(1\.|-) ", check, re.MULTILINE) and re.search(r"^\s*(1\.|-) ", act, re.MULTILINE), name
+        # Every alert the page is for is named in it.
+        for region in plan.regions:
+            for r in alert_rules(plan, region):
+                if r["annotations"]["runbook_url"].endswith("/" + name):
+                    assert r["alert"] in text, f"{name} does not mention {r['alert']}"
+        # Links between runbooks point at pages that exist.
+        for link in re.findall(r"\]\(([a-z0-9-]+\.md)\)", text):
+            assert (RUNBOOKS / link).exists(), f"{name} links to missing {link}"
+
+
+def test_the_notes_alert_table_with_its_thresholds(plan, stack):
+    m = stack_settings(stack).monitoring
+    for region in plan.regions:
+        for alert, warn_key, crit_key, op in TABLE:
+            by_workload: dict[str, dict[str, dict]] = {}
+            for r in alert_rules(plan, region):
+                if r["alert"] == alert:
+                    by_workload.setdefault(r["labels"].get("workload", ""), {})[r["labels"]["severity"]] = r
+            assert by_workload, f"{alert} missing in {region}"
+            for rules in by_workload.values():
+                assert set(rules) == {"warning", "critical"}, alert
+                for severity, key in (("warning", warn_key), ("critical", crit_key)):
+                    threshold = float(re.search(rf"{re.escape(op)} ([0-9.]+)", rules[severity]["expr"]).group(1))
+                    assert threshold == getattr(m, key), f"{alert} {severity}: {threshold} != monitoring.{key}"
+    # Both autoscaled workloads get CPU and memory alerts.
+    for region in plan.regions:
+        for alert in ("TikitCpuHigh", "TikitMemoryHigh"):
+            workloads = {r["labels"].get("workload") for r in alert_rules(plan, region) if r["alert"] == alert}
+            assert workloads == {names.BACKEND, names.WORKERS}
+
+
+def test_whole_chain_alerts(plan, stack):
+    cfg = stack_settings(stack)
+    m = cfg.monitoring
+    for region in plan.regions:
+        role = next(r.role for r in cfg.regions if r.name == region)
+        got = {r["alert"] for r in alert_rules(plan, region)}
+        expected = {
+            "TikitPostgresBackupTooOld", "TikitPostgresWalArchivingFailing", "TikitPgBouncerClientsWaiting",
+            "TikitPgBouncerPoolSaturated", "TikitRedisRdbSaveFailing", "TikitRedisAofWriteFailing",
+            "TikitRedisAofRewriteFailing", "TikitRedisBackupFailed", "TikitRedisBackupMissing",
+            "TikitAutoscalerAtMaxReplicas", "TikitApiLatencySloBreached", "TikitApiErrorBudgetBurn",
+            "TikitApiErrorBudgetBurnSlow", "TikitGatewayDown",
+        }
+        assert expected <= got, sorted(expected - got)
+        # Cross-region lag only where a replica cluster runs; the Gslb only where there is one.
+        assert ("TikitPostgresReplicationLagHigh" in got) == (role == "backup")
+        assert ("TikitGslbUnhealthy" in got) == bool(objects(plan, "Gslb", region))
+        if role == "backup":
+            lag = rules_named(plan, region, "TikitPostgresReplicationLagHigh")["warning"]
+            assert lag["expr"].endswith(f"> {m.replication_lag_alert_seconds}")
+            assert f'pod=~"{names.pg_cluster(region)}-[0-9]+"' in lag["expr"]
+
+        backup = rules_named(plan, region, "TikitPostgresBackupTooOld")["warning"]
+        schedule = named(plan, "ScheduledBackup", names.PG_SCHEDULED_BACKUP, region)["spec"]["schedule"]
+        limit_h = (alerts.cron_period_seconds(schedule) + m.backup_age_margin_seconds) / 3600
+        assert backup["expr"].endswith(f"> {limit_h:g}") and limit_h == 24 + m.backup_age_margin_seconds / 3600
+
+        missing = rules_named(plan, region, "TikitRedisBackupMissing")["critical"]
+        cronjob = named(plan, "CronJob", names.REDIS_BACKUP, region)
+        assert f'cronjob="{cronjob["metadata"]["name"]}"' in missing["expr"]
+        assert f"> {m.redis_backup_max_age_seconds / 3600:g}" in missing["expr"]
+
+        slo = rules_named(plan, region, "TikitApiLatencySloBreached")["warning"]
+        assert slo["expr"].endswith(f"> {m.latency_slo_ms / 1000:g}") and "p95" in slo["expr"]
+
+        at_max = rules_named(plan, region, "TikitAutoscalerAtMaxReplicas")["warning"]
+        assert at_max["for"] == m.at_max_replicas_for == "15m"
+        hpas = set(re.search(r'horizontalpodautoscaler=~"([^"]+)"', at_max["expr"]).group(1).split("|"))
+        rendered = {
+            so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["name"]: so["spec"]
+            for so in objects(plan, "ScaledObject", region)
+        }
+        # Every HPA KEDA creates is watched unless its minimum equals its maximum.
+        assert hpas == {n for n, spec in rendered.items() if spec["maxReplicaCount"] > max(1, spec["minReplicaCount"])}
+        assert hpas <= {autoscaling.hpa_name(names.BACKEND), autoscaling.hpa_name(names.WORKERS)}
+
+
+def test_burn_rate_alerts_follow_the_sre_workbook(plan, stack):
+    m = stack_settings(stack).monitoring
+    budget = 100 - m.availability_slo_percent
+    for region in plan.regions:
+        page = rules_named(plan, region, "TikitApiErrorBudgetBurn")
+        ticket = rules_named(plan, region, "TikitApiErrorBudgetBurnSlow")
+        assert set(page) == {"critical"} and set(ticket) == {"warning"}
+        for rule, pairs in ((page["critical"], (("1h", "5m", 14.4), ("6h", "30m", 6))), (ticket["warning"], (("1d", "2h", 3), ("3d", "6h", 1)))):
+            for long, short, rate in pairs:
+                limit = f"{round(rate * budget, 9):g}"
+                assert f"ratio_rate{long}" in rule["expr"] and f"ratio_rate{short}" in rule["expr"]
+                assert re.search(rf"ratio_rate{long}\{{[^}}]*\}} > {re.escape(limit)}\b", rule["expr"]), (long, limit)
+                assert re.search(rf"ratio_rate{short}\{{[^}}]*\}} > {re.escape(limit)}\b", rule["expr"]), (short, limit)
+
+
+def test_rules_and_dashboard_read_only_metrics_that_exist(plan, stack):
+    m = stack_settings(stack).monitoring
+    known = metrics.exporter_metrics(m)
+    for region in plan.regions:
+        groups = rule_groups(plan, region)
+        recorded = alerts.recorded(groups)
+        assert recorded and all(r.startswith("tikit:") for r in recorded)
+        for g in groups:
+            for rule in g["rules"]:
+                used = metrics.metric_names(rule["expr"])
+                assert used, rule
+                assert used <= known | recorded, f"{rule.get('alert') or rule['record']}: {sorted(used - known - recorded)}"
+        board = dashboard_of(plan, region)
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                used = metrics.metric_names(target["expr"])
+                assert used and used <= known | recorded, f"panel {panel['title']!r}: {sorted(used - known - recorded)}"
+
+
+def test_metric_names_are_pulled_out_of_promql():
+    expr = (
+        'sum by (namespace, le) (rate(http_request_duration_seconds_bucket{job="api", code=~"5.."}[5m] offset 1h))\n'
+        "/ on (namespace) group_left (pod) tikit:api_requests:rate5m > 3 and absent(up{a=\"b\"}) unless vector(1)"
+    )
+    assert metrics.metric_names(expr) == {"http_request_duration_seconds_bucket", "tikit:api_requests:rate5m", "up"}
+
+
+# --- dashboard -------------------------------------------------------------------------------
+
+
+def dashboard_of(plan, region: str) -> dict:
+    cm = named(plan, "ConfigMap", "grafana-dashboard", region)
+    [(key, text)] = cm["data"].items()
+    assert key.endswith(".json")
+    return json.loads(text)
+
+
+def test_dashboard_config_map_is_picked_up_by_the_sidecar(plan, stack):
+    cfg = stack_settings(stack)
+    for region in plan.regions:
+        cm = named(plan, "ConfigMap", "grafana-dashboard", region)
+        assert cm["metadata"]["labels"][cfg.monitoring.dashboard_label] == "1"
+        board = dashboard_of(plan, region)
+        assert board["uid"] == f"tikit-{cfg.environment}-{region}" and len(board["uid"]) <= 40
+        assert [v["name"] for v in board["templating"]["list"]] == ["datasource"]
+        ids = [p["id"] for p in board["panels"]]
+        assert len(ids) == len(set(ids))
+        for p in board["panels"]:
+            assert all(t["datasource"]["uid"] == "${datasource}" for t in p["targets"])
+
+
+def test_dashboard_shows_what_the_issue_lists(plan):
+    for region in plan.regions:
+        panels = {p["title"]: p for p in dashboard_of(plan, region)["panels"]}
+        exprs = {title: " ".join(t["expr"] for t in p["targets"]) for title, p in panels.items()}
+        legends = {title: [t["legendFormat"] for t in p["targets"]] for title, p in panels.items()}
+        assert alerts.REQUESTS_RATE in exprs["Request rate"]
+        assert legends["Latency p50 / p95 / p99"] == ["p50", "p95", "p99"]
+        assert alerts.error_ratio("5m") in exprs["Error rate (5xx)"]
+        for metric in ("current_replicas", "spec_min_replicas", "spec_max_replicas"):
+            assert metric in exprs["Replicas against autoscaler bounds"]
+        assert "container_cpu_usage_seconds_total" in exprs["CPU (% of requests)"]
+        assert "container_memory_working_set_bytes" in exprs["Memory (% of limit)"]
+        assert "max_connections" in exprs["Database connections (% of max_connections)"]
+        assert "pgbouncer_pools_server_active_connections" in exprs["PgBouncer pool use"]
+        assert alerts.CACHE_HIT_RATIO in exprs["Cache hit rate"]
+        assert "cnpg_pg_replication_lag" in exprs["Replication lag"]
+        assert "last_available_backup_timestamp" in exprs["Backup age"] and names.REDIS_BACKUP in exprs["Backup age"]
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("override,key", [
+    ({"cpuWarningPercent": 95}, "monitoring.cpuWarningPercent"),
+    ({"latencyP99WarningSeconds": 3.0}, "monitoring.latencyP99WarningSeconds"),
+    ({"cacheHitWarningPercent": 50}, "monitoring.cacheHitWarningPercent"),
+    ({"alertFor": "soon"}, "monitoring.alertFor"),
+    ({"runbookBaseUrl": "docs/runbooks"}, "monitoring.runbookBaseUrl"),
+])
+def test_bad_monitoring_settings_are_refused(override, key):
+    with pytest.raises(settings.ConfigError) as err:
+        settings.load({"monitoring": override}, stack="dev")
+    assert err.value.key == key
+
+
+def test_redis_backup_limit_must_exceed_the_backup_period():
+    cfg = settings.load({"monitoring": {"redisBackupMaxAgeSeconds": 3600}}, stack="dev")
+    with pytest.raises(settings.ConfigError) as err:
+        alerts.scope(cfg, cfg.primary, autoscaled=mon.autoscaled(cfg))
+    assert err.value.key == "monitoring.redisBackupMaxAgeSeconds"
+
+
+@pytest.mark.parametrize("schedule,period", [
+    ("0 0 2 * * *", 86400), ("0 30 * * * *", 3600), ("0 * * * *", 3600), ("15 */6 * * *", 21600), ("0 0 * * *", 86400),
+])
+def test_cron_periods(schedule, period):
+    assert alerts.cron_period_seconds(schedule) == period
+
+
+@pytest.mark.parametrize("schedule", ["0 0 2 * * 1", "*/5 * * * *", "0 0 1 * *", "0 */7 * * *", "bad"])
+def test_irregular_cron_periods_are_refused(schedule):
+    with pytest.raises(ValueError):
+        alerts.cron_period_seconds(schedule)
+
+
+def test_docs_list_every_alert_and_the_counts_per_tier(rendered):
+    text = (REPO / "docs" / "observability.md").read_text()
+    documented = set(re.findall(r"^\| (Tikit[A-Za-z0-9]+)", text, re.MULTILINE))
+    every = {r["alert"] for stack in STACKS for plan in [rendered(stack).plan] for reg in plan.regions for r in alert_rules(plan, reg)}
+    assert documented == every, f"undocumented: {sorted(every - documented)}; gone: {sorted(documented - every)}"
+    plan = rendered("prod").plan
+    for group in rule_groups(plan, "lagos"):
+        tier = group["name"].removeprefix("tikit-")
+        alerts_ = [r["alert"] for r in group["rules"] if "alert" in r]
+        row = re.search(rf"^\| {tier} \| (\d+) \((\d+)\)", text, re.MULTILINE)
+        assert row, f"no row for tier {tier}"
+        assert (int(row.group(1)), int(row.group(2))) == (len(set(alerts_)), len(alerts_)), tier
+
+
+def test_alert_counts_per_tier_are_stable_across_stacks(rendered):
+    """The same tiers everywhere; only the region-dependent alerts come and go."""
+    counts = {}
+    for stack in STACKS:
+        plan = rendered(stack).plan
+        for region in plan.regions:
+            counts[(stack, region)] = {
+                g["name"]: len({r["alert"] for r in g["rules"] if "alert" in r}) for g in rule_groups(plan, region)
+            }
+    assert counts[("staging", "lagos")] == counts[("prod", "lagos")]
+    assert counts[("prod", "london")]["tikit-postgres"] == counts[("prod", "lagos")]["tikit-postgres"] + 1
+    assert counts[("dev", "lagos")]["tikit-traffic"] == counts[("prod", "lagos")]["tikit-traffic"] - 1

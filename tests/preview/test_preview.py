@@ -153,3 +153,16 @@ def test_secure_config_values_become_secret_placeholders(tmp_path):
     assert project == "sec"
     assert config == {"sec:token": "[secret]", "sec:plain": "3", "sec:obj": '{"a": [1, 2]}'}
     assert secrets == ["sec:token"]
+
+
+def test_every_rendered_manifest_validates(rendered, stack):
+    """Built-in kinds against the Kubernetes 1.31 schema in strict mode, custom resources
+    against the upstream CRDs: every file a `kubectl apply -f` would read."""
+    from preview.validate import K8S_VERSION, validate
+
+    assert tuple(map(int, K8S_VERSION.split("."))) >= (1, 31)
+    files = rendered(stack).files
+    manifests = {p: yaml.safe_load(t) for p, t in files.items() if p.endswith(".yaml")}
+    assert len(manifests) == len(rendered(stack).plan.kubernetes_objects())
+    problems = {p: errs for p, obj in manifests.items() if (errs := validate(obj))}
+    assert problems == {}

@@ -8,8 +8,17 @@ STACK ?= dev
 STACKS ?= dev staging prod
 BASE ?=
 POLICY_CONFIG ?=
+# The oldest Python the project runs on (scripts/bootstrap.sh says the same).
+MIN_PYTHON := 3.11
 
-.PHONY: preview preview-all test test-fast system-deps diff clean
+.PHONY: preview preview-all test test-fast system-deps diff clean FORCE
+
+# A .venv whose interpreter is missing or older than MIN_PYTHON is rebuilt whatever its
+# stamps say (bootstrap.sh recreates it).
+ifneq ($(shell $(PY) -c 'import sys; print(sys.version_info >= tuple(map(int, "$(MIN_PYTHON)".split("."))))' 2>/dev/null),True)
+$(VENV)/.runtime: FORCE
+endif
+FORCE:
 
 $(VENV)/.runtime: requirements.txt
 	scripts/bootstrap.sh $(PYTHON) $(VENV) requirements.txt
@@ -20,16 +29,18 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
 	touch $@
 
 ## preview: offline preview of STACK (default dev) into build/STACK/
+# `python -m preview` exits 0/1/2/3 (README); make reports any non-zero as its own exit 2
+# with a trailing `make: *** ...` line, so scripts that need the code run the command itself.
 preview: $(VENV)/.runtime
-	$(PY) -m preview --stack $(STACK) $(if $(POLICY_CONFIG),--policy-config $(POLICY_CONFIG))
+	@$(PY) -m preview --stack $(STACK) $(if $(POLICY_CONFIG),--policy-config $(POLICY_CONFIG))
 
 ## preview-all: offline preview of dev, staging and prod
 preview-all: $(VENV)/.runtime
-	@rc=0; for s in $(STACKS); do $(PY) -m preview --stack $$s || rc=$$?; done; exit $$rc
+	@rc=0; for s in $(STACKS); do $(PY) -m preview --stack $$s $(if $(POLICY_CONFIG),--policy-config $(POLICY_CONFIG)) || rc=$$?; done; exit $$rc
 
 ## diff: offline diff of STACKS between BASE (default: merge-base with main) and the working tree, into build/diff/
 diff: $(VENV)/.runtime
-	$(PY) -m preview diff $(if $(BASE),--base $(BASE)) --stacks "$(STACKS)"
+	@$(PY) -m preview diff $(if $(BASE),--base $(BASE)) --stacks "$(STACKS)"
 
 ## system-deps: Debian daemons the integration tests run (installed when missing)
 system-deps:

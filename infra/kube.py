@@ -7,12 +7,15 @@ Components pass parameters for the shapes they need; they never copy these block
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 import names
+
+if TYPE_CHECKING:
+    from settings import HealthChecks
 
 MANAGED_BY = "pulumi"
 ZONE_KEY = "topology.kubernetes.io/zone"
@@ -27,17 +30,21 @@ class Target:
     namespace: str
     provider: pulumi.ProviderResource
     environment: str
+    # Resources every object of the region waits for (the Namespace).  Carried here, not
+    # as a component's depends_on: Pulumi records depends_on per resource and does not
+    # hand a component's list down to its children.
+    requires: tuple[pulumi.Resource, ...] = ()
 
-    def opts(self, parent: pulumi.Resource, **kwargs: Any) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=parent, provider=self.provider, **kwargs)
+    def opts(
+        self, parent: pulumi.Resource, *, depends_on: Sequence[pulumi.Resource] = (), **kwargs: Any
+    ) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(
+            parent=parent, provider=self.provider, depends_on=[*self.requires, *depends_on], **kwargs
+        )
 
     def rname(self, name: str) -> str:
         """Pulumi resource name: unique per region, so URNs never collide."""
         return f"{name}-{self.region}"
-
-
-def child_opts(opts: Optional[pulumi.ResourceOptions], parent: pulumi.Resource) -> pulumi.ResourceOptions:
-    return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=parent))
 
 
 def labels(name: str, component: str, target: Target, version: str = "") -> dict[str, str]:
@@ -120,17 +127,36 @@ def container_security(read_only_root: bool = True) -> dict[str, Any]:
 # --- Probes and resources --------------------------------------------------------------
 
 
-def http_probe(path: str, port: Any, *, period: int, timeout: int, failures: int, initial_delay: int = 0) -> dict[str, Any]:
-    probe = {
+def http_probe(path: str, port: Any, *, period: int, timeout: int, failures: int) -> dict[str, Any]:
+    return {
         "httpGet": {"path": path, "port": port},
         "periodSeconds": period,
         "timeoutSeconds": timeout,
         "failureThreshold": failures,
         "successThreshold": 1,
     }
-    if initial_delay:
-        probe["initialDelaySeconds"] = initial_delay
-    return probe
+
+
+def health_probes(checks: HealthChecks, port: Any) -> dict[str, Any]:
+    """Liveness and readiness of a Node.js process from its settings.HealthChecks section:
+    liveness GETs health_path (event loop alive), readiness GETs ready_path (its
+    dependencies reachable), both on the named ``port``."""
+    return {
+        "livenessProbe": http_probe(
+            checks.health_path,
+            port,
+            period=checks.liveness_period_seconds,
+            timeout=checks.liveness_timeout_seconds,
+            failures=checks.liveness_failure_threshold,
+        ),
+        "readinessProbe": http_probe(
+            checks.ready_path,
+            port,
+            period=checks.readiness_period_seconds,
+            timeout=checks.readiness_timeout_seconds,
+            failures=checks.readiness_failure_threshold,
+        ),
+    }
 
 
 def tcp_probe(port: Any, *, period: int, timeout: int, failures: int) -> dict[str, Any]:
@@ -165,7 +191,33 @@ def env_from_secret(name: str, secret: str, key: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
+# --- Rollouts and shutdown -------------------------------------------------------------
+
+
+def rolling_surge() -> dict[str, Any]:
+    """Deployment strategy that surges first: a new pod must be ready before an old one
+    goes, so a rollout never runs below the current replica count."""
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+
+
+def pre_stop_sleep(seconds: int) -> Optional[dict[str, Any]]:
+    """Container lifecycle with a preStop sleep: endpoint removal reaches the gateway,
+    kube-proxy and Service clients while the pod still serves, so a scale-down or rollout
+    drops no request.  The kubelet's own sleep action (beta and on by default since
+    Kubernetes 1.30, GA in 1.34) needs no shell or `sleep` binary in the image.  A zero
+    sleep is valid only from 1.33 on, so 0 means no hook (None)."""
+    if seconds == 0:
+        return None
+    return {"preStop": {"sleep": {"seconds": seconds}}}
+
+
 # --- Placement -------------------------------------------------------------------------
+
+
+# Weights of preferred scheduling terms (the scheduler accepts 1-100): a strong
+# preference outweighs a weak one when both cannot be met.
+STRONG_PREFERENCE = 100
+WEAK_PREFERENCE = 50
 
 
 def spread(sel: Mapping[str, str], *, zone_skew: int = 1, node_skew: int = 1) -> list[dict[str, Any]]:
@@ -191,16 +243,24 @@ def anti_affinity(sel: Mapping[str, str], *, required_on_nodes: bool = False) ->
     term_zone = {"labelSelector": {"matchLabels": dict(sel)}, "topologyKey": ZONE_KEY}
     term_node = {"labelSelector": {"matchLabels": dict(sel)}, "topologyKey": HOST_KEY}
     affinity: dict[str, Any] = {
-        "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term_zone}]
+        "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": STRONG_PREFERENCE, "podAffinityTerm": term_zone}]
     }
     if required_on_nodes:
         affinity["requiredDuringSchedulingIgnoredDuringExecution"] = [term_node]
     else:
-        affinity["preferredDuringSchedulingIgnoredDuringExecution"].append({"weight": 50, "podAffinityTerm": term_node})
+        affinity["preferredDuringSchedulingIgnoredDuringExecution"].append({"weight": WEAK_PREFERENCE, "podAffinityTerm": term_node})
     return {"podAntiAffinity": affinity}
 
 
 # --- Objects ---------------------------------------------------------------------------
+
+
+def disruption_rule() -> dict[str, Any]:
+    """The one disruption rule of every PodDisruptionBudget Tikit declares (its own, and the
+    one Envoy Gateway creates from envoyPDB): maxUnavailable 1, never minAvailable.  A drain
+    can always evict one pod, even at the minimum replica count or at 0 and 1 replicas, so
+    node maintenance never blocks; and voluntary evictions still go one pod at a time."""
+    return {"maxUnavailable": 1}
 
 
 def pdb(
@@ -213,11 +273,11 @@ def pdb(
     *,
     app: Optional[str] = None,
 ) -> k8s.policy.v1.PodDisruptionBudget:
-    """maxUnavailable 1: a drain can always evict one pod, even at minimum replicas."""
+    """A PodDisruptionBudget with disruption_rule() over the pods ``sel`` selects."""
     return k8s.policy.v1.PodDisruptionBudget(
         resource_name,
         metadata=metadata(name, component, target, app=app),
-        spec={"maxUnavailable": 1, "selector": {"matchLabels": dict(sel)}},
+        spec={**disruption_rule(), "selector": {"matchLabels": dict(sel)}},
         opts=opts,
     )
 

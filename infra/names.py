@@ -6,11 +6,14 @@ add the region so URNs stay unique across regions.
 """
 
 PART_OF = "tikit"
+# The recommended label that names an application (kube.labels sets it on every object).
+APP_NAME_LABEL = "app.kubernetes.io/name"
 
 # API and workers
 BACKEND = "api"
 WORKERS = "workers"
 BACKEND_CONFIG = "api-config"            # ConfigMap: non-secret environment
+WORKERS_CONFIG = "workers-config"        # ConfigMap: the workers' non-secret environment
 
 # PostgreSQL (CloudNativePG).  The cluster name carries the region because clusters of
 # the distributed topology refer to each other by name.
@@ -23,6 +26,8 @@ def pg_object_store(region: str) -> str:
 
 
 PG_APP_SECRET = "pg-app"                 # basic-auth Secret for bootstrap.initdb (username, password)
+# Label the CNPG operator puts on every instance pod (and its jobs): the cluster's name.
+CNPG_CLUSTER_LABEL = "cnpg.io/cluster"
 PG_SCHEDULED_BACKUP = "pg-daily"
 
 # PgBouncer pools
@@ -47,10 +52,15 @@ REDIS_MASTER_NAME = "tikit"              # Sentinel's name for the monitored pri
 # Connection strings the backend and workers read (Secret keys are the env var names).
 # The PostgreSQL tier writes the database Secret, the Redis tier the Redis one.
 APP_DATABASE_SECRET = "app-database"     # keys: DATABASE_URL, DATABASE_REPLICA_URL
-APP_REDIS_SECRET = "app-redis"           # key: REDIS_URL
+APP_REDIS_SECRET = "app-redis"           # keys: REDIS_URL, REDIS_PASSWORD, REDIS_SENTINELS, REDIS_SENTINEL_MASTER
 DATABASE_URL = "DATABASE_URL"
 DATABASE_REPLICA_URL = "DATABASE_REPLICA_URL"
 REDIS_URL = "REDIS_URL"
+# The same target in parts, for clients that cannot parse redis+sentinel:// (ioredis,
+# node-redis): "host:port,host:port" and the master name, empty where no Sentinel runs.
+REDIS_PASSWORD = "REDIS_PASSWORD"
+REDIS_SENTINELS = "REDIS_SENTINELS"
+REDIS_SENTINEL_MASTER = "REDIS_SENTINEL_MASTER"
 
 # Traffic
 GATEWAY = "tikit"
@@ -69,8 +79,7 @@ REGION_ROLE_ANNOTATION = "tikit.app/region-role"                          # Name
 TARGET_USERS_ANNOTATION = "tikit.app/target-concurrent-users"              # Namespace
 REQUESTS_PER_USER_ANNOTATION = "tikit.app/requests-per-user-per-minute"   # Namespace
 DB_CONNECTIONS_ANNOTATION = "tikit.app/db-connections-per-replica"        # Deployment of a database client
-REQUESTS_PER_INSTANCE_ANNOTATION = "tikit.app/requests-per-minute-per-instance"  # serving Deployment (optional)
-STORAGE_REGION_ANNOTATION = "tikit.app/storage-region"                    # ObjectStore whose path names no region
+STORAGE_REGION_ANNOTATION = "tikit.app/storage-region"                    # ObjectStore: the region its bucket lives in
 
 
 def service_host(service: str, namespace: str) -> str:

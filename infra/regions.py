@@ -6,6 +6,7 @@ build/<stack>/<region>/ when no context is set), the namespace, and the tiers.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Optional
 
@@ -55,14 +56,17 @@ class Credentials(pulumi.ComponentResource):
         self.redis = random.RandomPassword("redis-password", length=cfg.redis.password_length, special=False, opts=child)
         self.postgres_password: pulumi.Output[str] = pulumi.Output.secret(self.postgres.result)
         self.redis_password: pulumi.Output[str] = pulumi.Output.secret(self.redis.result)
-        # PgBouncer's stats user (the metrics exporter) and the salt of the SCRAM verifiers
-        # PostgreSQL and PgBouncer share: stable, so every region computes identical ones.
+        # PgBouncer's stats user (the metrics exporter) and one SCRAM salt per role: stable,
+        # so every region computes identical verifiers, and distinct, as PostgreSQL would pick
+        # them: with one salt for two roles, one precomputed guess list attacks both verifiers.
         self.pgbouncer_stats = random.RandomPassword(
             "pgbouncer-stats-password", length=cfg.postgres.password_length, special=False, opts=child
         )
         self.scram_salt = random.RandomBytes("scram-salt", length=16, opts=child)
+        self.pgbouncer_stats_salt = random.RandomBytes("pgbouncer-stats-scram-salt", length=16, opts=child)
         self.pgbouncer_stats_password: pulumi.Output[str] = pulumi.Output.secret(self.pgbouncer_stats.result)
         self.scram_salt_base64: pulumi.Output[str] = pulumi.Output.secret(self.scram_salt.base64)
+        self.pgbouncer_stats_salt_base64: pulumi.Output[str] = pulumi.Output.secret(self.pgbouncer_stats_salt.base64)
         self.register_outputs({})
 
 
@@ -115,8 +119,10 @@ class Region(pulumi.ComponentResource):
             ),
             opts=self.target.opts(self),
         )
-        # Tiers parent to this component and depend on the namespace existing.
-        self.tier_opts = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
+        # Every object the tiers declare waits for the namespace: Target.opts adds it to
+        # each child's depends_on (a component's own depends_on would not reach them).
+        self.target = dataclasses.replace(self.target, requires=(self.namespace,))
+        self.tier_opts = pulumi.ResourceOptions(parent=self)
         self.entry_points: dict[str, Any] = {
             "role": region.role,
             "namespace": cfg.namespace,
@@ -137,7 +143,7 @@ class Region(pulumi.ComponentResource):
         )
         self.workers = Workers(
             t.rname("workers"),
-            WorkersArgs(target=t, workers=cfg.workers, redis=cfg.redis, config_map=self.backend.config_map.metadata.name),
+            WorkersArgs(target=t, workers=cfg.workers, redis=cfg.redis),
             opts=self.tier_opts,
         )
         self.entry_points["apiService"] = f"{names.service_host(names.BACKEND, cfg.namespace)}:{cfg.backend.port}"
@@ -153,7 +159,7 @@ class Region(pulumi.ComponentResource):
                 target=t, pgbouncer=cfg.pgbouncer, database=cfg.postgres.database, owner=cfg.postgres.owner,
                 write_service=self.postgres.write_service, read_service=self.postgres.read_service,
                 owner_password=c.postgres_password, owner_verifier=self.postgres.verifier,
-                stats_password=c.pgbouncer_stats_password, scram_salt=c.scram_salt_base64,
+                stats_password=c.pgbouncer_stats_password, stats_salt=c.pgbouncer_stats_salt_base64,
             ),
             opts=self.tier_opts,
         )
@@ -162,7 +168,8 @@ class Region(pulumi.ComponentResource):
             t.rname("redis"),
             RedisArgs(
                 target=t, redis=cfg.redis, maxmemory_bytes=cfg.derived.redis_maxmemory_bytes,
-                object_storage=cfg.object_storage, bucket=cfg.bucket(self.region.name), password=c.redis_password,
+                object_storage=cfg.object_storage, bucket=cfg.bucket(self.region.name),
+                endpoint_url=cfg.object_storage_endpoint(self.region.name), password=c.redis_password,
             ),
             opts=self.tier_opts,
         )
@@ -195,7 +202,6 @@ class Region(pulumi.ComponentResource):
                 backend_port=cfg.backend.port,
                 redis_sentinels=cfg.redis.sentinels,
                 pg_cluster=names.pg_cluster(self.region.name),
-                role=self.region.role,
             ),
             opts=self.tier_opts,
         )

@@ -168,6 +168,11 @@ class Region:
     context: str = setting("")
     # k8gb geo tag of this cluster (k8gb install setting clusterGeoTag); defaults to the name.
     geo_tag: str = setting("", check=_regex(re.compile(r"^$|^[a-z0-9-]+$"), "lowercase letters, digits and '-'"))
+    # S3 endpoint of the object storage that holds THIS region's bucket (PostgreSQL's
+    # ObjectStore and the Redis backup job, in every region that reads it); empty means
+    # objectStorage.endpointUrl.  Set it to storage in or near the region, or the
+    # "cross-region" copy lives wherever the shared endpoint does (docs/postgres.md).
+    object_storage_endpoint: str = setting("", check=lambda v: None if not v or _URL_RE.match(v) else "must be an http(s) URL")
 
     @property
     def tag(self) -> str:
@@ -250,6 +255,10 @@ class Workers(HealthChecks):
     scale_down_window_seconds: int = setting(300, min=0, max=3600)
     scale_down_period_seconds: int = setting(300, min=1, max=1800)
     scale_down_pods_per_period: int = setting(1, min=1, max=100)
+    # KEDA cooldownPeriod: how long the queue must stay empty before the last worker goes
+    # (1 -> 0; only where minReplicas is 0).  The notes' 5-minute cooldown.  Not an HPA
+    # setting: the HPA never scales to zero, KEDA does.
+    cooldown_seconds: int = setting(300, min=0, max=86400)
     # Workers serve no traffic but expose the same health contract as the API on a
     # small HTTP port: /health (event loop alive) and /ready (Redis and PostgreSQL reachable).
     health_port: int = setting(8081, min=1024, max=65535)
@@ -273,8 +282,21 @@ class Postgres:
     superuser_reserved_connections: int = setting(3, min=1, max=50)
     # Headroom for the metrics exporter, CNPG's own probes and an operator's psql.
     admin_connections: int = setting(10, min=0, max=200)
+    # Standbys, backups and pg_basebackup.  Since PostgreSQL 12 WAL senders have slots of
+    # their own and are not part of max_connections.
     max_wal_senders: int = setting(10, min=2, max=100)
-    # Extra postgresql.conf parameters (strings), merged over the derived ones.
+    # log_min_duration_statement: the notes' "slow queries > 1 s" (milliseconds; -1 off).
+    slow_query_ms: int = setting(1000, min=-1, max=3_600_000)
+    # With transaction pooling an idle open transaction pins a pooled server connection:
+    # idle_in_transaction_session_timeout ends it (seconds; 0 off).
+    idle_in_transaction_timeout_seconds: int = setting(60, min=0, max=86400)
+    # wal_keep_size for standbys without a slot, capped at this (and at what slots may pin).
+    wal_keep_size_max_mb: int = setting(512, min=0, max=1_048_576)
+    # Planner costs for network SSDs: random reads cost about what sequential ones do.
+    random_page_cost: float = setting(1.1, min=0.1, max=100.0)
+    effective_io_concurrency: int = setting(200, min=0, max=1000)
+    # Extra postgresql.conf parameters (strings), merged over the derived ones.  Parameters
+    # the operator owns and a wal_level that cannot replicate are refused.
     parameters: dict = setting({}, check=_check_pg_param)
     password_length: int = setting(40, min=32, max=128)
     # Zone anti-affinity of the instances (instances never share a node either way):
@@ -358,14 +380,19 @@ class Redis:
     backup_memory: str = setting("256Mi", check=_check_memory)
     # Backup CronJob (docs/redis.md): a run that cannot start within the deadline is skipped
     # (the next hour's takes over); one that runs past active_deadline is killed and counts
-    # as failed; runs never overlap (concurrencyPolicy Forbid).  The active deadline covers
-    # the script's own 600 s BGSAVE wait plus the upload.
+    # as failed; runs never overlap (concurrencyPolicy Forbid).  The active deadline must
+    # cover backup_wait_seconds plus the upload (a cross-check).
     backup_starting_deadline_seconds: int = setting(900, min=60, max=3600)
-    backup_active_deadline_seconds: int = setting(1800, min=660, max=86400)
+    backup_active_deadline_seconds: int = setting(1800, min=60, max=86400)
     backup_backoff_limit: int = setting(2, min=0, max=10)
     backup_history_limit: int = setting(3, min=1, max=100)
-    # SIGTERM: redis waits up to shutdown-timeout (10 s) for replicas, then saves the RDB.
-    termination_grace_seconds: int = setting(60, min=15, max=3600)
+    # How long backup.sh waits for its BGSAVE (and restore.sh for loading the snapshot and
+    # rewriting the AOF) before it gives up.
+    backup_wait_seconds: int = setting(600, min=10, max=7200)
+    # redis.conf shutdown-timeout: on SIGTERM wait this long for replicas to catch up, then
+    # save the RDB; terminationGraceSeconds must cover both (a cross-check).
+    shutdown_timeout_seconds: int = setting(10, min=0, max=600)
+    termination_grace_seconds: int = setting(60, min=1, max=3600)
     # exec probes: redis-cli PING (liveness), PING plus a replication check (readiness).
     probe_period_seconds: int = setting(10, min=1, max=300)
     probe_timeout_seconds: int = setting(5, min=1, max=60)
@@ -428,16 +455,25 @@ class Monitoring:
     release_label: str = setting("kube-prometheus-stack")
     # Namespace Prometheus scrapes from; the NetworkPolicies admit scrapes from it only.
     namespace: str = setting("monitoring", check=_regex(_DNS_LABEL_RE, "a namespace name"))
-    prometheus_address: str = setting(
-        "http://kube-prometheus-stack-prometheus.monitoring.svc:9090", check=_regex(_URL_RE, "an http(s) URL")
-    )
+    # Where KEDA's request-rate trigger queries Prometheus.  Empty: kube-prometheus-stack's
+    # Service in `namespace` (filled in below, so the namespace is written once); set it
+    # when Prometheus runs elsewhere or under another release name.
+    prometheus_address: str = setting("", check=lambda v: None if not v or _URL_RE.match(v) else "must be an http(s) URL")
     # Counter of HTTP requests the backend exports, labelled by namespace and pod.
     request_metric: str = setting("http_requests_total", check=_regex(re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"), "a metric name"))
     latency_metric: str = setting(
         "http_request_duration_seconds", check=_regex(re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"), "a metric name")
     )
     dashboard_label: str = setting("grafana_dashboard")
-    replication_lag_alert_seconds: int = setting(300, min=10, max=86400)
+    # London replays WAL only from the object store (no streaming): a segment reaches it
+    # after CNPG's archive_timeout (5 min) plus the upload and the next restore poll, and
+    # with no writes in Lagos the lag (seconds since the last replayed transaction) keeps
+    # growing on wall-clock time.  So the threshold sits well above 300 s + upload.
+    replication_lag_alert_seconds: int = setting(900, min=10, max=86400)
+    # The source side of the same chain: WAL segments wait to be archived and nothing has
+    # reached the object store for this long.  Above archive_timeout + upload, since a
+    # finished segment may wait up to archive_timeout after the previous upload.
+    wal_archive_stall_alert_seconds: int = setting(900, min=60, max=86400)
     latency_slo_ms: int = setting(500, min=10, max=60_000)
     availability_slo_percent: float = setting(99.9, min=90.0, max=99.999)
     # Label of request_metric that carries the HTTP status code (5xx counts as an error).
@@ -462,7 +498,8 @@ class Monitoring:
     cache_hit_critical_percent: int = setting(60, min=1, max=100)
     # Below this many lookups per second a hit rate says nothing (a handful of misses).
     cache_min_lookups_per_second: float = setting(1.0, min=0.0, max=1_000_000.0)
-    # PgBouncer: server connections in use as a share of pool_size + reserve_pool.
+    # PgBouncer: server connections in use as a share of max_db_connections, which the ini
+    # sets to default_pool_size + reserve_pool_size.
     pool_saturation_warning_percent: int = setting(80, min=1, max=100)
     pool_saturation_critical_percent: int = setting(95, min=1, max=100)
     # Oldest client waiting for a server connection (SHOW POOLS maxwait).
@@ -476,10 +513,18 @@ class Monitoring:
     # CPU and memory hover around the autoscaler's own targets: only a sustained excess counts.
     utilization_alert_for: str = setting("10m", check=_regex(re.compile(r"^[0-9]+[smh]$"), "a duration such as '10m'"))
     at_max_replicas_for: str = setting("15m", check=_regex(re.compile(r"^[0-9]+[smh]$"), "a duration such as '15m'"))
-    # Operators' metrics live in their own namespaces (install settings of those charts).
-    keda_namespace: str = setting("keda", check=_regex(_DNS_LABEL_RE, "a namespace name"))
+    # Operators' metrics live in their own namespaces (install settings of those charts);
+    # KEDA's namespace is network.kedaNamespace.
     keda_metrics_port: str = setting("http", check=_regex(_DNS_LABEL_RE, "a container port name"))
     k8gb_namespace: str = setting("k8gb", check=_regex(_DNS_LABEL_RE, "a namespace name"))
+
+    def __post_init__(self) -> None:
+        if not self.prometheus_address:
+            # kube-prometheus-stack (release kube-prometheus-stack) names its Service so.
+            # Filled in once, at construction (the section is frozen), so every reader of
+            # prometheus_address sees the effective address.
+            derived = f"http://kube-prometheus-stack-prometheus.{self.namespace}.svc:9090"
+            object.__setattr__(self, "prometheus_address", derived)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -505,6 +550,8 @@ class Network:
     """Where the namespace's neighbours live, for the NetworkPolicies (docs/traffic.md)."""
 
     cnpg_operator_namespace: str = setting("cnpg-system", check=_regex(_DNS_LABEL_RE, "a namespace name"))
+    # KEDA's install namespace: its operator reads the workers' Redis queue (a NetworkPolicy
+    # admits it) and Prometheus scrapes it there (the monitoring tier's PodMonitor).
     keda_namespace: str = setting("keda", check=_regex(_DNS_LABEL_RE, "a namespace name"))
     dns_namespace: str = setting("kube-system", check=_regex(_DNS_LABEL_RE, "a namespace name"))
     # Everything outside the cluster (object storage, the Kubernetes API endpoints, the
@@ -513,9 +560,6 @@ class Network:
     # Port the API server's endpoints listen on after the Service NAT: 443 on managed
     # clusters, 6443 on kubeadm ones.  CNPG's instance manager talks to it.
     api_server_port: int = setting(443, min=1, max=65535)
-    # Source/destination range of the other region's PostgreSQL for cross-region streaming
-    # replication.  Empty: London follows Lagos through the object store only.
-    replication_peer_cidr: str = setting("", check=lambda v: _check_cidr(v) if v else None)
 
 
 SECTIONS: dict[str, type] = {
@@ -588,7 +632,8 @@ class Derived:
     # Both pools (write and read) may land on one instance: the read pool targets `-r` in a
     # single-instance cluster and any standby can be promoted.
     pool_server_connections: int
-    # max_connections = pools + superuser_reserved + admin headroom + max_wal_senders.
+    # max_connections = pools + superuser_reserved + admin headroom (WAL senders have their
+    # own slots since PostgreSQL 12).
     postgres_max_connections: int
     postgres_shared_buffers_mb: int       # 25% of the memory limit
     postgres_effective_cache_size_mb: int  # 75% of the memory limit
@@ -634,6 +679,11 @@ class Settings:
 
     def bucket(self, region: str) -> str:
         return f"{self.object_storage.bucket_prefix}-{self.environment}-{region}"
+
+    def object_storage_endpoint(self, region: str) -> str:
+        """S3 endpoint of ``region``'s bucket: the region's own, else objectStorage.endpointUrl."""
+        own = next(r.object_storage_endpoint for r in self.regions if r.name == region)
+        return own or self.object_storage.endpoint_url
 
 
 # --------------------------------------------------------------------------------------
@@ -720,7 +770,7 @@ def _preset(environment: str) -> dict[str, dict[str, Any]]:
 
 def _regions(value: Any) -> tuple[Region, ...]:
     if not isinstance(value, list) or not value:
-        raise ConfigError("regions", "must be a non-empty list of {name, role[, context, geoTag]}")
+        raise ConfigError("regions", "must be a non-empty list of {name, role[, context, geoTag, objectStorageEndpoint]}")
     regions = tuple(_build(Region, f"regions[{i}]", r) for i, r in enumerate(value))
     primaries = [r for r in regions if r.role == "primary"]
     if not primaries:
@@ -743,7 +793,7 @@ def _derive(s: Settings) -> Derived:
     pb, pg, rd = s.pgbouncer, s.postgres, s.redis
     per_pod = pb.default_pool_size + pb.reserve_pool_size
     pools = 2 * pb.replicas * per_pod  # write pool + read pool
-    max_conn = pools + pg.superuser_reserved_connections + pg.admin_connections + pg.max_wal_senders
+    max_conn = pools + pg.superuser_reserved_connections + pg.admin_connections
     mem_mb = mebibytes(pg.memory)
     shared = mem_mb // 4
     limit = memory_bytes(rd.memory)
@@ -797,7 +847,43 @@ def _cross_checks(s: Settings) -> None:
         raise ConfigError(
             "gslb.primaryGeoTag", f"'{s.gslb.primary_geo_tag}' must be the primary region's geo tag '{s.primary.tag}'"
         )
+    _redis_wait_checks(r)
+    _postgres_parameter_checks(s.postgres)
     _monitoring_checks(s.monitoring)
+    _backup_age_checks(s)
+
+
+# What the Redis deadlines must leave on top of the waits they cover.
+REDIS_BACKUP_UPLOAD_MARGIN_SECONDS = 60  # stream, check and upload the snapshot after the BGSAVE
+REDIS_SHUTDOWN_SAVE_MARGIN_SECONDS = 5   # the final RDB save and AOF fsync after shutdown-timeout
+
+
+def _redis_wait_checks(r: Redis) -> None:
+    need = r.backup_wait_seconds + REDIS_BACKUP_UPLOAD_MARGIN_SECONDS
+    if r.backup_active_deadline_seconds < need:
+        raise ConfigError(
+            "redis.backupActiveDeadlineSeconds",
+            f"{r.backup_active_deadline_seconds} must be at least redis.backupWaitSeconds {r.backup_wait_seconds}"
+            f" + {REDIS_BACKUP_UPLOAD_MARGIN_SECONDS} s for the upload ({need})",
+        )
+    need = r.shutdown_timeout_seconds + REDIS_SHUTDOWN_SAVE_MARGIN_SECONDS
+    if r.termination_grace_seconds < need:
+        raise ConfigError(
+            "redis.terminationGraceSeconds",
+            f"{r.termination_grace_seconds} must be at least redis.shutdownTimeoutSeconds {r.shutdown_timeout_seconds}"
+            f" + {REDIS_SHUTDOWN_SAVE_MARGIN_SECONDS} s for the final save ({need})",
+        )
+
+
+def _postgres_parameter_checks(pg: Postgres) -> None:
+    """postgres.parameters overrides the operator would reject, or that cannot replicate."""
+    # Imported here: conf.postgres imports this module, and keeps the one list of what the
+    # operator owns next to the parameters it renders.
+    from conf import postgres as pg_conf
+
+    problem = pg_conf.parameters_problem(pg.parameters)
+    if problem:
+        raise ConfigError("postgres.parameters", problem)
 
 
 def _monitoring_checks(m: Monitoring) -> None:
@@ -818,6 +904,56 @@ def _monitoring_checks(m: Monitoring) -> None:
         raise ConfigError(
             "monitoring.cacheHitWarningPercent",
             f"{m.cache_hit_warning_percent} must be above monitoring.cacheHitCriticalPercent {m.cache_hit_critical_percent}",
+        )
+
+
+def cron_period_seconds(schedule: str) -> Optional[int]:
+    """Period of a regular cron schedule (five fields, or six with seconds first): daily at
+    a fixed time, hourly at a fixed minute, or every N hours (N divides 24).  None for
+    anything else: weekdays only, monthly, every few minutes.  Day-of-month and weekday
+    may be "*" or "?" (CNPG's cron library reads "?" as "*")."""
+    fields = schedule.split()
+    if len(fields) == 6:
+        second, *fields = fields
+        if not (second.isdigit() and int(second) < 60):
+            return None
+    if len(fields) != 5:
+        return None
+    minute, hour, dom, month, dow = fields
+    if month != "*" or dom not in ("*", "?") or dow not in ("*", "?"):
+        return None
+    if not (minute.isdigit() and int(minute) < 60):
+        return None
+    if hour.isdigit():
+        return 86400 if int(hour) < 24 else None
+    if hour == "*":
+        return 3600
+    every = re.fullmatch(r"\*/([1-9][0-9]?)", hour)
+    if every and 24 % int(every.group(1)) == 0:
+        return int(every.group(1)) * 3600
+    return None
+
+
+def backup_period_seconds(key: str, schedule: str) -> int:
+    """The period of a backup schedule, which the backup-age alerts add their margin to;
+    a schedule without a known period is refused rather than guessed."""
+    period = cron_period_seconds(schedule)
+    if period is None:
+        raise ConfigError(
+            key, f"the backup-age alert needs a daily, hourly or every-N-hours schedule, got '{schedule}'"
+        )
+    return period
+
+
+def _backup_age_checks(s: Settings) -> None:
+    backup_period_seconds("postgres.backupSchedule", s.postgres.backup_schedule)
+    redis_period = backup_period_seconds("redis.backupSchedule", s.redis.backup_schedule)
+    max_age = s.monitoring.redis_backup_max_age_seconds
+    if max_age <= redis_period:
+        raise ConfigError(
+            "monitoring.redisBackupMaxAgeSeconds",
+            f"{max_age} must exceed the Redis backup period of {redis_period} s "
+            f"(redis.backupSchedule '{s.redis.backup_schedule}')",
         )
 
 

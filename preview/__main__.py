@@ -1,7 +1,11 @@
 """Offline preview of a stack: ``python -m preview [--stack dev]``.
 
 Exit codes: 0 ok; 1 a mandatory policy is violated; 2 the settings are invalid (one
-line on stderr, ``config error: <key>: <what is wrong>``, nothing written).
+line on stderr, ``config error: <key>: <what is wrong>``, nothing written), or ``--out``
+holds a stack directory the preview did not write; 3 the program cannot be previewed
+(duplicate URNs, two objects rendering to one file, a Kubernetes object outside any
+region, an exception in the program): one line on stderr, ``error: <message>``, nothing
+written.
 
 ``python -m preview diff [--base REF] [--stacks dev,staging,prod] [--out build/diff]``
 compares two revisions of every stack (preview/revisions.py).

@@ -8,14 +8,10 @@ from pathlib import Path
 from typing import Optional
 
 from . import engine, output, plan as plan_mod, report
-from .engine import REPO_ROOT, StackConfigError
+from .engine import REPO_ROOT, DuplicateUrnError, StackConfigError
 
-PROGRAM_DIR = REPO_ROOT / "infra"
-if str(PROGRAM_DIR) not in sys.path:
-    # The same `settings` module object the program imports, so its ConfigError is ours.
-    sys.path.append(str(PROGRAM_DIR))
-
-import settings as program_settings  # noqa: E402
+# Exit codes of `python -m preview` (README and __main__ say the same).
+OK, POLICY_VIOLATION, CONFIG_ERROR, PROGRAM_ERROR = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -23,6 +19,8 @@ class Rendered:
     plan: plan_mod.Plan
     policy: Optional[report.PolicyResult]
     files: dict[str, str]
+    # The values the mock engine made up for secret outputs: they must appear nowhere.
+    stand_ins: tuple[str, ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -32,13 +30,14 @@ class Rendered:
 def render(stack: str, repo: Path = REPO_ROOT, *, policy_config: Optional[Path] = None) -> Rendered:
     """Run the program for a stack, evaluate the policy pack, and render every file.
 
-    Raises ConfigError / StackConfigError for invalid settings (before anything is written).
+    Raises StackConfigError (the program's own settings errors included, as
+    engine.ProgramConfigError) for invalid settings, before anything is written.
     """
     run = engine.run_program(stack, repo)
     the_plan = plan_mod.build(run)
     policy = evaluate_policies(the_plan, policy_config)
     files = output.render_files(the_plan, report.stack_report(the_plan, policy), policy_json(policy))
-    return Rendered(plan=the_plan, policy=policy, files=files)
+    return Rendered(plan=the_plan, policy=policy, files=files, stand_ins=tuple(run.stand_ins))
 
 
 def evaluate_policies(the_plan: plan_mod.Plan, policy_config: Optional[Path]) -> Optional[report.PolicyResult]:
@@ -62,17 +61,46 @@ def policy_json(result: Optional[report.PolicyResult]) -> Optional[dict]:
 
 
 def config_errors() -> tuple[type[BaseException], ...]:
-    return (program_settings.ConfigError, StackConfigError)
+    # The program's settings.ConfigError arrives as engine.ProgramConfigError, whichever
+    # copy of the program ran, so nothing here imports the program.
+    return (StackConfigError,)
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _program_error(exc: Exception) -> str:
+    """`error: <message>` for a program that cannot be previewed (not a settings problem)."""
+    if isinstance(exc, (DuplicateUrnError, output.RenderError)):
+        message = str(exc)
+    else:  # a bug in the program or the preview: the exception's type says which kind
+        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return "error: " + _one_line(message)
 
 
 def preview(stack: str, *, out_root: Path, policy_config: Optional[Path] = None, repo: Path = REPO_ROOT) -> int:
+    """Render a stack into out_root/<stack>/ and print a summary.
+
+    0 done; 1 a mandatory policy is violated; 2 invalid settings or an output directory
+    the preview did not write (one line on stderr, nothing written); 3 the program cannot
+    be previewed (duplicate URNs, two objects in one file, an object outside any region,
+    an exception in the program): one line `error: <message>` on stderr, nothing written.
+    """
+    out_dir = out_root / stack
     try:
+        output.check_replaceable(out_dir)
         rendered = render(stack, repo, policy_config=policy_config)
+        output.write(out_dir, rendered.files)
     except config_errors() as exc:
         print(f"config error: {exc}", file=sys.stderr)
-        return 2
-    out_dir = out_root / stack
-    output.write(out_dir, rendered.files)
+        return CONFIG_ERROR
+    except output.OutputDirError as exc:
+        print(_one_line(f"config error: --out: {exc}"), file=sys.stderr)
+        return CONFIG_ERROR
+    except Exception as exc:  # noqa: BLE001 - one line instead of a traceback, and exit 3
+        print(_program_error(exc), file=sys.stderr)
+        return PROGRAM_ERROR
     the_plan = rendered.plan
     print(
         f"{stack}: {len(the_plan.resources)} resources, {len(the_plan.kubernetes_objects())} Kubernetes objects "
@@ -84,5 +112,5 @@ def preview(stack: str, *, out_root: Path, policy_config: Optional[Path] = None,
             print(f"  [{f.enforcement}] {f.policy} ({where}): {f.message}")
     if rendered.failed:
         print(f"{stack}: {len(rendered.policy.mandatory)} mandatory policy violation(s)", file=sys.stderr)
-        return 1
-    return 0
+        return POLICY_VIOLATION
+    return OK

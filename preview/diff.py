@@ -82,6 +82,7 @@ def plan_from_json(doc: dict[str, Any]) -> Plan:
             region=r.get("region"),
             custom=not r["type"].startswith("tikit:"),
             inputs=r.get("inputs") or {},
+            dependencies=tuple(r.get("dependencies") or ()),
         )
         for r in doc.get("resources", [])
     )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 from .diff import StackDiff, policy_status
-from .report import TIERS, _node, topology_mermaid
+from .report import TIERS, _node, cell, topology_mermaid
 
 # The comment is found again by this marker and edited in place on every push.
 MARKER = "<!-- tikit-preview -->"
@@ -60,10 +60,6 @@ class Block:
         return self.head + "".join(self.items[:best]) + self.more(n - best) + self.tail, True
 
 
-def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def _fence(lines: Iterable[str]) -> str:
     return "````" if any("```" in line for line in lines) else "```"
 
@@ -100,12 +96,12 @@ def summary_table(diffs: list[StackDiff]) -> list[str]:
     ]
     for d in diffs:
         if d.error:
-            lines.append(f"| `{d.stack}` | — | | | | **did not render**: {_cell(d.error)} |")
+            lines.append(f"| `{d.stack}` | — | | | | **did not render**: {cell(d.error)} |")
             continue
         for region in d.regions:
             c = d.counts(region)
             lines.append(
-                f"| `{d.stack}` | {region} | {c['add']} | {c['remove']} | {c['change']} | {_cell(d.region_policy(region))} |"
+                f"| `{d.stack}` | {region} | {c['add']} | {c['remove']} | {c['change']} | {cell(d.region_policy(region))} |"
             )
     return lines
 
@@ -132,7 +128,7 @@ def _topology(d: StackDiff) -> str:
 
 def _resource_rows(d: StackDiff) -> list[str]:
     return [
-        f"| {ACTION[r.action]} | `{_cell(r.name)}` | `{_cell(r.type)}` | {r.row_region} | {_cell(r.note)} |\n"
+        f"| {ACTION[r.action]} | `{cell(r.name)}` | `{cell(r.type)}` | {r.row_region} | {cell(r.note)} |\n"
         for r in d.resources
     ]
 
@@ -152,7 +148,7 @@ def _policy_rows(d: StackDiff) -> list[str]:
     for label, findings in (("new", d.policy.introduced), ("resolved", d.policy.resolved)):
         for f in findings:
             where = (f.get("urn") or "").rsplit("::", 1)[-1] or "stack"
-            rows.append(f"| {label} | {f.get('enforcement')} | `{f.get('policy')}` | `{_cell(where)}` | {_cell(f.get('message'))} |\n")
+            rows.append(f"| {label} | {f.get('enforcement')} | `{f.get('policy')}` | `{cell(where)}` | {cell(f.get('message'))} |\n")
     return rows
 
 

@@ -9,6 +9,11 @@ What the Pulumi engine would do and this module does too:
 
 What it cannot do: talk to a cluster or decrypt ``secure:`` config values (those are
 provided to the program as secret placeholders).
+
+Each run imports the program afresh: modules loaded from its directory (``settings``,
+``regions``, ``components.*``, ...) are taken out of ``sys.modules`` before the run and the
+caller's are put back after it, so a second repository's program never runs with this
+one's cached modules.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import hashlib
 import json
 import logging
 import os
+import re
 import runpy
 import sys
+import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -35,12 +42,19 @@ STACK_TYPE = "pulumi:pulumi:Stack"
 
 
 class StackConfigError(Exception):
-    """The project or stack file itself is unusable (exit code 2, like a settings error)."""
+    """The project or stack file itself is unusable (exit code 2, like a settings error).
+    ``str(err)`` is one line, ``<key>: <what is wrong>``, as settings.ConfigError's is."""
 
     def __init__(self, key: str, message: str) -> None:
         self.key = key
         self.message = message
-        super().__init__(f"{key}: {message}")
+        # One line whatever the files hold: keys and values may carry line breaks.
+        super().__init__(f"{key}: {message}".replace("\r", "\\r").replace("\n", "\\n"))
+
+
+class ProgramConfigError(StackConfigError):
+    """The program refused its settings (its own ``ConfigError``, from whichever copy of
+    its ``settings`` module this run imported)."""
 
 
 class DuplicateUrnError(Exception):
@@ -66,6 +80,9 @@ class Run:
     records: list[Record]
     outputs: dict[str, Any]
     secret_config_keys: list[str]
+    # Every value the mocks made up for a secret output (passwords, random bytes): none of
+    # them may reach a file or the terminal.
+    stand_ins: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------
@@ -79,9 +96,16 @@ def load_project(repo: Path = REPO_ROOT) -> dict[str, Any]:
         project = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise StackConfigError("Pulumi.yaml", f"not found in {repo}")
+    except yaml.YAMLError as exc:
+        raise StackConfigError("Pulumi.yaml", f"is not valid YAML{_yaml_where(exc)}")
     if not isinstance(project, dict) or not isinstance(project.get("name"), str):
         raise StackConfigError("Pulumi.yaml", "must be a map with a 'name'")
     return project
+
+
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    return f" at line {mark.line + 1}" if mark else ""
 
 
 def _cli_value(value: Any) -> str:
@@ -111,28 +135,170 @@ def _strip_secure(value: Any, path: str, secrets: list[str]) -> Any:
     return value
 
 
+# Pulumi.yaml's own `config:` block (project-level config, CLI 3.44+), read as the CLI's
+# workspace package reads it: a plain value (or list) is shorthand for `default:` under
+# the project's namespace and for `value:` under any other; a map declares the key.
+_UNSET: Any = object()
+_DECLARATION_FIELDS = ("default", "description", "items", "secret", "type", "value")
+_CONFIG_TYPES = ("string", "integer", "boolean", "array", "object")
+_INTEGER = re.compile(r"^[+-]?[0-9]+$")
+
+
+@dataclass(frozen=True)
+class ProjectConfigKey:
+    """One entry of Pulumi.yaml's `config:` block."""
+
+    type: Optional[str] = None
+    items: Optional[dict[str, Any]] = None
+    default: Any = _UNSET
+    value: Any = _UNSET
+    secret: bool = False
+
+    @property
+    def given(self) -> Any:
+        return self.default if self.default is not _UNSET else self.value
+
+
+def _type_name(type_: str, items: Optional[dict[str, Any]]) -> str:
+    if items is not None:
+        return f"array<{_type_name(str(items.get('type')), items.get('items'))}>"
+    return type_
+
+
+def _config_value_ok(type_: str, items: Optional[dict[str, Any]], value: Any) -> bool:
+    """The CLI's check of a config value against a declared type (scalars arrive as the
+    strings the CLI stores, so "3" is an integer and "true" a boolean)."""
+    if type_ == "string":
+        return isinstance(value, str)
+    if type_ == "integer":
+        if isinstance(value, bool):
+            return False
+        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+            return True
+        return isinstance(value, str) and bool(_INTEGER.match(value))
+    if type_ == "boolean":
+        return isinstance(value, bool) or value in ("true", "false")
+    if type_ == "object":
+        return isinstance(value, dict)
+    if not isinstance(value, list) or items is None:
+        return False
+    return all(_config_value_ok(str(items.get("type")), items.get("items"), item) for item in value)
+
+
+def _check_items(where: str, items: Any) -> None:
+    if not isinstance(items, dict) or items.get("type") not in _CONFIG_TYPES or set(items) - {"type", "items"}:
+        raise StackConfigError(where, f"must be a map with a 'type' (one of {', '.join(_CONFIG_TYPES)}) and, for arrays, 'items'")
+    if items["type"] == "array":
+        if "items" not in items:
+            raise StackConfigError(where, "declares an array but not the type of its 'items'")
+        _check_items(f"{where}/items", items["items"])
+
+
+def project_config(project: dict[str, Any]) -> dict[str, ProjectConfigKey]:
+    """Pulumi.yaml's `config:` block as {"<namespace>:<key>": declaration}, validated as the
+    CLI validates it."""
+    block = project.get("config")
+    if block is None or isinstance(block, str):  # a string is the old spelling of stackConfigDir
+        return {}
+    if not isinstance(block, dict):
+        raise StackConfigError("Pulumi.yaml#/config", "must be a map of config keys")
+    name = project["name"]
+    out: dict[str, ProjectConfigKey] = {}
+    for raw_key, decl in block.items():
+        key = str(raw_key)
+        where = f"Pulumi.yaml#/config/{key}"
+        own = ":" not in key or key.startswith(f"{name}:")
+        if decl is None:
+            decl = {}
+        elif not isinstance(decl, dict):
+            decl = {"default": decl} if own else {"value": decl}
+        unknown = sorted(str(k) for k in decl if k not in _DECLARATION_FIELDS)
+        if unknown:
+            raise StackConfigError(where, f"unknown attribute '{unknown[0]}'; allowed: {', '.join(_DECLARATION_FIELDS)}")
+        default = decl["default"] if decl.get("default") is not None else _UNSET
+        value = decl["value"] if decl.get("value") is not None else _UNSET
+        type_, items = decl.get("type"), decl.get("items")
+        if default is not _UNSET and value is not _UNSET:
+            raise StackConfigError(where, "cannot have both a 'default' and a 'value'")
+        if not isinstance(decl.get("secret", False), bool):
+            raise StackConfigError(f"{where}/secret", "must be true or false")
+        if own:
+            if type_ is not None and type_ not in _CONFIG_TYPES:
+                raise StackConfigError(f"{where}/type", f"must be one of {', '.join(_CONFIG_TYPES)}; got {json.dumps(type_)}")
+            if type_ == "array" and items is None:
+                raise StackConfigError(where, "declares an array but not the type of its 'items'")
+            if items is not None:
+                _check_items(f"{where}/items", items)
+            if type_ is not None and default is not _UNSET and not _config_value_ok(type_, items, default):
+                raise StackConfigError(f"{where}/default", f"is not of the declared type {_type_name(type_, items)}")
+        elif type_ is not None:
+            raise StackConfigError(where, "is not in the project's namespace and cannot declare a type")
+        elif default is not _UNSET:
+            raise StackConfigError(where, "is not in the project's namespace: give it a 'value', not a 'default'")
+        elif value is _UNSET:
+            raise StackConfigError(where, "is not in the project's namespace and must give a 'value'")
+        full = key if ":" in key else f"{name}:{key}"
+        out[full] = ProjectConfigKey(type_, items, default, value, bool(decl.get("secret", False)))
+    return out
+
+
+def stack_file(stack: str, repo: Path = REPO_ROOT, project: Optional[dict[str, Any]] = None) -> Path:
+    """Pulumi.<stack>.yaml, in `stackConfigDir` (or the old string form of `config`) if set."""
+    project = load_project(repo) if project is None else project
+    config_dir, old_form = project.get("stackConfigDir"), project.get("config")
+    if isinstance(old_form, str):
+        if config_dir is not None:
+            raise StackConfigError("Pulumi.yaml#/config", "names a stack config directory while stackConfigDir is set; keep only stackConfigDir")
+        config_dir = old_form
+    if config_dir is not None and not isinstance(config_dir, str):
+        raise StackConfigError("Pulumi.yaml#/stackConfigDir", "must be a directory path")
+    return repo / (config_dir or ".") / f"Pulumi.{stack}.yaml"
+
+
 def load_stack_config(stack: str, repo: Path = REPO_ROOT) -> tuple[str, dict[str, str], list[str]]:
-    """Return (project, {"<ns>:<key>": value-string}, secret keys) for a stack."""
-    project = load_project(repo)["name"]
-    path = repo / f"Pulumi.{stack}.yaml"
-    if not path.exists():
-        raise StackConfigError("stack", f"no stack file Pulumi.{stack}.yaml in {repo.name}/")
+    """Return (project, {"<ns>:<key>": value-string}, secret keys) for a stack: the stack
+    file's values over Pulumi.yaml's project-level config, as the CLI merges them."""
+    project_doc = load_project(repo)
+    project = project_doc["name"]
+    declared = project_config(project_doc)
+    path = stack_file(stack, repo, project_doc)
+    if not path.is_file():
+        raise StackConfigError("stack", f"no stack file {path.name} in {path.parent.name or repo.name}/")
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise StackConfigError(path.name, f"is not valid YAML{where}")
+        raise StackConfigError(path.name, f"is not valid YAML{_yaml_where(exc)}")
     if not isinstance(doc, dict):
         raise StackConfigError(path.name, "must be a map")
     config = doc.get("config") or {}
     if not isinstance(config, dict):
-        raise StackConfigError(f"{path.name}: config", "must be a map of keys to values")
-    out: dict[str, str] = {}
-    secrets: list[str] = []
+        raise StackConfigError(f"{path.name}#/config", "must be a map of keys to values")
+    merged: dict[str, Any] = {}
     for key, value in config.items():
         key = str(key)
-        full = key if ":" in key else f"{project}:{key}"  # bare keys belong to the project
+        merged[key if ":" in key else f"{project}:{key}"] = value  # bare keys belong to the project
+    missing = []
+    for full, decl in sorted(declared.items()):
+        if full in merged:
+            continue
+        if decl.given is not _UNSET:
+            merged[full] = decl.given
+        elif full.split(":", 1)[0] == project:
+            missing.append(full)
+    if missing:
+        also = f" (also missing: {', '.join(missing[1:])})" if missing[1:] else ""
+        raise StackConfigError(missing[0], f"declared in Pulumi.yaml without a default and not set in {path.name}{also}")
+    out: dict[str, str] = {}
+    secrets: list[str] = []
+    for full, value in merged.items():
+        decl = declared.get(full)
+        if decl is not None and decl.type is not None and not _is_secure(value):
+            if decl.secret:
+                raise StackConfigError(full, "is declared secret in Pulumi.yaml: set it with `pulumi config set --secret`")
+            # The CLI checks what it stores: scalars as strings, objects and lists as JSON.
+            shown = value if isinstance(value, (dict, list)) else _cli_value(value)
+            if not _config_value_ok(decl.type, decl.items, shown):
+                raise StackConfigError(full, f"must be of type {_type_name(decl.type, decl.items)} (declared in Pulumi.yaml)")
         secure: list[str] = []
         value = _strip_secure(value, full, secure)
         if secure:
@@ -157,18 +323,25 @@ def _mocks_class():
     class PreviewMocks(pulumi.runtime.Mocks):
         """Echo inputs back as outputs, and give computed values a deterministic stand-in."""
 
+        def __init__(self) -> None:
+            self.stand_ins: list[str] = []
+
+        def _secret(self, value: str) -> dict[str, Any]:
+            self.stand_ins.append(value)
+            return {SIG_KEY: SECRET_SIG, "value": value}
+
         def new_resource(self, args: pulumi.runtime.MockResourceArgs):
             state = dict(args.inputs)
             if args.typ == "random:index/randomPassword:RandomPassword":
                 # The real provider marks `result` secret; mocks skip additionalSecretOutputs,
                 # so wrap it here to keep the same contract.
-                state["result"] = {SIG_KEY: SECRET_SIG, "value": _placeholder("password", args.name)}
+                state["result"] = self._secret(_placeholder("password", args.name))
             if args.typ == "random:index/randomBytes:RandomBytes":
                 # Same contract: base64 and hex are secret outputs of the real provider.
                 length = int(args.inputs.get("length", 32))
                 stand_in = hashlib.sha256(f"offline-bytes-{args.name}".encode()).digest() * (length // 32 + 1)
-                for key, value in (("base64", base64.b64encode(stand_in[:length]).decode()), ("hex", stand_in[:length].hex())):
-                    state[key] = {SIG_KEY: SECRET_SIG, "value": value}
+                state["base64"] = self._secret(base64.b64encode(stand_in[:length]).decode())
+                state["hex"] = self._secret(stand_in[:length].hex())
             return f"{args.name}-id", state
 
         def call(self, args: pulumi.runtime.MockCallArgs):
@@ -179,6 +352,7 @@ def _mocks_class():
 
 def _monitor_class():
     from pulumi.runtime import rpc
+    from pulumi.runtime import settings as runtime_settings
     from pulumi.runtime.mocks import MockMonitor
 
     class RecordingMonitor(MockMonitor):
@@ -193,10 +367,13 @@ def _monitor_class():
             self.stack_urn: Optional[str] = None
 
         def make_urn(self, parent: str, type_: str, name: str) -> str:
-            # Like the engine: children of the root stack carry no parent type in the URN.
-            if parent and parent == self.stack_urn:
-                parent = ""
-            return super().make_urn(parent, type_, name)
+            """As the engine builds URNs: the type is qualified by the whole chain of parent
+            types (`Region$Backend$kubernetes:apps/v1:Deployment`), less the root stack's.
+            (The SDK's mock keeps only the immediate parent's type.)"""
+            if parent and parent != self.stack_urn:
+                # urn:pulumi:<stack>::<project>::<qualified type>::<name>; names may hold "::".
+                type_ = parent.split("::", 3)[2] + "$" + type_
+            return "urn:pulumi:" + "::".join([runtime_settings.get_stack(), runtime_settings.get_project(), type_, name])
 
         def RegisterResource(self, request):
             urn = self.make_urn(request.parent, request.type, request.name)
@@ -240,8 +417,89 @@ def _program_path(program_dir: Path):
         sys.path[:] = saved
 
 
+# Where the interpreter's own and installed packages live, and this preview: a module from
+# there is never the program's, whatever its name or the program's directory (`main: .`
+# holds .venv/ and preview/ too).
+_NEVER_THE_PROGRAM = tuple(
+    {str(Path(p).resolve()) for key in ("stdlib", "platstdlib", "purelib", "platlib") if (p := sysconfig.get_paths().get(key))}
+    | {str(Path(__file__).resolve().parent)}
+)
+
+
+def _locations(module: Any) -> list[str]:
+    try:
+        found = [getattr(module, "__file__", None), *(getattr(module, "__path__", None) or [])]
+    except Exception:  # noqa: BLE001 - a lazy or odd module object is nobody's program
+        return []
+    return [str(Path(f).resolve()) for f in found if isinstance(f, str)]
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _program_modules(program_dir: Path) -> list[str]:
+    """Names in sys.modules that the program would import from its own directory: loaded
+    from it, or (from another checkout's program) under a top-level name it provides."""
+    root = str(program_dir.resolve())
+    provided = {p.stem for p in program_dir.glob("*.py") if p.stem != "__main__"}
+    provided |= {p.name for p in program_dir.iterdir() if p.is_dir() and p.name.isidentifier()} if program_dir.is_dir() else set()
+    names = []
+    for name, module in list(sys.modules.items()):
+        where = _locations(module)
+        if not where or any(_under(w, d) for w in where for d in _NEVER_THE_PROGRAM):
+            continue
+        if any(_under(w, root) for w in where) or name.split(".", 1)[0] in provided:
+            names.append(name)
+    return names
+
+
+@contextlib.contextmanager
+def _fresh_program_modules(program_dir: Path):
+    """The program imports its own modules afresh; the caller's come back afterwards."""
+    saved = {name: sys.modules.pop(name) for name in _program_modules(program_dir)}
+    try:
+        yield
+    finally:
+        for name in _program_modules(program_dir):
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
+
+
+def _program_config_error(exc: BaseException, program_dir: Path) -> Optional[ProgramConfigError]:
+    """The program's own ConfigError (settings.ConfigError of this run's import), as a
+    StackConfigError the caller can catch without importing the program."""
+    root = str(program_dir.resolve())
+    for cls in type(exc).__mro__:
+        module = sys.modules.get(cls.__module__)
+        if cls.__name__ == "ConfigError" and module is not None and any(_under(w, root) for w in _locations(module)):
+            key, message = getattr(exc, "key", None), getattr(exc, "message", None)
+            if isinstance(key, str) and isinstance(message, str):
+                return ProgramConfigError(key, message)
+            key, _, message = str(exc).partition(": ")
+            return ProgramConfigError(key, message)
+    return None
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what a failed program left pending and close the loop, so nothing reports
+    "Task was destroyed but it is pending!" at exit."""
+    try:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+
+
 def run_program(stack: str, repo: Path = REPO_ROOT, *, config_override: Optional[dict[str, str]] = None) -> Run:
-    """Run infra/ for one stack and return every registered resource."""
+    """Run infra/ for one stack and return every registered resource.
+
+    Raises StackConfigError for unusable project or stack files and ProgramConfigError
+    (a StackConfigError) when the program's settings refuse the config."""
     import pulumi
     from pulumi.runtime import config as runtime_config
     from pulumi.runtime import settings as runtime_settings
@@ -254,7 +512,8 @@ def run_program(stack: str, repo: Path = REPO_ROOT, *, config_override: Optional
         config = config_override
     program_dir = repo / str(project_doc.get("main", ".")).rstrip("/")
 
-    monitor = _monitor_class()(_mocks_class()())
+    mocks = _mocks_class()()
+    monitor = _monitor_class()(mocks)
     runtime_config.set_all_config(config, secret_keys)
     runtime_settings.ROOT.set(None)
     runtime_settings.configure(
@@ -273,10 +532,17 @@ def run_program(stack: str, repo: Path = REPO_ROOT, *, config_override: Optional
     asyncio.set_event_loop(loop)
     main = program_dir / "__main__.py"
     try:
-        with _program_path(program_dir):
-            loop.run_until_complete(run_in_stack(lambda: runpy.run_path(str(main), run_name="__main__")))
+        with _program_path(program_dir), _fresh_program_modules(program_dir):
+            try:
+                loop.run_until_complete(run_in_stack(lambda: runpy.run_path(str(main), run_name="__main__")))
+            except Exception as exc:
+                # Recognised while this run's `settings` module is still importable.
+                converted = _program_config_error(exc, program_dir)
+                if converted is not None:
+                    raise converted from exc
+                raise
     finally:
-        loop.close()
+        _close_loop(loop)
         asyncio.set_event_loop(None)
         runtime_settings.ROOT.set(None)
         runtime_config.set_all_config({}, [])
@@ -286,4 +552,5 @@ def run_program(stack: str, repo: Path = REPO_ROOT, *, config_override: Optional
         records=monitor.records,
         outputs=monitor.stack_outputs,
         secret_config_keys=secret_keys,
+        stand_ins=list(mocks.stand_ins),
     )

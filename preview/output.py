@@ -15,6 +15,17 @@ import yaml
 from .plan import Plan, manifest_filename, manifest_subdir
 
 _FIRST = ("apiVersion", "kind", "metadata")
+# What tells a stack directory the preview wrote: its plan.json has these keys.
+_PLAN_KEYS = {"project", "stack", "regions", "resourceCount", "resources"}
+
+
+class RenderError(ValueError):
+    """The program's objects cannot be laid out as the contract says (two objects in one
+    file, an object outside any region): a program error."""
+
+
+class OutputDirError(Exception):
+    """The output directory holds something the preview did not write: left alone."""
 
 
 class _Dumper(yaml.SafeDumper):
@@ -47,16 +58,38 @@ def render_files(plan: Plan, report_md: str, policy_json: dict[str, Any] | None 
         files["policy.json"] = json.dumps(policy_json, indent=2, sort_keys=True) + "\n"
     for res in plan.kubernetes_objects():
         obj = res.manifest
-        region = res.region or "global"
-        path = f"{region}/{manifest_subdir(obj)}/{manifest_filename(obj)}"
+        if not res.region:
+            # The contract has build/<stack>/<region>/ only: every object belongs to a Region.
+            raise RenderError(f"{res.urn} is not inside any tikit:platform:Region, so it has no build/<stack>/<region>/ directory")
+        path = f"{res.region}/{manifest_subdir(obj)}/{manifest_filename(obj)}"
         if path in files:
-            raise ValueError(f"two objects render to {path}: {res.urn}")
+            raise RenderError(f"two objects render to {path}: {res.urn}")
         files[path] = manifest_yaml(obj)
     return files
 
 
+def _written_by_preview(out_dir: Path) -> bool:
+    try:
+        doc = json.loads((out_dir / "plan.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and _PLAN_KEYS <= set(doc)
+
+
+def check_replaceable(out_dir: Path) -> None:
+    """Raise OutputDirError unless out_dir is absent, empty, or an earlier preview's output."""
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        raise OutputDirError(f"{out_dir} exists and is not a directory; remove it or choose another --out")
+    if any(out_dir.iterdir()) and not _written_by_preview(out_dir):
+        raise OutputDirError(f"{out_dir} holds files the preview did not write (no plan.json of its own); remove it or choose another --out")
+
+
 def write(out_dir: Path, files: dict[str, str]) -> None:
-    """Replace out_dir with exactly these files."""
+    """Replace out_dir with exactly these files.  Only an absent or empty directory, or
+    one an earlier preview wrote, is replaced (OutputDirError otherwise)."""
+    check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:

@@ -20,14 +20,17 @@ def is_secret(value: Any) -> bool:
 
 def clean(value: Any, *, repo: Path = REPO_ROOT) -> Any:
     """Redact secrets (keeping map keys visible), turn integral floats back into ints and
-    show paths inside the repository relative to it, so plans compare across machines."""
+    show paths inside the repository relative to it, so plans compare across machines.
+
+    Every key stays, "__"-prefixed ones included (a ConfigMap may hold `__init__.py`): the
+    SDK's mock engine adds no internal properties to the inputs it records."""
     if is_secret(value):
         inner = value.get("value")
         if isinstance(inner, dict) and not is_secret(inner):
             return {k: REDACTED for k in sorted(inner)}
         return REDACTED
     if isinstance(value, dict):
-        return {k: clean(v, repo=repo) for k, v in sorted(value.items()) if not k.startswith("__")}
+        return {k: clean(v, repo=repo) for k, v in sorted(value.items())}
     if isinstance(value, (list, tuple)):
         return [clean(v, repo=repo) for v in value]
     if isinstance(value, float) and value.is_integer():
@@ -50,6 +53,9 @@ class Resource:
     region: Optional[str]
     custom: bool
     inputs: dict[str, Any]
+    # URNs this resource depends on (depends_on and the resources its inputs came from),
+    # sorted: what the engine hands a stack policy as PolicyResource.dependencies.
+    dependencies: tuple[str, ...] = ()
 
     @property
     def is_kubernetes(self) -> bool:
@@ -67,6 +73,7 @@ class Resource:
             "parent": self.parent,
             "region": self.region,
             "inputs": self.inputs,
+            "dependencies": list(self.dependencies),
         }
 
 
@@ -137,6 +144,7 @@ def build(run: Run) -> Plan:
                     region=regions[r.urn],
                     custom=r.custom,
                     inputs=clean(r.inputs),
+                    dependencies=tuple(sorted(set(r.dependencies))),
                 )
                 for r in run.records
             ),

@@ -53,7 +53,9 @@ LEVELS = {level.value: level for level in EnforcementLevel}
 
 
 class PolicyConfigError(StackConfigError):
-    """The policy config file is unusable: a config error (exit code 2), like bad settings."""
+    """The policy config file is unusable: a config error (exit code 2), like bad settings.
+    Keys read `policy-config.<policy>.<setting>`; names from the file are echoed on one line
+    (StackConfigError escapes line breaks)."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ def load_config(path: Optional[Path]) -> dict[str, Any]:
     try:
         text = Path(path).read_text()
     except OSError:
-        raise PolicyConfigError("policy config", f"cannot read {path}")
+        raise PolicyConfigError("policy-config", f"cannot read {path}")
     if not text.strip():
         return {}
     try:
@@ -131,14 +133,14 @@ def resolve(policies: list[Policy], default: EnforcementLevel, config: Mapping[s
     by_name = {p.name: p for p in policies}
     for name in config:
         if name != "all" and name not in by_name:
-            raise PolicyConfigError(f"policy config: {name}", f"unknown policy; known: {', '.join(sorted(by_name))}")
+            raise PolicyConfigError(f"policy-config.{name}", f"unknown policy; known: {', '.join(sorted(by_name))}")
     all_level: Optional[EnforcementLevel] = None
     if "all" in config:
         entry = config["all"]
         value = entry.get("enforcementLevel") if isinstance(entry, dict) else entry
         if isinstance(entry, dict) and set(entry) - {"enforcementLevel"}:
-            raise PolicyConfigError("policy config: all", "takes only an enforcementLevel")
-        all_level = _level("policy config: all", value)
+            raise PolicyConfigError("policy-config.all", "takes only an enforcementLevel")
+        all_level = _level("policy-config.all", value)
     out: dict[str, Resolved] = {}
     for p in policies:
         props = dict(p.config_schema.properties) if p.config_schema else {}
@@ -147,7 +149,7 @@ def resolve(policies: list[Policy], default: EnforcementLevel, config: Mapping[s
         if all_level is not None:
             level = all_level
         entry = config.get(p.name)
-        where = f"policy config: {p.name}"
+        where = f"policy-config.{p.name}"
         if isinstance(entry, str):
             level = _level(where, entry)
         elif isinstance(entry, dict):
@@ -203,7 +205,7 @@ def _stack_resources(plan: Plan) -> list[PolicyResource]:
         res = resources[r.urn]
         if r.parent in resources:
             res.parent = resources[r.parent]
-        res.dependencies = [resources[d] for d in getattr(r, "dependencies", ()) if d in resources]
+        res.dependencies = [resources[d] for d in r.dependencies if d in resources]
     return list(resources.values())
 
 

@@ -92,14 +92,24 @@ def topology_mermaid(plan: Plan, primary: Optional[str] = None) -> str:
     return "\n".join(lines)
 
 
+# plan.md must fit in a pull-request comment: findings past this many rows are counted,
+# not listed (policy.json has them all).
+MAX_FINDING_ROWS = 200
+
+
+def cell(text: object) -> str:
+    """A value as one Markdown table cell: pipes escaped, line breaks flattened."""
+    return str(text).replace("|", "\\|").replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+
+
 def _table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> list[str]:
     header = list(header)
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
     return out
 
 
-def policy_section(result: Optional[PolicyResult]) -> list[str]:
+def policy_section(result: Optional[PolicyResult], max_rows: int = MAX_FINDING_ROWS) -> list[str]:
     if result is None:
         return ["Policies were not run."]
     status = "FAILED" if result.mandatory else "passed"
@@ -108,14 +118,17 @@ def policy_section(result: Optional[PolicyResult]) -> list[str]:
         f"{len(result.mandatory)} mandatory violation(s), {len(result.advisory)} advisory finding(s): **{status}**."
     ]
     if result.findings:
+        shown = result.findings[:max_rows]  # mandatory findings sort first, so they are the ones shown
         lines.append("")
         lines += _table(
             ["level", "policy", "resource", "message"],
             (
-                (f.enforcement, f"`{f.policy}`", f"`{f.urn.rsplit('::', 1)[-1]}`" if f.urn else "stack", f.message.replace("|", "\\|"))
-                for f in result.findings
+                (f.enforcement, f"`{f.policy}`", f"`{f.urn.rsplit('::', 1)[-1]}`" if f.urn else "stack", f.message)
+                for f in shown
             ),
         )
+        if len(result.findings) > len(shown):
+            lines += ["", f"... {len(result.findings) - len(shown)} more findings (see policy.json)"]
     return lines
 
 

@@ -85,22 +85,69 @@ def head_label(repo: Path) -> str:
     return f"working tree at `{sha}`" + (" with uncommitted changes" if dirty else "")
 
 
+def _safe_members(tar: tarfile.TarFile, dest: Path):
+    """The archive's members, each checked as tarfile's "data" filter checks them (for
+    Pythons before 3.11.4, which lack it): no absolute paths, nothing outside dest, no
+    links out of it, no devices or FIFOs."""
+    root = dest.resolve()
+
+    def inside(path: Path) -> bool:
+        return path == root or root in path.parents
+
+    for member in tar:
+        name = member.name
+        target = (root / name).resolve()
+        if name.startswith("/") or ".." in Path(name).parts or not inside(target):
+            raise DiffError(f"git archive: refusing {name!r}: outside the export directory")
+        if member.issym():
+            link = (target.parent / member.linkname).resolve()
+            if member.linkname.startswith("/") or not inside(link):
+                raise DiffError(f"git archive: refusing symlink {name!r} -> {member.linkname!r}: points outside the export")
+        elif member.islnk():
+            if member.linkname.startswith("/") or not inside((root / member.linkname).resolve()):
+                raise DiffError(f"git archive: refusing hard link {name!r} -> {member.linkname!r}: points outside the export")
+        elif not (member.isfile() or member.isdir()):
+            raise DiffError(f"git archive: refusing {name!r}: not a file, directory or link")
+        yield member
+
+
+def _extract(stream, dest: Path) -> None:
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        if hasattr(tarfile, "data_filter"):  # Python 3.11.4+ (3.12+, and backports)
+            tar.extractall(dest, members=_safe_members(tar, dest), filter="data")
+        else:
+            tar.extractall(dest, members=_safe_members(tar, dest))
+
+
 def export(repo: Path, sha: str, dest: Path) -> None:
     """The tree of a commit, as files (no .git, no worktree bookkeeping)."""
     dest.mkdir(parents=True, exist_ok=True)
     if not git(repo, "ls-tree", sha):
         return  # an empty tree archives to no tar members at all
-    proc = subprocess.Popen(
-        ["git", "-C", str(repo), "archive", "--format=tar", sha], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-            tar.extractall(dest, filter="data")
-    finally:
-        stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        proc.wait()
-    if proc.returncode != 0:
-        raise DiffError(f"git archive {sha[:7]}: {stderr.strip() or f'exit code {proc.returncode}'}")
+    # stderr goes to a file, not a pipe: a pipe nobody reads while the tar stream is read
+    # could fill up and stall git, and reading it while git waits on a full stdout pipe
+    # would stall us.
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(["git", "-C", str(repo), "archive", "--format=tar", sha], stdout=subprocess.PIPE, stderr=errors)
+        failure: Optional[BaseException] = None
+        try:
+            _extract(proc.stdout, dest)
+            proc.stdout.read()  # the archive's zero padding, so git exits 0 rather than on SIGPIPE
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, after git is stopped
+            failure = exc
+        finally:
+            proc.stdout.close()
+            if failure is not None and proc.poll() is None:
+                proc.kill()  # it may be blocked writing to the pipe we no longer read
+            proc.wait()
+        errors.seek(0)
+        stderr = errors.read().decode(errors="replace").strip()
+    if isinstance(failure, DiffError) or (failure is not None and not isinstance(failure, (tarfile.TarError, OSError))):
+        raise failure
+    if failure is not None or proc.returncode != 0:
+        # git's own message says most (an unknown object, a corrupt repository).
+        why = stderr or (f"cannot extract ({type(failure).__name__}: {failure})" if failure else f"exit code {proc.returncode}")
+        raise DiffError(f"git archive {sha[:7]}: {why}")
 
 
 def render_stack(checkout: Path, stack: str, out_root: Path, *, python: str = sys.executable) -> tuple[Optional[Side], Optional[str]]:

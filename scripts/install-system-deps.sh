@@ -18,7 +18,8 @@ if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
 echo "install-system-deps: installing ${need[*]}" >&2
-apt_get=apt-get; [ "$(id -u)" = 0 ] || apt_get="sudo apt-get"
+# sudo drops most of the environment, so the variable goes through env after it.
+apt_get="env DEBIAN_FRONTEND=noninteractive apt-get"; [ "$(id -u)" = 0 ] || apt_get="sudo $apt_get"
 $apt_get update -qq
 # Package scripts try to start the daemons as services; the tests start their own.
-DEBIAN_FRONTEND=noninteractive $apt_get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+$apt_get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
+import hypothesis
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -17,6 +19,13 @@ for p in (REPO / "infra", REPO):
 STACKS = ("dev", "staging", "prod")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+# Under CI, property tests draw the same examples on every run (a red build is reproducible,
+# not a dice roll), take no per-example deadline on a loaded 2-core machine, and print the
+# blob that replays a failure.
+hypothesis.settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if IN_CI:
+    hypothesis.settings.load_profile("ci")
+
 
 def require_binary(name: str) -> str:
     """Path of a daemon binary; a missing one fails under CI=true and skips elsewhere."""
@@ -25,9 +34,14 @@ def require_binary(name: str) -> str:
     for candidate in (shutil.which(name), *(str(p) for p in Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))):
         if candidate and Path(candidate).exists():
             return candidate
-    message = f"{name} is not installed (make test installs it)"
+    unavailable(f"{name} is not installed (make test installs it)")
+
+
+def unavailable(message: str) -> NoReturn:
+    """A test cannot run here: fail under CI=true (a CI run that skips proves nothing),
+    skip elsewhere.  The one place integration tests decide that."""
     if IN_CI:
-        pytest.fail(message)
+        pytest.fail(f"{message} (CI=true: integration tests must run, not skip)", pytrace=False)
     pytest.skip(message)
 
 
@@ -65,3 +79,9 @@ def named(plan, kind: str, name: str, region: str) -> dict:
     found = [o for o in objects(plan, kind, region) if o["metadata"]["name"] == name]
     assert len(found) == 1, f"expected one {kind}/{name} in {region}, found {len(found)}"
     return found[0]
+
+
+def regional(plan, kind: str, name: str):
+    """(region, object) for every region of the stack: the one object of that kind and name."""
+    for region in plan.regions:
+        yield region, named(plan, kind, name, region)

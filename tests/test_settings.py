@@ -47,9 +47,10 @@ def test_stack_deltas_override_the_preset():
 
 def test_derived_numbers_are_computed_once():
     d = load({}, stack="prod").derived
-    # 2 pools x 2 PgBouncer pods x (20 + 5) + 3 superuser + 10 admin + 10 WAL senders
+    # 2 pools x 2 PgBouncer pods x (20 + 5) + 3 superuser + 10 admin (WAL senders have
+    # their own slots since PostgreSQL 12)
     assert d.pool_server_connections == 100
-    assert d.postgres_max_connections == 123
+    assert d.postgres_max_connections == 113
     # 60% of a 2Gi limit for data, the rest for the fork
     assert d.redis_maxmemory_bytes == 2 * 1024**3 * 60 // 100
     assert d.redis_maxmemory_bytes + d.redis_fork_headroom_bytes == 2 * 1024**3
@@ -160,3 +161,148 @@ def test_fuzz_accepted_or_config_error(config, stack):
         assert result.environment in settings.ENVIRONMENTS
         assert result.backend.min_replicas <= result.backend.max_replicas
         assert sum(r.role == "primary" for r in result.regions) == 1
+
+
+# --- data tiers: checks that used to live in components or in magic bounds ------------
+
+
+@pytest.mark.parametrize(
+    "parameters, message",
+    [
+        ({"port": "5433"}, "postgres.parameters: 'port' is managed by the CloudNativePG operator"),
+        ({"Hot_Standby": "off"}, "postgres.parameters: 'Hot_Standby' is managed by the CloudNativePG operator"),
+        ({"ssl_ciphers": "x"}, "postgres.parameters: 'ssl_ciphers' is managed by the CloudNativePG operator"),
+        ({"WAL_LEVEL": "minimal"}, "postgres.parameters: wal_level must be one of replica, logical; got 'minimal'"),
+    ],
+)
+def test_postgres_parameter_overrides_fail_in_settings(parameters, message):
+    """load() refuses them, so the program stops before it declares any resource (it loads
+    the settings first), not halfway through the PostgreSQL tier."""
+    with pytest.raises(ConfigError) as err:
+        load({"postgres": {"parameters": parameters}}, stack="staging")
+    assert str(err.value).startswith(message) and err.value.key == "postgres.parameters"
+
+
+def test_postgres_tuning_fields_are_validated():
+    s = load({"postgres": {"slowQueryMs": 250, "randomPageCost": 2, "walKeepSizeMaxMb": 128}}, stack="prod").postgres
+    assert (s.slow_query_ms, s.random_page_cost, s.wal_keep_size_max_mb) == (250, 2.0, 128)
+    with pytest.raises(ConfigError, match=r"^postgres\.slowQueryMs: must be >= -1"):
+        load({"postgres": {"slowQueryMs": -5}}, stack="prod")
+    with pytest.raises(ConfigError, match=r"^postgres\.effectiveIoConcurrency: must be <= 1000"):
+        load({"postgres": {"effectiveIoConcurrency": 5000}}, stack="prod")
+
+
+def test_redis_deadlines_cover_the_waits_they_wrap():
+    r = load({}, stack="prod").redis
+    assert r.backup_active_deadline_seconds >= r.backup_wait_seconds + settings.REDIS_BACKUP_UPLOAD_MARGIN_SECONDS
+    assert r.termination_grace_seconds >= r.shutdown_timeout_seconds + settings.REDIS_SHUTDOWN_SAVE_MARGIN_SECONDS
+    # The deadline follows the wait, not a fixed minimum: a short wait allows a short deadline...
+    assert load({"redis": {"backupWaitSeconds": 60, "backupActiveDeadlineSeconds": 120}}, stack="prod")
+    # ...and a long wait needs a longer one.
+    with pytest.raises(ConfigError) as err:
+        load({"redis": {"backupWaitSeconds": 1800}}, stack="prod")
+    assert str(err.value) == (
+        "redis.backupActiveDeadlineSeconds: 1800 must be at least redis.backupWaitSeconds 1800 + 60 s for the upload (1860)"
+    )
+    assert load({"redis": {"shutdownTimeoutSeconds": 2, "terminationGraceSeconds": 7}}, stack="prod")
+    with pytest.raises(ConfigError, match=r"^redis\.terminationGraceSeconds: 60 must be at least redis\.shutdownTimeoutSeconds 58"):
+        load({"redis": {"shutdownTimeoutSeconds": 58}}, stack="prod")
+
+
+def test_object_storage_endpoint_per_region():
+    regions = [
+        {"name": "lagos", "role": "primary", "objectStorageEndpoint": "https://s3.af-south-1.amazonaws.com"},
+        {"name": "london", "role": "backup"},
+    ]
+    s = load({"regions": regions}, stack="prod")
+    assert s.object_storage_endpoint("lagos") == "https://s3.af-south-1.amazonaws.com"
+    # Unset: the stack-wide endpoint.
+    assert s.object_storage_endpoint("london") == s.object_storage.endpoint_url
+    with pytest.raises(ConfigError, match=r"^regions\[0\]\.objectStorageEndpoint: must be an http\(s\) URL"):
+        load({"regions": [{**regions[0], "objectStorageEndpoint": "s3.af-south-1"}]}, stack="prod")
+
+
+def test_replication_peer_cidr_is_gone():
+    """Cross-region streaming was never wired (no connectionParameters): no half setting."""
+    with pytest.raises(ConfigError, match=r"^network\.replicationPeerCidr: unknown key"):
+        load({"network": {"replicationPeerCidr": "203.0.113.0/24"}}, stack="staging")
+
+
+# --- backup schedules the backup-age alerts can reason about --------------------------
+
+
+@pytest.mark.parametrize("schedule, period", [
+    ("0 0 2 * * *", 86400),      # CNPG: six fields, seconds first
+    ("0 0 2 ? * ?", 86400),      # CNPG's cron library reads "?" as "*"
+    ("0 30 * * * *", 3600),
+    ("0 0 */6 * * *", 6 * 3600),
+    ("0 * * * *", 3600),         # Kubernetes CronJob: five fields
+    ("15 */6 * * *", 6 * 3600),
+    ("0 0 * * *", 86400),
+    ("0 */24 * * *", 86400),
+])
+def test_backup_schedule_periods(schedule, period):
+    assert settings.cron_period_seconds(schedule) == period
+
+
+@pytest.mark.parametrize("schedule", [
+    "0 0 2 * * 1-5",   # weekdays only: the weekend gap would look like a missed backup
+    "0 0 2 * * 1",
+    "0 0 2 1 * *",     # monthly
+    "*/30 0 2 * * *",  # every 30 s during 02:00
+    "*/5 * * * *",
+    "0 0 1 * *",
+    "0 */7 * * *",     # 7 does not divide 24: the gap at midnight differs
+    "0 25 * * *",
+    "61 * * * *",
+    "bad",
+    "",
+])
+def test_backup_schedules_without_a_known_period(schedule):
+    assert settings.cron_period_seconds(schedule) is None
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"postgres": {"backupSchedule": "0 0 2 * * 1-5"}},
+     "postgres.backupSchedule: the backup-age alert needs a daily, hourly or every-N-hours schedule, got '0 0 2 * * 1-5'"),
+    ({"redis": {"backupSchedule": "*/15 * * * *"}},
+     "redis.backupSchedule: the backup-age alert needs a daily, hourly or every-N-hours schedule, got '*/15 * * * *'"),
+    ({"monitoring": {"redisBackupMaxAgeSeconds": 3600}},
+     "monitoring.redisBackupMaxAgeSeconds: 3600 must exceed the Redis backup period of 3600 s (redis.backupSchedule '0 * * * *')"),
+    ({"redis": {"backupSchedule": "0 3 * * *"}},
+     "monitoring.redisBackupMaxAgeSeconds: 7200 must exceed the Redis backup period of 86400 s"),
+])
+def test_backup_schedules_are_checked_when_settings_load(config, message):
+    """A one-line config error naming the key, before any resource is declared (these used
+    to surface from the monitoring component, one of them as a ValueError traceback)."""
+    with pytest.raises(ConfigError) as err:
+        load(config, stack="prod")
+    assert str(err.value).startswith(message), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_daily_redis_backup_needs_a_limit_above_a_day():
+    s = load({"redis": {"backupSchedule": "0 3 * * *"}, "monitoring": {"redisBackupMaxAgeSeconds": 93600}}, stack="prod")
+    assert settings.backup_period_seconds("redis.backupSchedule", s.redis.backup_schedule) == 86400
+
+
+# --- one source of truth for the monitoring addresses and namespaces ------------------
+
+
+def test_prometheus_address_follows_the_monitoring_namespace():
+    assert load({}, stack="prod").monitoring.prometheus_address == (
+        "http://kube-prometheus-stack-prometheus.monitoring.svc:9090"
+    )
+    moved = load({"monitoring": {"namespace": "observability"}}, stack="prod").monitoring
+    assert moved.prometheus_address == "http://kube-prometheus-stack-prometheus.observability.svc:9090"
+    explicit = "http://prometheus.elsewhere.svc:9090"
+    assert load({"monitoring": {"prometheusAddress": explicit}}, stack="prod").monitoring.prometheus_address == explicit
+    with pytest.raises(ConfigError, match="^monitoring.prometheusAddress: must be an http"):
+        load({"monitoring": {"prometheusAddress": "prometheus:9090"}}, stack="prod")
+
+
+def test_keda_namespace_is_one_setting():
+    """network.kedaNamespace serves the NetworkPolicies and the KEDA PodMonitor alike."""
+    assert load({"network": {"kedaNamespace": "autoscaling"}}, stack="prod").network.keda_namespace == "autoscaling"
+    with pytest.raises(ConfigError, match="^monitoring.kedaNamespace: unknown key"):
+        load({"monitoring": {"kedaNamespace": "keda"}}, stack="prod")

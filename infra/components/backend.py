@@ -21,6 +21,8 @@ from settings import Monitoring as MonitoringSettings
 
 COMPONENT = "api"
 PORT_NAME = "http"
+# The database pool size each process opens (API and workers read the same variable).
+POOL_SIZE_ENV = "DB_POOL_SIZE"
 
 
 @dataclass(frozen=True)
@@ -32,26 +34,45 @@ class BackendArgs:
     queue_name: str
 
 
-def config_data(args: BackendArgs) -> dict[str, str]:
-    """Non-secret environment shared by the API and the workers (connection strings are in Secrets)."""
-    b, t = args.backend, args.target
+def common_config(target: kube.Target, queue_name: str) -> dict[str, str]:
+    """Non-secret environment both Node.js processes read (the API and the workers each
+    put it into their own ConfigMap, next to their own settings).  The queue name comes
+    from settings.workers.queue_name on both sides: producer and consumer agree."""
     return {
         "NODE_ENV": "production",
-        "PORT": str(b.port),
-        "JOB_QUEUE": args.queue_name,
-        "METRICS_PATH": names.BACKEND_METRICS_PATH,
-        "TIKIT_ENVIRONMENT": t.environment,
-        "TIKIT_REGION": t.region,
+        "JOB_QUEUE": queue_name,
+        "TIKIT_ENVIRONMENT": target.environment,
+        "TIKIT_REGION": target.region,
     }
+
+
+def config_data(args: BackendArgs) -> dict[str, str]:
+    """The API's non-secret environment (connection strings are in Secrets)."""
+    return {
+        **common_config(args.target, args.queue_name),
+        "PORT": str(args.backend.port),
+        "METRICS_PATH": names.BACKEND_METRICS_PATH,
+    }
+
+
+def pool_env(db_connections_per_replica: int) -> list[dict[str, Any]]:
+    """DB_POOL_SIZE: the connections one replica opens, the figure the capacity maths and
+    the policy pack size PgBouncer against (the db-connections annotation says the same).
+    In the pod template rather than a ConfigMap, so a change rolls the pods."""
+    return [{"name": POOL_SIZE_ENV, "value": str(db_connections_per_replica)}]
 
 
 def secret_env() -> list[dict[str, Any]]:
     """Connection strings, by reference only: the PostgreSQL tier writes the database
-    Secret (write pool and read pool URLs), the Redis tier the Redis one."""
+    Secret (write pool and read pool URLs), the Redis tier the Redis one (the URL, and the
+    same target in parts for clients that cannot parse redis+sentinel://, docs/redis.md)."""
     return [
         kube.env_from_secret(names.DATABASE_URL, names.APP_DATABASE_SECRET, names.DATABASE_URL),
         kube.env_from_secret(names.DATABASE_REPLICA_URL, names.APP_DATABASE_SECRET, names.DATABASE_REPLICA_URL),
-        kube.env_from_secret(names.REDIS_URL, names.APP_REDIS_SECRET, names.REDIS_URL),
+        *(
+            kube.env_from_secret(key, names.APP_REDIS_SECRET, key)
+            for key in (names.REDIS_URL, names.REDIS_PASSWORD, names.REDIS_SENTINELS, names.REDIS_SENTINEL_MASTER)
+        ),
     ]
 
 
@@ -61,32 +82,9 @@ def termination_grace_seconds(b: BackendSettings) -> int:
     return b.pre_stop_seconds + b.shutdown_seconds
 
 
-def lifecycle(b: BackendSettings) -> Optional[dict[str, Any]]:
-    """preStop sleep: endpoint removal reaches the gateway and kube-proxy while the pod
-    still serves, so a scale-down drops no request.  The kubelet's own sleep action
-    (beta and on by default since Kubernetes 1.30, GA in 1.34) needs no shell or `sleep`
-    binary in the image.  A zero sleep is valid only from 1.33 on, so 0 means no hook."""
-    if b.pre_stop_seconds == 0:
-        return None
-    return {"preStop": {"sleep": {"seconds": b.pre_stop_seconds}}}
-
-
 def probes(b: BackendSettings) -> dict[str, Any]:
     return {
-        "livenessProbe": kube.http_probe(
-            b.health_path,
-            PORT_NAME,
-            period=b.liveness_period_seconds,
-            timeout=b.liveness_timeout_seconds,
-            failures=b.liveness_failure_threshold,
-        ),
-        "readinessProbe": kube.http_probe(
-            b.ready_path,
-            PORT_NAME,
-            period=b.readiness_period_seconds,
-            timeout=b.readiness_timeout_seconds,
-            failures=b.readiness_failure_threshold,
-        ),
+        **kube.health_probes(b, PORT_NAME),
         # Liveness and readiness wait until this succeeds: a slow boot gets
         # startup_period_seconds x startup_failure_threshold before a restart.
         "startupProbe": kube.http_probe(
@@ -161,20 +159,21 @@ class Backend(pulumi.ComponentResource):
             "imagePullPolicy": "IfNotPresent",
             "ports": [{"name": PORT_NAME, "containerPort": b.port, "protocol": "TCP"}],
             "envFrom": [{"configMapRef": {"name": names.BACKEND_CONFIG}}],
-            "env": secret_env(),
+            "env": [*secret_env(), *pool_env(b.db_connections_per_replica)],
             "resources": kube.resources(b.cpu, b.memory),
             "securityContext": kube.container_security(),
             # The root filesystem is read-only; Node and its libraries still want a /tmp.
             "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
             **probes(b),
         }
-        hooks = lifecycle(b)
+        hooks = kube.pre_stop_sleep(b.pre_stop_seconds)
         if hooks:
             container["lifecycle"] = hooks
 
         self.deployment = k8s.apps.v1.Deployment(
             t.rname(app),
-            # The pool size each replica opens: the policy pack sizes PgBouncer against it.
+            # The pool size each replica opens (DB_POOL_SIZE): the policy pack sizes
+            # PgBouncer against it.
             metadata=kube.metadata(
                 app, COMPONENT, t, version=version,
                 annotations={names.DB_CONNECTIONS_ANNOTATION: str(b.db_connections_per_replica)},
@@ -183,8 +182,7 @@ class Backend(pulumi.ComponentResource):
                 # No spec.replicas: the HPA that KEDA owns sets it; declaring it here
                 # would reset the live count on every `pulumi up`.
                 "selector": {"matchLabels": sel},
-                # Surge first, never remove a serving pod before its replacement is ready.
-                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                "strategy": kube.rolling_surge(),
                 "template": {
                     "metadata": {"labels": kube.labels(app, COMPONENT, t, version)},
                     "spec": {

@@ -38,13 +38,13 @@ HTTPS_LISTENER = "https"
 HTTP_LISTENER = "http"
 
 # Route rule names: BackendTrafficPolicies attach to a rule through sectionName.
-READS_RULE = "reads"
+IDEMPOTENT_RULE = "idempotent"
 WRITES_RULE = "writes"
 WEBSOCKET_RULE = "websocket"
 
 # RFC 9110 idempotent methods: sending one twice has the effect of sending it once, so
-# the gateway may retry them.  POST, PATCH and anything else fall to the writes rule,
-# which never retries (a replayed POST could book a ticket twice).
+# the gateway may retry them (the idempotent rule).  POST, PATCH and anything else fall
+# to the writes rule, which never retries (a replayed POST could book a ticket twice).
 IDEMPOTENT_METHODS = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
 # Retry when the pod never answered (refused, reset, connect failure) or the upstream
 # side answered with a gateway-class error.
@@ -98,7 +98,8 @@ def envoy_proxy_spec(args: GatewayArgs) -> dict[str, Any]:
                     # and nodes so every zone's load balancer targets have a proxy.
                     "pod": {"topologySpreadConstraints": kube.spread(pods)},
                 },
-                "envoyPDB": {"maxUnavailable": 1},
+                # The same disruption rule as every PodDisruptionBudget of ours.
+                "envoyPDB": kube.disruption_rule(),
             },
         }
     }
@@ -158,19 +159,19 @@ def _backend(args: GatewayArgs) -> list[dict[str, Any]]:
 def rest_route_spec(args: GatewayArgs) -> dict[str, Any]:
     """Two rules over the same paths: idempotent methods (retried) and everything else.
 
-    A match with a method outranks one without (Gateway API precedence), so GET /api/x
-    takes the reads rule and POST /api/x the writes rule.  The health path is public for
-    uptime checks, read-only.
+    A match with a method outranks one without (Gateway API precedence), so GET or PUT
+    /api/x takes the idempotent rule and POST /api/x the writes rule.  The health path is
+    public for uptime checks, GET and HEAD only.
     """
     g = args.gateway
     prefix = {"type": "PathPrefix", "value": g.api_prefix}
-    reads = [{"path": prefix, "method": m} for m in IDEMPOTENT_METHODS]
-    reads += [{"path": {"type": "Exact", "value": args.health_path}, "method": m} for m in ("GET", "HEAD")]
+    idempotent = [{"path": prefix, "method": m} for m in IDEMPOTENT_METHODS]
+    idempotent += [{"path": {"type": "Exact", "value": args.health_path}, "method": m} for m in ("GET", "HEAD")]
     return {
         "parentRefs": _parent(HTTPS_LISTENER),
         "hostnames": [g.hostname],
         "rules": [
-            {"name": READS_RULE, "matches": reads, "backendRefs": _backend(args)},
+            {"name": IDEMPOTENT_RULE, "matches": idempotent, "backendRefs": _backend(args)},
             {"name": WRITES_RULE, "matches": [{"path": prefix}], "backendRefs": _backend(args)},
         ],
     }
@@ -225,9 +226,9 @@ def _health_check(args: GatewayArgs) -> dict[str, Any]:
 
 def rest_policy_spec(args: GatewayArgs, rule: str) -> dict[str, Any]:
     """Load balancing, health checks and the request timeout for one REST rule; retries
-    only on the reads rule.  The timeout covers all attempts, retries included."""
+    only on the idempotent rule.  The timeout covers all attempts, retries included."""
     g = args.gateway
-    if rule == READS_RULE:
+    if rule == IDEMPOTENT_RULE:
         retry: dict[str, Any] = {
             "numRetries": g.retries,
             "retryOn": {"triggers": list(RETRY_TRIGGERS), "httpStatusCodes": list(RETRIABLE_STATUSES)},
@@ -330,7 +331,7 @@ class Gateway(pulumi.ComponentResource):
                 rest_policy_spec(args, rule),
                 t.opts(self, depends_on=[self.rest_route]),
             )
-            for rule in (READS_RULE, WRITES_RULE)
+            for rule in (IDEMPOTENT_RULE, WRITES_RULE)
         }
         self.websocket_policy = kube.custom(
             t.rname(f"{names.WEBSOCKET_ROUTE}-policy"),

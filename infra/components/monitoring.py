@@ -35,12 +35,13 @@ API_VERSION = "monitoring.coreos.com/v1"
 # Envoy Gateway names the proxies' stats port "metrics" (19001) and serves Prometheus text
 # on the admin path below; its controller pods carry control-plane=envoy-gateway and expose
 # "metrics" (19001, /metrics).  KEDA's chart labels the operator pods app=keda-operator.
-# k8gb's chart gives its metrics Service app.kubernetes.io/name=k8gb and a "metrics" port.
+# k8gb's chart gives its metrics Service (k8gb-metrics, created by k8gb.exposeMetrics)
+# app.kubernetes.io/name=k8gb and a "metrics" port.
 ENVOY_STATS_PATH = "/stats/prometheus"
 ENVOY_METRICS_PORT = "metrics"
 ENVOY_GATEWAY_SELECTOR = {"control-plane": "envoy-gateway"}
 KEDA_OPERATOR_SELECTOR = {"app": "keda-operator"}
-K8GB_SELECTOR = {"app.kubernetes.io/name": "k8gb"}
+K8GB_SELECTOR = {names.APP_NAME_LABEL: "k8gb"}
 METRICS_PATH = "/metrics"
 
 
@@ -49,8 +50,6 @@ class MonitoringArgs:
     target: kube.Target
     settings: Settings
     region: RegionSettings
-    # Whether this region's PostgreSQL runs a ScheduledBackup (the backup-age alert needs one).
-    postgres_backups: bool = True
     # Whether a k8gb Gslb serves this region (multi-region stacks only).
     gslb: bool = True
 
@@ -72,7 +71,6 @@ def scope(args: MonitoringArgs) -> alerts.Scope:
         args.settings,
         args.region,
         autoscaled=autoscaled(args.settings),
-        postgres_backups=args.postgres_backups,
         gslb=args.gslb,
     )
 
@@ -154,7 +152,7 @@ class Monitoring(pulumi.ComponentResource):
             alerts.MON_POSTGRES: monitor(
                 "PodMonitor",
                 alerts.MON_POSTGRES,
-                pod_monitor_spec({"matchLabels": {"cnpg.io/cluster": sc.pg_cluster}}, [endpoint(metrics_port, interval)]),
+                pod_monitor_spec({"matchLabels": {names.CNPG_CLUSTER_LABEL: sc.pg_cluster}}, [endpoint(metrics_port, interval)]),
             ),
             alerts.MON_PGBOUNCER: monitor(
                 "PodMonitor",
@@ -163,7 +161,7 @@ class Monitoring(pulumi.ComponentResource):
                     {
                         "matchExpressions": [
                             {
-                                "key": "app.kubernetes.io/name",
+                                "key": names.APP_NAME_LABEL,
                                 "operator": "In",
                                 "values": [names.PGBOUNCER_RW, names.PGBOUNCER_RO],
                             }
@@ -175,7 +173,7 @@ class Monitoring(pulumi.ComponentResource):
             alerts.MON_REDIS: monitor(
                 "PodMonitor",
                 alerts.MON_REDIS,
-                pod_monitor_spec({"matchLabels": {"app.kubernetes.io/name": names.REDIS}}, [endpoint(metrics_port, interval)]),
+                pod_monitor_spec({"matchLabels": kube.selector(names.REDIS, t)}, [endpoint(metrics_port, interval)]),
             ),
             alerts.MON_KEDA: monitor(
                 "PodMonitor",
@@ -183,7 +181,7 @@ class Monitoring(pulumi.ComponentResource):
                 pod_monitor_spec(
                     {"matchLabels": dict(KEDA_OPERATOR_SELECTOR)},
                     [endpoint(m.keda_metrics_port, interval, honor_labels=True)],
-                    [m.keda_namespace],
+                    [cfg.network.keda_namespace],
                 ),
             ),
             alerts.MON_ENVOY_PROXY: monitor(

@@ -8,7 +8,8 @@ Deny everything in and out, then allow exactly the flows the platform needs
 * API, workers, the KEDA operator and the backup job -> Redis; Redis <-> Redis
   (replication) and Sentinel <-> Redis;
 * CloudNativePG's own traffic: operator -> instances, instance <-> instance, instances ->
-  object storage and the Kubernetes API, and, when configured, the cross-region stream;
+  object storage and the Kubernetes API.  No PostgreSQL port crosses the cluster boundary:
+  the backup region's replica cluster follows the primary through the object store;
 * Prometheus -> every metrics port;
 * every pod -> cluster DNS.
 
@@ -36,7 +37,6 @@ APP = "network-policy"
 
 NAME_LABEL = "app.kubernetes.io/name"
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"  # set by the API server on every namespace
-CNPG_CLUSTER_LABEL = "cnpg.io/cluster"           # set by the operator on instances and its jobs
 CNPG_OPERATOR_NAME = "cloudnative-pg"            # app.kubernetes.io/name of the operator pod (Helm chart)
 CNPG_STATUS_PORT = 8000                          # instance manager's status endpoint (operator and peers)
 DNS_LABELS = {"k8s-app": "kube-dns"}             # CoreDNS keeps kube-dns's label for compatibility
@@ -57,8 +57,6 @@ class NetworkArgs:
     # Sentinel traffic is allowed only where the environment runs Sentinel.
     redis_sentinels: int
     pg_cluster: str
-    # primary or backup: which way the optional cross-region PostgreSQL stream flows.
-    role: str
 
 
 # --- building blocks -------------------------------------------------------------------
@@ -118,7 +116,7 @@ def policy_specs(args: NetworkArgs) -> dict[str, dict[str, Any]]:
     # The Redis tier: data pods and, where Sentinel runs as its own workload, the sentinels.
     redis_tier = apps(names.REDIS, names.REDIS_SENTINEL)
     redis_ports = [names.REDIS_PORT] + ([names.REDIS_SENTINEL_PORT] if args.redis_sentinels else [])
-    postgres = {"matchLabels": {CNPG_CLUSTER_LABEL: args.pg_cluster}}
+    postgres = {"matchLabels": {names.CNPG_CLUSTER_LABEL: args.pg_cluster}}
     external = cidr(n.external_cidr)
 
     app_egress = [
@@ -203,14 +201,6 @@ def policy_specs(args: NetworkArgs) -> dict[str, dict[str, Any]]:
         # manager's watch on the Kubernetes API (443 on managed clusters, else api_server_port).
         rule([external], tcp(*sorted({HTTPS_PORT, n.api_server_port})), "egress"),
     ]
-    if n.replication_peer_cidr:
-        # Cross-region streaming: London's designated primary connects to Lagos's primary.
-        # Without a peer range London replays Lagos's WAL from the object store only.
-        peer = [cidr(n.replication_peer_cidr)]
-        if args.role == "primary":
-            pg_ingress.append(rule(peer, tcp(names.POSTGRES_PORT), "ingress"))
-        else:
-            pg_egress.append(rule(peer, tcp(names.POSTGRES_PORT), "egress"))
     specs["postgres"] = policy(postgres, ingress=pg_ingress, egress=pg_egress)
     return specs
 

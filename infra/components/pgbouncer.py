@@ -51,11 +51,12 @@ class PgBouncerArgs:
     write_service: str
     read_service: str
     # From the stack-level Credentials (secrets): the app role's password for the URLs,
-    # its stored SCRAM verifier for userlist.txt, the stats user's password and the salt.
+    # its stored SCRAM verifier for userlist.txt, the stats user's password and its own
+    # SCRAM salt (base64; never the app role's).
     owner_password: pulumi.Input[str]
     owner_verifier: pulumi.Input[str]
     stats_password: pulumi.Input[str]
-    scram_salt: pulumi.Input[str]
+    stats_salt: pulumi.Input[str]
 
 
 def pool_targets(args: PgBouncerArgs) -> dict[str, str]:
@@ -112,9 +113,10 @@ def containers(pb: PgBouncerSettings) -> list[dict[str, Any]]:
         "livenessProbe": tcp(PORT_NAME),
         "readinessProbe": tcp(PORT_NAME),
     }
-    if pb.pre_stop_seconds:
+    lifecycle = kube.pre_stop_sleep(pb.pre_stop_seconds)
+    if lifecycle:
         # The Service stops sending new clients before PgBouncer receives SIGTERM.
-        pgbouncer["lifecycle"] = {"preStop": {"sleep": {"seconds": pb.pre_stop_seconds}}}
+        pgbouncer["lifecycle"] = lifecycle
     exporter = {
         "name": "exporter",
         "image": pb.exporter_image,
@@ -149,7 +151,7 @@ class PgBouncer(pulumi.ComponentResource):
         child = t.opts(self)
         version = kube.image_version(pb.image)
 
-        stats_verifier = scram_verifier(args.stats_password, args.scram_salt)
+        stats_verifier = scram_verifier(args.stats_password, args.stats_salt)
         userlist = pulumi.Output.secret(
             pulumi.Output.all(args.owner_verifier, stats_verifier).apply(
                 lambda v: conf.userlist_txt({args.owner: v[0], conf.DEFAULT_STATS_USER: v[1]})
@@ -202,7 +204,7 @@ class PgBouncer(pulumi.ComponentResource):
                     "replicas": pb.replicas,
                     "selector": {"matchLabels": sel},
                     # Surge first: a pool never runs below its replica count during a rollout.
-                    "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                    "strategy": kube.rolling_surge(),
                     "template": {
                         "metadata": {
                             "labels": kube.labels(pool, COMPONENT, t, version),
@@ -211,6 +213,9 @@ class PgBouncer(pulumi.ComponentResource):
                         },
                         "spec": {
                             "automountServiceAccountToken": False,
+                            # PgBouncer needs no Service environment variables; with links on,
+                            # every Service in the namespace would be injected into its env.
+                            "enableServiceLinks": False,
                             "securityContext": kube.pod_security(),
                             "terminationGracePeriodSeconds": pb.pre_stop_seconds + pb.shutdown_seconds,
                             "topologySpreadConstraints": kube.spread(sel),

@@ -42,7 +42,6 @@ BARMAN_PLUGIN = "barman-cloud.cloudnative-pg.io"
 # Key prefix inside each region's bucket (Redis backups use their own prefix).
 BACKUP_PREFIX = "postgres"
 # Labels the operator puts on every instance pod.
-CNPG_CLUSTER_LABEL = "cnpg.io/cluster"
 CNPG_ROLE_LABEL = "cnpg.io/podRole"
 
 
@@ -100,7 +99,9 @@ def object_store_spec(cfg: Settings, bucket_region: str, *, own: bool) -> dict[s
             # One bucket per region, and each cluster archives under its own name
             # (serverName): no two clusters ever share a path and server name.
             "destinationPath": f"s3://{cfg.bucket(bucket_region)}/{BACKUP_PREFIX}",
-            "endpointURL": o.endpoint_url,
+            # The endpoint of the storage that holds that region's bucket, wherever the
+            # reading cluster runs.
+            "endpointURL": cfg.object_storage_endpoint(bucket_region),
             "s3Credentials": {
                 "accessKeyId": {"name": o.credentials_secret, "key": o.access_key_id_key},
                 "secretAccessKey": {"name": o.credentials_secret, "key": o.secret_access_key_key},
@@ -129,7 +130,7 @@ def affinity(cfg: Settings, cluster: str) -> dict[str, Any]:
         "additionalPodAntiAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": [
                 {
-                    "labelSelector": {"matchLabels": {CNPG_CLUSTER_LABEL: cluster, CNPG_ROLE_LABEL: "instance"}},
+                    "labelSelector": {"matchLabels": {names.CNPG_CLUSTER_LABEL: cluster, CNPG_ROLE_LABEL: "instance"}},
                     "topologyKey": kube.HOST_KEY,
                 }
             ]
@@ -288,7 +289,8 @@ class Postgres(pulumi.ComponentResource):
                 t.rname(store),
                 BARMAN_API,
                 "ObjectStore",
-                kube.metadata(store, COMPONENT, t, app=APP),
+                # Where the bucket lives, for the policy pack's cross-region backup check.
+                kube.metadata(store, COMPONENT, t, app=APP, annotations={names.STORAGE_REGION_ANNOTATION: bucket_region}),
                 object_store_spec(cfg, bucket_region, own=bucket_region == region),
                 child,
             )

@@ -4,8 +4,9 @@ Per region (docs/redis.md: topology, failover, backups; the memory arithmetic is
 docs/sizing.md):
 
 * Secrets: ``redis-auth`` (key ``password``, read by the pods, the backup job and the
-  workers' KEDA trigger) and ``app-redis`` (``REDIS_URL`` for the API and the workers:
-  a Sentinel URL where Sentinel runs, the client Service otherwise);
+  workers' KEDA trigger) and ``app-redis`` for the API and the workers: ``REDIS_URL`` (a
+  Sentinel URL where Sentinel runs, the client Service otherwise) and the same target in
+  parts, ``REDIS_PASSWORD``, ``REDIS_SENTINELS``, ``REDIS_SENTINEL_MASTER``;
 * ConfigMaps with the text of infra/conf/redis.py: redis.conf and the start and restore
   scripts, sentinel.conf and its start script, the backup script.  No password in any:
   the pods read it from ``redis-auth`` and hand it over at start;
@@ -76,8 +77,10 @@ class RedisArgs:
     # settings.derived.redis_maxmemory_bytes: redis.maxmemoryPercent of the memory limit.
     maxmemory_bytes: int
     object_storage: ObjectStorageSettings
-    # The region's bucket (settings.bucket(region)): backups go to s3://<bucket>/redis/<region>/.
+    # The region's bucket (settings.bucket(region)): backups go to s3://<bucket>/redis/<region>/,
+    # through that bucket's endpoint (settings.object_storage_endpoint(region)).
     bucket: str
+    endpoint_url: str
     # Credentials.redis_password: a Pulumi secret, the same in every region.
     password: pulumi.Input[str]
 
@@ -99,6 +102,19 @@ def redis_url(r: RedisSettings, namespace: str, password: str) -> str:
     if sentinel_enabled(r):
         return rconf.redis_url(password, sentinels=rconf.sentinel_hosts(r, namespace))
     return rconf.redis_url(password, host=client_host(namespace))
+
+
+def app_env(r: RedisSettings, namespace: str, password: str) -> dict[str, str]:
+    """The ``app-redis`` Secret: REDIS_URL, and the same target in parts for clients that
+    cannot parse redis+sentinel:// (ioredis, node-redis).  Empty sentinels and master name
+    mean no Sentinel: connect with REDIS_URL (docs/redis.md has the contract)."""
+    sentinels = rconf.sentinel_hosts(r, namespace) if sentinel_enabled(r) else []
+    return {
+        names.REDIS_URL: redis_url(r, namespace, password),
+        names.REDIS_PASSWORD: password,
+        names.REDIS_SENTINELS: rconf.sentinel_list(sentinels),
+        names.REDIS_SENTINEL_MASTER: names.REDIS_MASTER_NAME if sentinels else "",
+    }
 
 
 def client_selector(r: RedisSettings, target: kube.Target) -> dict[str, str]:
@@ -181,9 +197,7 @@ def data_config(args: RedisArgs) -> dict[str, str]:
         rconf.REDIS_CONF: rconf.redis_conf(r, maxmemory_bytes=args.maxmemory_bytes),
         START_KEY: rconf.redis_start_script(r, namespace=t.namespace),
         # Run by hand per docs/runbooks/redis-restore.md, from a pod that mounts this ConfigMap.
-        RESTORE_KEY: rconf.restore_script(
-            r, region=t.region, store=store, s3_endpoint=args.object_storage.endpoint_url
-        ),
+        RESTORE_KEY: rconf.restore_script(r, region=t.region, store=store, s3_endpoint=args.endpoint_url),
     }
 
 
@@ -208,7 +222,7 @@ def backup_config(args: RedisArgs) -> dict[str, str]:
             namespace=t.namespace,
             region=t.region,
             store=store_url(args.bucket),
-            s3_endpoint=args.object_storage.endpoint_url,
+            s3_endpoint=args.endpoint_url,
         )
     }
 
@@ -294,7 +308,8 @@ def data_pod_spec(args: RedisArgs) -> dict[str, Any]:
     }
     return {
         **_pod_basics(),
-        # Longer than redis' shutdown-timeout plus the final RDB save it makes on SIGTERM.
+        # Covers redis' shutdown-timeout plus the final RDB save it makes on SIGTERM
+        # (settings._redis_wait_checks).
         "terminationGracePeriodSeconds": r.termination_grace_seconds,
         **_placement(r, sel),
         "containers": [redis, exporter],
@@ -444,11 +459,18 @@ class Redis(pulumi.ComponentResource):
             string_data={PASSWORD_KEY: password},
             opts=child,
         )
+        # The URL and the password are secret; where the sentinels are and the master's name
+        # are not, and stay readable in previews.
+        public = app_env(r, ns, "")
         self.url_secret = k8s.core.v1.Secret(
             t.rname("app-redis"),
             metadata=kube.metadata(names.APP_REDIS_SECRET, COMPONENT, t, app=names.REDIS),
             type="Opaque",
-            string_data={names.REDIS_URL: pulumi.Output.secret(password.apply(lambda pw: redis_url(r, ns, pw)))},
+            string_data={
+                **public,
+                names.REDIS_URL: pulumi.Output.secret(password.apply(lambda pw: redis_url(r, ns, pw))),
+                names.REDIS_PASSWORD: password,
+            },
             opts=child,
         )
         self.url = redis_url(r, ns, "")

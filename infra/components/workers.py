@@ -17,13 +17,15 @@ import pulumi_kubernetes as k8s
 import kube
 import names
 from components import autoscaling
-from components.backend import secret_env
+from components.backend import common_config, pool_env, secret_env
 from settings import Redis as RedisSettings
 from settings import Workers as WorkersSettings
 
 COMPONENT = "workers"
 # Secret key of names.REDIS_AUTH_SECRET (written by the Redis tier).
 REDIS_PASSWORD_KEY = "password"
+# The container port the probes reach by name; its number is settings.workers.health_port.
+HEALTH_PORT_NAME = "health"
 
 
 @dataclass(frozen=True)
@@ -32,12 +34,18 @@ class WorkersArgs:
     workers: WorkersSettings
     # Sentinel count and topology decide which KEDA trigger reads the queue.
     redis: RedisSettings
-    # The API tier's ConfigMap (NODE_ENV, JOB_QUEUE, ...): producer and consumer agree on the queue.
-    config_map: pulumi.Input[str]
 
 
 def auth_name() -> str:
     return f"{names.WORKERS}-redis"
+
+
+def config_data(args: WorkersArgs) -> dict[str, str]:
+    """The workers' non-secret environment: what the API's processes read too (queue,
+    environment, region), plus HEALTH_PORT, where the process serves the probes'
+    /health and /ready.  Not the API's PORT or METRICS_PATH: a worker serves neither."""
+    w = args.workers
+    return {**common_config(args.target, w.queue_name), "HEALTH_PORT": str(w.health_port)}
 
 
 def spot_placement(w: WorkersSettings) -> dict[str, Any]:
@@ -57,7 +65,7 @@ def spot_placement(w: WorkersSettings) -> dict[str, Any]:
             "nodeAffinity": {
                 "preferredDuringSchedulingIgnoredDuringExecution": [
                     {
-                        "weight": 100,
+                        "weight": kube.STRONG_PREFERENCE,
                         "preference": {
                             "matchExpressions": [
                                 {"key": w.spot_node_label_key, "operator": "In", "values": [w.spot_node_label_value]}
@@ -108,15 +116,14 @@ def scaled_object_spec(args: WorkersArgs) -> dict[str, Any]:
             autoscaling.utilization_trigger("cpu", w.cpu_target_percent),
             autoscaling.utilization_trigger("memory", w.memory_target_percent),
         ],
-        # Idle time before the last worker goes (only used when the minimum is 0): the
-        # notes' 5-minute cooldown.
-        cooldown_seconds=w.scale_down_period_seconds,
+        cooldown_seconds=w.cooldown_seconds,
     )
 
 
 class Workers(pulumi.ComponentResource):
-    """The workers Deployment, its PDB, the queue TriggerAuthentication and ScaledObject."""
+    """The workers' ConfigMap, Deployment and PDB, the queue TriggerAuthentication and ScaledObject."""
 
+    config_map: k8s.core.v1.ConfigMap
     deployment: k8s.apps.v1.Deployment
     pdb: k8s.policy.v1.PodDisruptionBudget
     trigger_auth: k8s.apiextensions.CustomResource
@@ -130,36 +137,31 @@ class Workers(pulumi.ComponentResource):
         sel = kube.selector(app, t)
         child = t.opts(self)
 
+        self.config_map = k8s.core.v1.ConfigMap(
+            t.rname(names.WORKERS_CONFIG),
+            metadata=kube.metadata(names.WORKERS_CONFIG, COMPONENT, t, app=app),
+            data=config_data(args),
+            opts=child,
+        )
+
         container: dict[str, Any] = {
             "name": app,
             "image": w.image,
             "imagePullPolicy": "IfNotPresent",
-            "envFrom": [{"configMapRef": {"name": args.config_map}}],
-            "env": secret_env(),
-            "ports": [{"name": "health", "containerPort": w.health_port, "protocol": "TCP"}],
-            "livenessProbe": kube.http_probe(
-                w.health_path,
-                "health",
-                period=w.liveness_period_seconds,
-                timeout=w.liveness_timeout_seconds,
-                failures=w.liveness_failure_threshold,
-            ),
+            "envFrom": [{"configMapRef": {"name": names.WORKERS_CONFIG}}],
+            "env": [*secret_env(), *pool_env(w.db_connections_per_replica)],
+            "ports": [{"name": HEALTH_PORT_NAME, "containerPort": w.health_port, "protocol": "TCP"}],
             # Not ready (Redis or PostgreSQL unreachable) keeps a new worker out of the
             # rollout's availability count instead of letting it crash-loop.
-            "readinessProbe": kube.http_probe(
-                w.ready_path,
-                "health",
-                period=w.readiness_period_seconds,
-                timeout=w.readiness_timeout_seconds,
-                failures=w.readiness_failure_threshold,
-            ),
+            **kube.health_probes(w, HEALTH_PORT_NAME),
             "resources": kube.resources(w.cpu, w.memory),
             "securityContext": kube.container_security(),
             "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
         }
         self.deployment = k8s.apps.v1.Deployment(
             t.rname(app),
-            # The pool size each replica opens: the policy pack sizes PgBouncer against it.
+            # The pool size each replica opens (DB_POOL_SIZE): the policy pack sizes
+            # PgBouncer against it.
             metadata=kube.metadata(
                 app, COMPONENT, t, version=version,
                 annotations={names.DB_CONNECTIONS_ANNOTATION: str(w.db_connections_per_replica)},
@@ -185,11 +187,12 @@ class Workers(pulumi.ComponentResource):
                     },
                 },
             },
-            opts=child,
+            # Pods read the ConfigMap at start: create it first.
+            opts=t.opts(self, depends_on=[self.config_map]),
         )
 
-        # maxUnavailable 1 never blocks a drain, even at 0 or 1 replicas; it keeps node
-        # consolidation from evicting every worker at once when several run.
+        # Keeps spot node consolidation from evicting every worker at once when several
+        # run (kube.disruption_rule: never blocks a drain, even at 0 or 1 replicas).
         self.pdb = kube.pdb(t.rname(app), app, COMPONENT, t, sel, child)
 
         self.trigger_auth = autoscaling.trigger_authentication(

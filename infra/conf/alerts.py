@@ -9,7 +9,7 @@ What the alerts are and why each threshold is what it is: docs/observability.md.
 carries ``severity``, ``tier`` and ``region`` labels, a summary, a description that quotes the
 current value, and a ``runbook_url`` to docs/runbooks/<file>.md.
 
-Metric names come from infra/conf/metrics.py (checked against each exporter's source).
+Metric names come from infra/conf/metrics.py, the one list of what each exporter emits.
 Recorded series are named ``tikit:<what>:<how>``, Prometheus's level:metric:operations.
 
 Annotation templates use only ``{{ $value | printf "..." }}`` and ``{{ $labels.<name> }}``:
@@ -18,7 +18,6 @@ the promtool unit tests render the expected annotations with the same two constr
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -80,33 +79,11 @@ class Scope:
     database: str
     # London's cluster is a replica of Lagos's: its lag is the cross-region lag.
     replica_cluster: bool
-    # A ScheduledBackup runs in this region (its period sets the backup-age limit).
-    postgres_backups: bool
+    # Every region's cluster runs a ScheduledBackup; its period sets the backup-age limit.
     backup_period_seconds: int
     autoscaled: tuple[Autoscaled, ...]
     # The k8gb Gslb this region serves (None: a single-region stack has no Gslb).
     gslb: Optional[str]
-
-
-def cron_period_seconds(schedule: str) -> int:
-    """Period of a regular cron schedule (five fields, or six with seconds first): daily at a
-    fixed time, hourly at a fixed minute, or every N hours.  Anything else is refused rather
-    than guessed, since a wrong period makes the backup-age alert wrong."""
-    fields = schedule.split()
-    if len(fields) == 6:
-        fields = fields[1:]
-    if len(fields) != 5:
-        raise ValueError(f"cron schedule {schedule!r}: expected five or six fields")
-    minute, hour, dom, month, dow = fields
-    if (dom, month, dow) == ("*", "*", "*") and minute.isdigit():
-        if hour.isdigit():
-            return 86400
-        if hour == "*":
-            return 3600
-        m = re.fullmatch(r"\*/([1-9][0-9]?)", hour)
-        if m and 24 % int(m.group(1)) == 0:
-            return int(m.group(1)) * 3600
-    raise ValueError(f"cron schedule {schedule!r}: only daily, hourly or every-N-hours schedules have a known period")
 
 
 def scope(
@@ -114,24 +91,17 @@ def scope(
     region: settings.Region,
     *,
     autoscaled: Sequence[Autoscaled],
-    postgres_backups: bool = True,
     gslb: bool = True,
 ) -> Scope:
-    period = cron_period_seconds(cfg.postgres.backup_schedule)
-    redis_period = cron_period_seconds(cfg.redis.backup_schedule)
-    if cfg.monitoring.redis_backup_max_age_seconds <= redis_period:
-        raise settings.ConfigError(
-            "monitoring.redisBackupMaxAgeSeconds",
-            f"{cfg.monitoring.redis_backup_max_age_seconds} must exceed the Redis backup period of {redis_period} s "
-            f"(redis.backupSchedule '{cfg.redis.backup_schedule}')",
-        )
+    # settings.load has refused schedules without a known period (and a Redis backup limit
+    # within one period), so this cannot fail on loaded settings.
+    period = settings.backup_period_seconds("postgres.backupSchedule", cfg.postgres.backup_schedule)
     return Scope(
         region=region.name,
         namespace=cfg.namespace,
         pg_cluster=names.pg_cluster(region.name),
         database=cfg.postgres.database,
         replica_cluster=region.role == "backup",
-        postgres_backups=postgres_backups,
         backup_period_seconds=period,
         autoscaled=tuple(autoscaled),
         gslb=names.GSLB if gslb else None,
@@ -407,34 +377,56 @@ def _postgres(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
             description=f"{L('pod')} has {V1}% of max_connections in use (threshold {threshold}%).",
             runbook="postgres-connections",
         )
-    if sc.postgres_backups:
-        limit = sc.backup_period_seconds + m.backup_age_margin_seconds
-        r.alert(
-            "TikitPostgresBackupTooOld",
-            "(time() - max by (namespace) (barman_cloud_cloudnative_pg_io_last_available_backup_timestamp"
-            f"{{{pods}}})) / 3600\n> {_num(limit / 3600)}",
-            severity="warning",
-            for_=m.alert_for,
-            summary=f"No PostgreSQL base backup of {sc.pg_cluster} for over {_num(limit / 3600)} h",
-            description=(
-                f"The newest available base backup of {sc.pg_cluster} is {V1} h old; the schedule "
-                f"'{cfg.postgres.backup_schedule}' plus {_num(m.backup_age_margin_seconds / 3600)} h margin "
-                f"allows {_num(limit / 3600)} h (0 = never backed up reads as very old)."
-            ),
-            runbook="postgres-backups",
-        )
+    limit = sc.backup_period_seconds + m.backup_age_margin_seconds
+    r.alert(
+        "TikitPostgresBackupTooOld",
+        "(time() - max by (namespace) (barman_cloud_cloudnative_pg_io_last_available_backup_timestamp"
+        f"{{{pods}}})) / 3600\n> {_num(limit / 3600)}",
+        severity="warning",
+        for_=m.alert_for,
+        summary=f"No PostgreSQL base backup of {sc.pg_cluster} for over {_num(limit / 3600)} h",
+        description=(
+            f"The newest available base backup of {sc.pg_cluster} is {V1} h old; the schedule "
+            f"'{cfg.postgres.backup_schedule}' plus {_num(m.backup_age_margin_seconds / 3600)} h margin "
+            f"allows {_num(limit / 3600)} h (0 = never backed up reads as very old)."
+        ),
+        runbook="postgres-backups",
+    )
+    last_archived = f"max by (namespace, pod) (cnpg_pg_stat_archiver_last_archived_time{{{pods}}})"
+    failed_since = (
+        f"(max by (namespace, pod) (cnpg_pg_stat_archiver_last_failed_time{{{pods}}})\n> {last_archived})"
+    )
     r.alert(
         "TikitPostgresWalArchivingFailing",
-        f"(time() - max by (namespace, pod) (cnpg_pg_stat_archiver_last_archived_time{{{pods}}})) / 60\n"
-        "and on (namespace, pod)\n"
-        f"(max by (namespace, pod) (cnpg_pg_stat_archiver_last_failed_time{{{pods}}})\n"
-        f"> max by (namespace, pod) (cnpg_pg_stat_archiver_last_archived_time{{{pods}}}))",
+        f"(time() - {last_archived}) / 60\nand on (namespace, pod)\n{failed_since}",
         severity="critical",
         for_=m.alert_for,
         summary=f"WAL archiving of {L('pod')} is failing in {sc.region}",
         description=(
             f"The last WAL archive attempt of {L('pod')} failed and the last success was {V0} min ago: "
             "point-in-time recovery stops at that point and WAL piles up on the volume."
+        ),
+        runbook="postgres-backups",
+    )
+    # Archiving that neither succeeds nor fails (a hung upload, a stuck plugin sidecar):
+    # finished segments wait (.ready files) and nothing reached the store for longer than
+    # archive_timeout allows.  An idle primary has nothing waiting, so it stays quiet; a
+    # failing archiver is TikitPostgresWalArchivingFailing's.  Never archived (-1) counts
+    # as long ago.
+    stall = m.wal_archive_stall_alert_seconds
+    r.alert(
+        "TikitPostgresWalArchiveStalled",
+        f"time() - {last_archived} > {stall}\n"
+        "and on (namespace, pod)\n"
+        f'max by (namespace, pod) (cnpg_collector_pg_wal_archive_status{{{pods}, value="ready"}}) > 0\n'
+        f"unless on (namespace, pod)\n{failed_since}",
+        severity="critical",
+        for_=m.alert_for,
+        summary=f"WAL of {L('pod')} is not reaching the object store in {sc.region}",
+        description=(
+            f"{L('pod')} has WAL segments waiting to be archived and none has been archived for {V0} s "
+            f"(threshold {stall} s) without a reported failure: point-in-time recovery and the replica "
+            "cluster that replays this store fall behind, and WAL piles up on the volume."
         ),
         runbook="postgres-backups",
     )
@@ -447,19 +439,33 @@ def _postgres(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
             for_=m.alert_for,
             summary=f"{sc.region} replica cluster more than {lag} s behind the primary region",
             description=(
-                f"{sc.pg_cluster} replays WAL {V0} s behind the primary region (threshold {lag} s): "
-                "a failover now would lose that much."
+                f"{sc.pg_cluster} last replayed a transaction of the primary region {V0} s ago (threshold "
+                f"{lag} s): a failover now would lose up to that much. An idle primary also makes this grow; "
+                "no TikitPostgresWalArchiveStalled in the primary region points that way."
             ),
             runbook="postgres-replication",
         )
     return r.group()
 
 
+def pool_saturation(namespace: str, database: str, *, by: str) -> str:
+    """Server connections in use as a percentage of the database's max_db_connections (SHOW
+    DATABASES max_connections), which pgbouncer.ini sets to default_pool_size +
+    reserve_pool_size.  Not pool_size + reserve_pool: PgBouncer 1.24 renamed that column
+    reserve_pool_size and the pinned exporter maps only the old name, so the sum would be
+    empty.  "> 0" keeps an unlimited database (0) from dividing into +Inf."""
+    pools = f'namespace="{namespace}", database="{database}"'
+    dbs = f'namespace="{namespace}", name="{database}"'
+    return (
+        f"100 * sum by ({by}) (pgbouncer_pools_server_active_connections{{{pools}}})\n"
+        f"/ (max by ({by}) (pgbouncer_databases_max_connections{{{dbs}}}) > 0)"
+    )
+
+
 def _pgbouncer(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
     r = _Rules(cfg, sc, "pgbouncer")
     m, ns, db = cfg.monitoring, sc.namespace, sc.database
     pools = f'namespace="{ns}", database="{db}"'
-    dbs = f'namespace="{ns}", name="{db}"'
     r.alert(
         "TikitPgBouncerDown",
         f'pgbouncer_up{{namespace="{ns}"}} == 0',
@@ -491,11 +497,7 @@ def _pgbouncer(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
         ),
         runbook="pgbouncer",
     )
-    saturation = (
-        f"100 * sum by (namespace, pod) (pgbouncer_pools_server_active_connections{{{pools}}})\n"
-        f"/ (sum by (namespace, pod) (pgbouncer_databases_pool_size{{{dbs}}})"
-        f" + sum by (namespace, pod) (pgbouncer_databases_reserve_pool{{{dbs}}}))"
-    )
+    saturation = pool_saturation(ns, db, by="namespace, pod")
     for severity, threshold in (
         ("warning", m.pool_saturation_warning_percent),
         ("critical", m.pool_saturation_critical_percent),
@@ -507,7 +509,8 @@ def _pgbouncer(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
             for_=m.alert_for,
             summary=f"PgBouncer pool of {L('pod')} above {threshold}% in {sc.region}",
             description=(
-                f"{L('pod')} uses {V1}% of its server connections (pool_size + reserve_pool; threshold {threshold}%)."
+                f"{L('pod')} uses {V1}% of its server connections (max_db_connections = "
+                f"{cfg.derived.pgbouncer_server_connections_per_pod}, pool_size + reserve_pool_size; threshold {threshold}%)."
             ),
             runbook="pgbouncer",
         )

@@ -91,7 +91,8 @@ def panels(cfg: settings.Settings, sc: alerts.Scope) -> list[dict[str, Any]]:
                 (f"kube_horizontalpodautoscaler_spec_min_replicas{{{hsel}}}", "{{horizontalpodautoscaler}} min"),
                 (f"kube_horizontalpodautoscaler_spec_max_replicas{{{hsel}}}", "{{horizontalpodautoscaler}} max"),
             ],
-            "KEDA owns these HPAs; a workload pinned at max for 15 minutes raises TikitAutoscalerAtMaxReplicas.",
+            f"KEDA owns these HPAs; a workload pinned at max for {m.at_max_replicas_for} raises "
+            "TikitAutoscalerAtMaxReplicas.",
         )
     )
     workloads = [a.workload for a in sc.autoscaled]
@@ -145,21 +146,16 @@ def panels(cfg: settings.Settings, sc: alerts.Scope) -> list[dict[str, Any]]:
         )
     )
     pools = f'namespace="{ns}", database="{db}"'
-    dbs = f'namespace="{ns}", name="{db}"'
     out.append(
         _panel(
             "PgBouncer pool use",
             "percent",
             [
-                (
-                    f"100 * sum by (pod) (pgbouncer_pools_server_active_connections{{{pools}}})"
-                    f" / (sum by (pod) (pgbouncer_databases_pool_size{{{dbs}}})"
-                    f" + sum by (pod) (pgbouncer_databases_reserve_pool{{{dbs}}}))",
-                    "{{pod}} servers in use",
-                ),
+                (alerts.pool_saturation(ns, db, by="pod"), "{{pod}} servers in use"),
                 (f"sum by (pod) (pgbouncer_pools_client_waiting_connections{{{pools}}})", "{{pod}} clients waiting"),
             ],
-            "Server connections in use as a share of pool_size + reserve_pool, and clients queued for one.",
+            "Server connections in use as a share of max_db_connections (pool_size + reserve_pool_size), "
+            "and clients queued for one.",
             **_thresholds(("orange", m.pool_saturation_warning_percent), ("red", m.pool_saturation_critical_percent)),
         )
     )

@@ -1,10 +1,18 @@
 """What each scrape target exposes: the one list of metric names the alert rules, the Grafana
 dashboard and the tests agree on.
 
-Every name below was checked against the exporter's own source (the ``source`` of each
-entry).  An alert or a dashboard panel that names a metric outside this list (or outside the
-recording rules of infra/conf/alerts.py) fails tests/components/test_monitoring.py: a typo in a
-metric name is otherwise an alert that can never fire.
+Each entry names the source its names were read from.  An alert or a dashboard panel that
+names a metric outside this list (or outside the recording rules of infra/conf/alerts.py)
+fails tests/components/test_monitoring.py: a typo in a metric name is otherwise an alert
+that can never fire.
+
+What the list cannot promise: that the exporter version we pin emits a name against the
+daemon version we run.  An exporter that maps a daemon's columns by name silently drops a
+metric when the daemon renames the column.  So the PgBouncer entry lists what
+pgbouncer_exporter v0.10.2 (settings.PgBouncer.exporter_image) maps from the SHOW DATABASES
+and SHOW POOLS columns of PgBouncer 1.24 (settings.PgBouncer.image), not everything its
+collector.go knows; a test pins both versions, so whoever bumps either image re-checks
+that entry.
 
 ``metric_names(expr)`` pulls the metric names out of a PromQL expression, so the tests can
 check every rendered expression against the list.
@@ -32,8 +40,10 @@ def _source(key: str, source: str, *names: str) -> Source:
 CNPG = _source(
     "cnpg",
     "cloudnative-pg/cloudnative-pg config/manager/default-monitoring.yaml (cnpg_<query>_<column>) "
-    "and the instance manager's collector (cnpg_collector_up)",
+    "and the instance manager's collector (cnpg_collector_up, cnpg_collector_pg_wal_archive_status "
+    "with value=ready|done: WAL segments waiting for / done with archiving)",
     "cnpg_collector_up",
+    "cnpg_collector_pg_wal_archive_status",
     "cnpg_backends_total",
     "cnpg_pg_settings_setting",
     "cnpg_pg_replication_lag",
@@ -58,9 +68,13 @@ BARMAN_CLOUD = _source(
     "barman_cloud_cloudnative_pg_io_first_recoverability_point",
 )
 
+# No pgbouncer_databases_reserve_pool (see NOT_EMITTED; the exporter maps the new column
+# name from v0.12.1 on).  max_connections (max_db_connections, which pgbouncer.ini sets to
+# pool_size + reserve_pool_size) kept its name in 1.24.
 PGBOUNCER = _source(
     "pgbouncer",
-    "prometheus-community/pgbouncer_exporter collector.go (pgbouncer_<SHOW list>_<column>)",
+    "prometheus-community/pgbouncer_exporter v0.10.2 collector.go metricMaps (pgbouncer_<SHOW list>_<column>) "
+    "against PgBouncer 1.24 src/admin.c (SHOW DATABASES, SHOW POOLS columns)",
     "pgbouncer_up",
     "pgbouncer_pools_client_active_connections",
     "pgbouncer_pools_client_waiting_connections",
@@ -68,10 +82,19 @@ PGBOUNCER = _source(
     "pgbouncer_pools_server_idle_connections",
     "pgbouncer_pools_client_maxwait_seconds",
     "pgbouncer_databases_pool_size",
-    "pgbouncer_databases_reserve_pool",
+    "pgbouncer_databases_max_connections",
     "pgbouncer_databases_current_connections",
     "pgbouncer_config_max_client_connections",
 )
+
+# Names an exporter's source mentions but that the pinned versions never emit, and why: a
+# rule or panel that reads one is an alert that cannot fire (the tests refuse them).
+NOT_EMITTED: dict[str, str] = {
+    "pgbouncer_databases_reserve_pool": (
+        "PgBouncer 1.24 renamed SHOW DATABASES reserve_pool to reserve_pool_size; "
+        "pgbouncer_exporter v0.10.2 maps only reserve_pool"
+    ),
+}
 
 REDIS = _source(
     "redis",

@@ -8,6 +8,7 @@ PostgreSQL with exactly this map (tests/integration/test_postgres_pgbouncer.py).
 from __future__ import annotations
 
 import fnmatch
+from typing import Mapping, Optional
 
 import settings
 
@@ -50,14 +51,29 @@ def is_operator_owned(name: str) -> bool:
     return any(fnmatch.fnmatchcase(name.lower(), pattern) for pattern in OPERATOR_OWNED)
 
 
+def parameters_problem(parameters: Mapping[str, str]) -> Optional[str]:
+    """Why ``postgres.parameters`` overrides cannot be applied, or None.
+
+    settings.load() calls this before any resource exists: a parameter the operator owns
+    (its webhook would reject the Cluster) or a wal_level that cannot replicate."""
+    for name in parameters:
+        if is_operator_owned(name):
+            return f"'{name}' is managed by the CloudNativePG operator and cannot be set; remove it"
+    wal_level = {name.lower(): value for name, value in parameters.items()}.get("wal_level")
+    if wal_level is not None and wal_level not in WAL_LEVELS:
+        return f"wal_level must be one of {', '.join(WAL_LEVELS)}; got {wal_level!r}"
+    return None
+
+
 def derived_parameters(s: settings.Settings) -> dict[str, str]:
     """The parameters we compute from settings, before the user's overrides."""
     d, pg = s.derived, s.postgres
     slot_wal_mb = settings.mebibytes(pg.wal_storage_size) * SLOT_WAL_SHARE_PERCENT // 100
     return {
         # max_connections = 2 x pgbouncer.replicas x (default_pool_size + reserve_pool_size)
-        #                   + superuser_reserved + admin headroom + max_wal_senders
-        # (both pools may land on one instance; docs/sizing.md shows the arithmetic).
+        #                   + superuser_reserved + admin headroom
+        # (both pools may land on one instance; docs/sizing.md shows the arithmetic).  WAL
+        # senders are not in it: since PostgreSQL 12 they have slots of their own.
         "max_connections": str(d.postgres_max_connections),
         "superuser_reserved_connections": str(pg.superuser_reserved_connections),
         "max_wal_senders": str(pg.max_wal_senders),
@@ -67,45 +83,33 @@ def derived_parameters(s: settings.Settings) -> dict[str, str]:
         "work_mem": f"{d.postgres_work_mem_mb}MB",
         "maintenance_work_mem": f"{d.postgres_maintenance_work_mem_mb}MB",
         # WAL retention: keep a little for standbys without slots, cap what slots may pin.
-        "wal_keep_size": f"{min(512, slot_wal_mb)}MB",
+        "wal_keep_size": f"{min(pg.wal_keep_size_max_mb, slot_wal_mb)}MB",
         "max_slot_wal_keep_size": f"{slot_wal_mb}MB",
         "checkpoint_completion_target": "0.9",
         # Network SSDs: random reads cost about the same as sequential ones.
-        "random_page_cost": "1.1",
-        "effective_io_concurrency": "200",
-        # The notes' "slow queries > 1s" panel reads these log lines (milliseconds).
-        "log_min_duration_statement": "1000",
+        "random_page_cost": f"{pg.random_page_cost:g}",
+        "effective_io_concurrency": str(pg.effective_io_concurrency),
+        # The notes' "slow queries > 1s": statements slower than postgres.slowQueryMs are
+        # logged with their duration (milliseconds).
+        "log_min_duration_statement": str(pg.slow_query_ms),
         "log_lock_waits": "on",
         "log_temp_files": "10MB",
         "track_io_timing": "on",
         # With transaction pooling an idle open transaction pins one of only
-        # default_pool_size server connections; end it after a minute.  There is no global
-        # statement_timeout: backups, migrations and VACUUM legitimately run long, so the
-        # application sets one per session or role instead.
-        "idle_in_transaction_session_timeout": "60s",
+        # default_pool_size server connections; end it after
+        # postgres.idleInTransactionTimeoutSeconds.  There is no global statement_timeout:
+        # backups, migrations and VACUUM legitimately run long, so the application sets one
+        # per session or role instead.
+        "idle_in_transaction_session_timeout": f"{pg.idle_in_transaction_timeout_seconds}s",
         # PgBouncer's SCRAM pass-through needs SCRAM verifiers on the server side.
         "password_encryption": "scram-sha-256",
     }
 
 
 def postgres_parameters(s: settings.Settings) -> dict[str, str]:
-    """``spec.postgresql.parameters``: derived values merged with ``postgres.parameters``.
-
-    Raises ``settings.ConfigError('postgres.parameters', ...)`` for a parameter the operator
-    owns or a wal_level that cannot replicate.
-    """
-    for name in s.postgres.parameters:
-        if is_operator_owned(name):
-            raise settings.ConfigError(
-                "postgres.parameters",
-                f"'{name}' is managed by the CloudNativePG operator and cannot be set; remove it",
-            )
+    """``spec.postgresql.parameters``: derived values merged with ``postgres.parameters``
+    (already checked by settings.load() against ``parameters_problem``)."""
     # GUC names are case-insensitive: lower-case them so an override replaces, not duplicates.
     overrides = {name.lower(): value for name, value in s.postgres.parameters.items()}
-    wal_level = overrides.get("wal_level")
-    if wal_level is not None and wal_level not in WAL_LEVELS:
-        raise settings.ConfigError(
-            "postgres.parameters", f"wal_level must be one of {', '.join(WAL_LEVELS)}; got {wal_level!r}"
-        )
     merged = {**derived_parameters(s), **overrides}
     return dict(sorted(merged.items()))

@@ -66,16 +66,11 @@ MIN_REPLICAS_MAX_LAG_SECONDS = 10
 # Detect dead peers (workers on reclaimed spot nodes) in about a minute instead of the
 # kernel's two hours, so their connections and blocked pops do not pile up.
 TCP_KEEPALIVE_SECONDS = 60
-# On SIGTERM wait this long for replicas to catch up before exiting; the pods'
-# terminationGracePeriodSeconds must be larger.
-SHUTDOWN_TIMEOUT_SECONDS = 10
 LATENCY_MONITOR_THRESHOLD_MS = 100
 SLOWLOG_SLOWER_THAN_US = 10_000
 SLOWLOG_MAX_LEN = 256
 # How long the scripts wait for one redis-cli call that asks Sentinel or a replica.
 ASK_TIMEOUT_SECONDS = 5
-# How long the scripts wait for a BGSAVE, an AOF rewrite or a loading server.
-WAIT_SECONDS = 600
 # A replica is in sync for a backup when its link is up and it heard from the primary this
 # recently: the primary pings replicas every 10 s (repl-ping-replica-period), so two periods.
 REPLICA_MAX_SILENCE_SECONDS = 20
@@ -263,8 +258,9 @@ def redis_settings(
         ),
         (
             "shutdown-timeout",
-            SHUTDOWN_TIMEOUT_SECONDS,
-            "On SIGTERM let replicas catch up first; terminationGracePeriodSeconds must exceed it.",
+            r.shutdown_timeout_seconds,
+            "On SIGTERM let replicas catch up first (settings.redis.shutdownTimeoutSeconds);"
+            " the pods' terminationGracePeriodSeconds covers it plus the final save.",
         ),
         # ---- observability ----
         ("latency-monitor-threshold", LATENCY_MONITOR_THRESHOLD_MS, "Record events slower than 100 ms (LATENCY LATEST)."),
@@ -305,6 +301,17 @@ def _render(header: str, entries: Sequence[Entry]) -> str:
             lines.extend(f"# {line}" for line in textwrap.wrap(why, 96))
         lines.append(f"{key} {value}")
     return "\n".join(lines) + "\n"
+
+
+def parse_directives(text: str) -> list[tuple[str, str]]:
+    """Inverse of the renderers above: (directive, value) per line, comments and blank lines
+    skipped, in file order.  The tests compare rendered files with it."""
+    out = []
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            out.append((key, value))
+    return out
 
 
 def redis_server_args(password_env: str = PASSWORD_ENV) -> list[str]:
@@ -674,7 +681,6 @@ def backup_script(
     s3_endpoint: str,
     port: int = names.REDIS_PORT,
     master_name: str = names.REDIS_MASTER_NAME,
-    wait_seconds: int = WAIT_SECONDS,
 ) -> str:
     """The hourly backup (CronJob ``redis-backup``, redis image + rclone, restricted).
 
@@ -718,7 +724,7 @@ SCRIPT=redis-backup
 STORE="${{STORE:-{store}}}"
 PREFIX={backup_prefix(region)}
 RETENTION_HOURS={r.backup_retention_hours}
-WAIT_SECONDS={wait_seconds}
+WAIT_SECONDS={r.backup_wait_seconds}
 REPLICA_MAX_SILENCE={REPLICA_MAX_SILENCE_SECONDS}
 : "${{REDISCLI_AUTH:?REDISCLI_AUTH (the Redis password) is not set}}"
 export REDISCLI_AUTH
@@ -799,7 +805,6 @@ def restore_script(
     s3_endpoint: str,
     conf: str = f"{TEMPLATE_DIR}/{REDIS_CONF}",
     data_dir: str = DATA_DIR,
-    wait_seconds: int = WAIT_SECONDS,
 ) -> str:
     """Restore a backup onto a data volume (docs/runbooks/redis-restore.md runs it in a
     one-off pod that mounts redis-0's PVC while the StatefulSet is scaled to 0).
@@ -811,9 +816,9 @@ def restore_script(
     moved aside, never deleted.
 
     Environment: BACKUP (a timestamp; default the latest complete one), STORE and PREFIX
-    (another region's backups), DATA_DIR, CONF, TMPDIR; AWS_* for s3:// stores.
+    (another region's backups, with RCLONE_S3_ENDPOINT and RCLONE_S3_REGION when that
+    region's bucket is behind another endpoint), DATA_DIR, CONF, TMPDIR; AWS_* for s3:// stores.
     """
-    del r  # same signature as the other renderers; nothing environment-specific yet
     return f"""\
 #!/bin/sh
 # Redis restore from the object store. Rendered by tikit-infra (infra/conf/redis.py).
@@ -826,7 +831,7 @@ PREFIX="${{PREFIX:-{backup_prefix(region)}}}"
 BACKUP="${{BACKUP:-latest}}"
 DATA_DIR="${{DATA_DIR:-{data_dir}}}"
 CONF="${{CONF:-{conf}}}"
-WAIT_SECONDS={wait_seconds}
+WAIT_SECONDS={r.backup_wait_seconds}
 {_COMMON}{_store_functions(s3_endpoint)}
 work=$(mktemp -d "${{TMPDIR:-/tmp}}/redis-restore.XXXXXX")
 pid=""
@@ -926,9 +931,11 @@ def redis_url(
 ) -> str:
     """REDIS_URL for the backend and workers.
 
-    Without Sentinel: ``redis://:<password>@<host>:<port>/<db>``; ``host`` must be the primary
-    (``bootstrap_primary_host``), never a Service over all pods, which would hand writes to
-    read-only replicas.  With Sentinel: ``redis+sentinel://:<password>@s1:26379,s2:26379/<master>/<db>``;
+    Without Sentinel: ``redis://:<password>@<host>:<port>/<db>``; ``host`` must reach the
+    primary and only the primary, never a Service over all pods, which would hand writes to
+    read-only replicas.  The component passes the ``redis`` client Service, which selects
+    ``redis-0`` alone where no Sentinel runs (nothing moves the primary there); the pod
+    name (``bootstrap_primary_host``) works too.  With Sentinel: ``redis+sentinel://:<password>@s1:26379,s2:26379/<master>/<db>``;
     the client asks the sentinels for the primary and asks again after a failover.  The
     password is percent-encoded; the sentinels themselves take no password.
     """
@@ -943,6 +950,18 @@ def redis_url(
         raise ValueError(f"bad master name {master_name!r}")
     hosts = ",".join(_hostport(h, p) for h, p in sentinels)
     return f"redis+sentinel://{auth}{hosts}/{quote(master_name, safe='')}/{db}"
+
+
+def sentinel_list(sentinels: Sequence[tuple[str, int]]) -> str:
+    """REDIS_SENTINELS: ``host:port,host:port,...`` ("" without Sentinel), the list that
+    ioredis (``sentinels``) and node-redis (``sentinelRootNodes``) take once split on commas
+    and the last colon; for clients that cannot parse a redis+sentinel:// URL."""
+    return ",".join(_hostport(h, p) for h, p in sentinels)
+
+
+def parse_sentinel_list(text: str) -> tuple[tuple[str, int], ...]:
+    """Inverse of ``sentinel_list``."""
+    return tuple(_split_hostport(item) for item in text.split(",")) if text else ()
 
 
 def _split_hostport(text: str) -> tuple[str, int]:

@@ -13,9 +13,7 @@ TARGET_CONCURRENT_USERS = "tikit.app/target-concurrent-users"
 REQUESTS_PER_USER_PER_MINUTE = "tikit.app/requests-per-user-per-minute"
 # Deployment of a database client: connections each replica may open to each PgBouncer pool.
 DB_CONNECTIONS_PER_REPLICA = "tikit.app/db-connections-per-replica"
-# Serving Deployment: requests per minute one replica carries at its autoscaling target.
-REQUESTS_PER_MINUTE_PER_INSTANCE = "tikit.app/requests-per-minute-per-instance"
-# ObjectStore: where the bucket physically lives, when its name does not say.
+# ObjectStore: the region its bucket lives in (the program sets it on every ObjectStore).
 STORAGE_REGION = "tikit.app/storage-region"
 
 # Labels every object carries (infra/kube.py labels()).
@@ -27,6 +25,5 @@ ALL = {
     "TARGET_CONCURRENT_USERS": TARGET_CONCURRENT_USERS,
     "REQUESTS_PER_USER_PER_MINUTE": REQUESTS_PER_USER_PER_MINUTE,
     "DB_CONNECTIONS_PER_REPLICA": DB_CONNECTIONS_PER_REPLICA,
-    "REQUESTS_PER_MINUTE_PER_INSTANCE": REQUESTS_PER_MINUTE_PER_INSTANCE,
     "STORAGE_REGION": STORAGE_REGION,
 }

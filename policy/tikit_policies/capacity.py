@@ -3,7 +3,8 @@ add up.  Each failure spells out the arithmetic, with the objects the numbers ca
 
 - clients:   max app replicas x DB connections per replica <= PgBouncer replicas x max_client_conn
 - servers:   PgBouncer replicas x (default_pool_size + reserve_pool_size) + reserved slots
-             + max_wal_senders <= max_connections, for the primary and for the read replicas
+             <= max_connections, for the primary and for the read replicas (WAL senders
+             have had their own slots, max_wal_senders, since PostgreSQL 12)
 - Redis:     maxmemory + fork headroom <= the container's memory limit
 - scaling:   autoscaler minimum <= maximum, and PDB minAvailable < the minimum
 - requests:  target users x requests per user per minute <= max replicas x per-instance capacity
@@ -113,7 +114,6 @@ def _budget(stack: Stack, cfg: dict, report: Report) -> None:
         reserved = {
             "superuser_reserved_connections": c.parameter("superuser_reserved_connections", 3),
             "reserved_connections": c.parameter("reserved_connections", 0),
-            "max_wal_senders": c.parameter("max_wal_senders", 10),
         }
         if max_conn is None or any(v is None for v in reserved.values()):
             continue
@@ -262,9 +262,7 @@ autoscaler_bounds = stack_policy(
 
 
 def _per_instance(w: Workload) -> tuple[Optional[float], str]:
-    declared = w.obj.annotations.get(ann.REQUESTS_PER_MINUTE_PER_INSTANCE)
-    if declared is not None:
-        return as_float(declared), f"{ann.REQUESTS_PER_MINUTE_PER_INSTANCE}"
+    """Requests per minute one replica carries: its autoscaler's request-rate threshold."""
     if w.autoscaler:
         value = w.autoscaler.requests_per_minute_per_instance()
         if value is not None:
@@ -286,7 +284,7 @@ def _requests(stack: Stack, cfg: dict, report: Report) -> None:
             if deployments:
                 report(
                     f"{region}: targets {fmt(users)} users but no Deployment declares its request capacity (a KEDA "
-                    f"request-rate trigger in requests per minute, or {ann.REQUESTS_PER_MINUTE_PER_INSTANCE})",
+                    "request-rate trigger in requests per minute)",
                     deployments[0].obj,
                 )
             continue

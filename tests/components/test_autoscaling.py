@@ -73,3 +73,68 @@ def test_every_scaled_object_and_deployment_validates(plan):
     for kind in ("ScaledObject", "TriggerAuthentication", "Deployment"):
         for obj in objects(plan, kind):
             assert validate(obj) == [], f"{kind}/{obj['metadata']['name']}"
+
+
+# KEDA's default pollingInterval (the ScaledObjects leave it unset) and the HPA controller's
+# sync period: the two waits docs/autoscaling.md adds to the settings' own.
+KEDA_POLLING_SECONDS = 30
+HPA_SYNC_SECONDS = 15
+
+
+def test_peak_floor_arrival_in_the_docs_matches_the_settings():
+    """The cron floor is ready minutes after peakStart, not before it: the doc's arithmetic
+    is the prod settings' (a changed window or startup budget must change the doc)."""
+    import re
+
+    import settings
+    from conftest import REPO
+
+    text = (REPO / "docs" / "autoscaling.md").read_text()
+    b = settings.load({}, stack="prod").backend
+    minute, hour = (int(f) for f in b.peak_start.split()[:2])
+    startup = b.startup_period_seconds * b.startup_failure_threshold
+    worst = KEDA_POLLING_SECONDS + b.scale_up_window_seconds + HPA_SYNC_SECONDS + startup
+
+    def clock(seconds_after_start: int) -> str:
+        total = hour * 3600 + minute * 60 + seconds_after_start
+        return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+    assert f"(`backend.peakStart`, `{b.peak_start}`)" in text
+    assert f"{b.startup_period_seconds} x {b.startup_failure_threshold} = {startup} s" in text
+    assert (
+        f"worst case = {KEDA_POLLING_SECONDS} s + {b.scale_up_window_seconds} s + {HPA_SYNC_SECONDS} s + "
+        f"{startup} s = {worst} s   -> ready by {clock(worst)}"
+    ) in text
+    assert f"-> ready from about {clock(b.scale_up_window_seconds)}" in text
+    assert "before the load arrives" not in text
+    # The lead-time example: ready before the notes' 18:00 even in the worst case.
+    example = re.search(r'`backend\.peakStart: "(\d+) (\d+) \* \* \*"`: the floor is then ready by (\S+) at the latest', text)
+    assert example, "docs/autoscaling.md shows no earlier peakStart"
+    early = int(example.group(2)) * 3600 + int(example.group(1)) * 60 + worst
+    assert example.group(3) == f"{early // 3600:02d}:{early % 3600 // 60:02d}:{early % 60:02d}"
+    assert early <= hour * 3600 + minute * 60
+
+
+def test_the_readme_configuration_example_is_a_valid_prod_stack():
+    """The README's Pulumi.prod.yaml example loads, keeps the notes' cost cap of 10 API
+    replicas, and passes every mandatory policy (the earlier peakStart included)."""
+    import json
+    import re
+
+    import yaml
+
+    import settings
+    from conftest import REPO
+    from preview import engine, plan as plan_mod, policies
+
+    text = (REPO / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "# Pulumi.prod.yaml" in b]
+    config = yaml.safe_load(block)["config"]
+    cfg = settings.load({k.split(":", 1)[1]: v for k, v in config.items()}, stack="prod")
+    assert cfg.backend.max_replicas <= 10
+    assert cfg.backend.peak_start == "45 17 * * *"
+    project, _, _ = engine.load_stack_config("prod")
+    override = {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+    result = policies.evaluate(plan_mod.build(engine.run_program("prod", config_override=override)), None)
+    assert result.mandatory == [], [f.message for f in result.mandatory]
+    assert all(k.startswith(f"{project}:") for k in config)

@@ -7,19 +7,13 @@ import pytest
 
 import names
 import settings
-from conftest import named, objects
+from conftest import named, objects, regional
 from preview.validate import validate
 
 # The notes' numbers, per environment: (min, max) replicas and (cpu, memory) per instance.
 REPLICAS = {"dev": (1, 1), "staging": (2, 2), "prod": (2, 10)}
 RESOURCES = {"dev": ("500m", "512Mi"), "staging": ("1", "1Gi"), "prod": ("2", "2Gi")}
 PEAK_MIN = {"prod": 5}
-
-
-def regional(plan, kind: str, name: str):
-    """(region, object) for every region of the stack."""
-    for region in plan.regions:
-        yield region, named(plan, kind, name, region)
 
 
 def container(deployment: dict) -> dict:
@@ -86,20 +80,31 @@ def test_resources_per_environment_with_memory_request_equal_to_limit(plan, stac
         assert res["limits"]["memory"] == res["requests"]["memory"] == memory
 
 
-def test_env_comes_from_secrets_and_the_config_map(plan):
+def test_env_comes_from_secrets_and_the_config_map(plan, stack):
+    s = settings.load({}, stack=stack)
     for region, dep in regional(plan, "Deployment", names.BACKEND):
         c = container(dep)
-        refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"]}
+        refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
         assert refs == {
             "DATABASE_URL": {"name": names.APP_DATABASE_SECRET, "key": "DATABASE_URL"},
             "DATABASE_REPLICA_URL": {"name": names.APP_DATABASE_SECRET, "key": "DATABASE_REPLICA_URL"},
-            "REDIS_URL": {"name": names.APP_REDIS_SECRET, "key": "REDIS_URL"},
+            **{
+                key: {"name": names.APP_REDIS_SECRET, "key": key}
+                for key in ("REDIS_URL", "REDIS_PASSWORD", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER")
+            },
         }
-        assert all("value" not in e for e in c["env"]), "no connection string in clear text"
+        literal = {e["name"]: e["value"] for e in c["env"] if "valueFrom" not in e}
+        assert set(literal) == {"DB_POOL_SIZE"}, "no connection string in clear text"
         assert c["envFrom"] == [{"configMapRef": {"name": names.BACKEND_CONFIG}}]
         data = named(plan, "ConfigMap", names.BACKEND_CONFIG, region)["data"]
-        assert data["NODE_ENV"] == "production"
-        assert data["PORT"] == str(c["ports"][0]["containerPort"])
+        assert data == {
+            "NODE_ENV": "production",
+            "PORT": str(c["ports"][0]["containerPort"]),
+            "JOB_QUEUE": s.workers.queue_name,
+            "METRICS_PATH": names.BACKEND_METRICS_PATH,
+            "TIKIT_ENVIRONMENT": s.environment,
+            "TIKIT_REGION": region,
+        }
         assert not any("URL" in k for k in data), "connection strings belong in Secrets"
         # Service links would inject REDIS_PORT=tcp://... next to the app's own settings.
         assert dep["spec"]["template"]["spec"]["enableServiceLinks"] is False
@@ -211,3 +216,24 @@ def test_api_objects_validate(plan, kind):
         assert validate(obj) == [], f"{region} {kind}"
     for obj in objects(plan, "ConfigMap"):
         assert validate(obj) == []
+
+
+def test_the_app_is_told_its_pool_size_and_the_annotation_agrees(plan, stack):
+    """DB_POOL_SIZE is what the process opens; the annotation is what the policy pack sizes
+    PgBouncer against: both come from backend.dbConnectionsPerReplica and must agree."""
+    per_replica = settings.load({}, stack=stack).backend.db_connections_per_replica
+    for _, dep in regional(plan, "Deployment", names.BACKEND):
+        env = {e["name"]: e for e in container(dep)["env"]}
+        assert env["DB_POOL_SIZE"] == {"name": "DB_POOL_SIZE", "value": str(per_replica)}
+        assert dep["metadata"]["annotations"][names.DB_CONNECTIONS_ANNOTATION] == str(per_replica)
+
+
+def test_pool_size_follows_the_setting():
+    from preview import engine, plan as plan_mod
+
+    project, config, _ = engine.load_stack_config("dev")
+    config = {**config, f"{project}:backend": '{"dbConnectionsPerReplica": 40}'}
+    rendered = plan_mod.build(engine.run_program("dev", config_override=config))
+    for _, dep in regional(rendered, "Deployment", names.BACKEND):
+        env = {e["name"]: e.get("value") for e in container(dep)["env"]}
+        assert env["DB_POOL_SIZE"] == "40" == dep["metadata"]["annotations"][names.DB_CONNECTIONS_ANNOTATION]

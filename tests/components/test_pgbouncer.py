@@ -197,6 +197,8 @@ def test_probes_security_spread_and_shutdown(plan, stack):
             assert spec["securityContext"]["runAsNonRoot"] is True
             assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
             assert spec["automountServiceAccountToken"] is False
+            # No Service addresses injected into PgBouncer's environment.
+            assert spec["enableServiceLinks"] is False
             for c in spec["containers"]:
                 sc = c["securityContext"]
                 assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
@@ -341,3 +343,23 @@ def test_one_verifier_for_postgres_and_pgbouncer_in_every_region(staging_secrets
         assert verifies(users[conf.DEFAULT_STATS_USER], unquote(exporter.password))
     # London replays Lagos's WAL: its role, and so PgBouncer's userlist, must be Lagos's.
     assert len(verifiers) == 1
+
+
+def salt_of(verifier: str) -> bytes:
+    return base64.b64decode(verifier.split("$")[1].split(":")[1])
+
+
+def test_every_role_has_its_own_scram_salt(plan, staging_secrets):
+    """One RandomBytes per role: the app role's and the stats user's verifiers never share
+    a salt, and each salt is the same in every region."""
+    salts = [r for r in plan.resources if r.type == "random:index/randomBytes:RandomBytes"]
+    assert sorted(r.name for r in salts) == ["pgbouncer-stats-scram-salt", "scram-salt"]
+    assert all(r.inputs["length"] >= 16 for r in salts)
+    owner = stack_settings("staging").postgres.owner
+    per_role = {}
+    for region in ("lagos", "london"):
+        users = userlist(staging_secrets[(region, names.PGBOUNCER_AUTH_SECRET)][1][pgb.USERLIST_KEY])
+        assert salt_of(users[owner]) != salt_of(users[conf.DEFAULT_STATS_USER])
+        for user, verifier in users.items():
+            per_role.setdefault(user, set()).add(salt_of(verifier))
+    assert all(len(found) == 1 for found in per_role.values()), per_role

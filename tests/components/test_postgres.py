@@ -115,9 +115,12 @@ def test_parameters_are_the_pure_function_output(plan, stack):
         assert params["max_connections"] == str(cfg.derived.postgres_max_connections)
 
 
-def test_max_connections_holds_both_pools_and_the_reserved_slots(plan):
-    """replicas x (pool + reserve) x 2 pools + reserved <= max_connections, from the
-    rendered Deployments, pgbouncer.ini files and cluster parameters of each region."""
+def test_max_connections_holds_both_pools_and_the_reserved_slots(plan, stack):
+    """replicas x (pool + reserve) x 2 pools + superuser reserved + admin headroom ==
+    max_connections, from the rendered Deployments, pgbouncer.ini files and cluster
+    parameters of each region.  WAL senders are not counted: since PostgreSQL 12 they have
+    slots of their own (max_wal_senders), outside max_connections."""
+    admin = stack_settings(stack).postgres.admin_connections
     for region in plan.regions:
         params = cluster_of(plan, region)["spec"]["postgresql"]["parameters"]
         pooled = 0
@@ -127,8 +130,8 @@ def test_max_connections_holds_both_pools_and_the_reserved_slots(plan):
             per_pod = int(ini["default_pool_size"]) + int(ini["reserve_pool_size"])
             assert int(ini["max_db_connections"]) == per_pod  # the cap PgBouncer enforces
             pooled += replicas * per_pod
-        reserved = int(params["superuser_reserved_connections"]) + int(params["max_wal_senders"])
-        assert pooled + reserved <= int(params["max_connections"])
+        reserved = int(params["superuser_reserved_connections"])
+        assert pooled + reserved + admin == int(params["max_connections"])
 
 
 def test_bootstrap_and_app_secret(plan, stack):
@@ -174,7 +177,7 @@ def test_object_stores_use_settings_and_each_region_its_own_bucket(plan, stack):
         for r in cfg.regions:
             conf = stores[names.pg_object_store(r.name)]["spec"]["configuration"]
             assert conf["destinationPath"] == f"s3://{cfg.bucket(r.name)}/postgres"
-            assert conf["endpointURL"] == o.endpoint_url
+            assert conf["endpointURL"] == cfg.object_storage_endpoint(r.name) == o.endpoint_url
             assert conf["s3Credentials"] == {
                 "accessKeyId": {"name": o.credentials_secret, "key": o.access_key_id_key},
                 "secretAccessKey": {"name": o.credentials_secret, "key": o.secret_access_key_key},
@@ -188,6 +191,33 @@ def test_object_stores_use_settings_and_each_region_its_own_bucket(plan, stack):
         for r in cfg.regions:
             if r.name != region:
                 assert "retentionPolicy" not in stores[names.pg_object_store(r.name)]["spec"]
+
+
+def test_each_bucket_is_read_through_its_own_regions_endpoint():
+    """A region's objectStorageEndpoint reaches every ObjectStore of its bucket, in every
+    region; the other region's bucket keeps the stack-wide endpoint."""
+    lagos_s3 = "https://s3.af-south-1.amazonaws.com"
+    regions = [
+        {"name": "lagos", "role": "primary", "objectStorageEndpoint": lagos_s3},
+        {"name": "london", "role": "backup"},
+    ]
+    plan = plan_mod.build(engine.run_program("prod", config_override=as_cli({"environment": "prod", "regions": regions})))
+    default = settings.load({}, stack="prod").object_storage.endpoint_url
+    assert default != lagos_s3
+    for region in ("lagos", "london"):
+        stores = {s["metadata"]["name"]: s["spec"]["configuration"] for s in objects(plan, "ObjectStore", region)}
+        assert stores[names.pg_object_store("lagos")]["endpointURL"] == lagos_s3
+        assert stores[names.pg_object_store("london")]["endpointURL"] == default
+
+
+def test_object_stores_name_the_region_their_bucket_lives_in(plan, stack):
+    """The storage-region annotation the policy pack's cross-region check reads."""
+    cfg = stack_settings(stack)
+    for region in plan.regions:
+        for r in cfg.regions:
+            store = named(plan, "ObjectStore", names.pg_object_store(r.name), region)
+            assert store["metadata"]["annotations"] == {names.STORAGE_REGION_ANNOTATION: r.name}
+            assert cfg.bucket(r.name) in store["spec"]["configuration"]["destinationPath"]
 
 
 def test_no_two_clusters_share_a_destination_path_and_server_name(plan):
@@ -382,7 +412,6 @@ def test_sizing_doc_shows_the_derived_numbers(stack):
         d.pool_server_connections,
         pg.superuser_reserved_connections,
         pg.admin_connections,
-        pg.max_wal_senders,
         d.postgres_max_connections,
     ]
     assert d.pool_server_connections == 2 * pb.replicas * (pb.default_pool_size + pb.reserve_pool_size)

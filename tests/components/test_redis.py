@@ -5,8 +5,10 @@ scrapes, the Secrets the apps and KEDA read, and the hourly backup CronJob."""
 
 from __future__ import annotations
 
+import json
 import re
 
+import pytest
 import yaml
 
 import names
@@ -16,6 +18,7 @@ from conf import redis as rconf
 from conftest import REPO, named, objects
 from preview import engine, plan as plan_mod
 from preview.validate import validate
+from test_pgbouncer import reveal
 
 # The issue's topology: (data pods, sentinels) per environment, and Sentinel's quorum.
 TOPOLOGY = {"dev": (1, 0), "staging": (2, 0), "prod": (3, 3)}
@@ -32,10 +35,8 @@ def stack_settings(stack: str) -> settings.Settings:
 
 def directives(text: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, _, value = line.strip().partition(" ")
-            out.setdefault(key.lower(), []).append(value)
+    for key, value in rconf.parse_directives(text):
+        out.setdefault(key.lower(), []).append(value)
     return out
 
 
@@ -185,11 +186,34 @@ def test_services_reach_the_right_pods(plan, stack):
             assert client["selector"][rc.POD_NAME_LABEL] == f"{names.REDIS}-0"
 
 
-def test_redis_url_secret_matches_the_rendered_topology(plan, stack):
+@pytest.fixture(scope="module")
+def app_redis_data():
+    """stack -> region -> the app-redis Secret's stringData as recorded, secrets revealed
+    (stand-in values only: the offline engine never sees a real password)."""
+    cache: dict[str, dict[str, dict]] = {}
+
+    def get(stack: str) -> dict[str, dict]:
+        if stack not in cache:
+            cache[stack] = {
+                rec.inputs["metadata"]["labels"]["tikit.app/region"]: reveal(rec.inputs["stringData"])
+                for rec in engine.run_program(stack).records
+                if rec.type == "kubernetes:core/v1:Secret" and rec.inputs["metadata"]["name"] == names.APP_REDIS_SECRET
+            }
+        return cache[stack]
+
+    return get
+
+
+def test_redis_url_secret_matches_the_rendered_topology(plan, stack, app_redis_data):
     cfg = stack_settings(stack)
     for region in plan.regions:
         secret = named(plan, "Secret", names.APP_REDIS_SECRET, region)
-        assert secret["stringData"] == {names.REDIS_URL: plan_mod.REDACTED}
+        keys = {names.REDIS_URL, names.REDIS_PASSWORD, names.REDIS_SENTINELS, names.REDIS_SENTINEL_MASTER}
+        assert secret["stringData"] == {key: plan_mod.REDACTED for key in keys}
+        data = app_redis_data(stack)[region]
+        assert set(data) == keys
+        # REDIS_PASSWORD is the password inside REDIS_URL.
+        assert rconf.parse_redis_url(data[names.REDIS_URL]).password == data[names.REDIS_PASSWORD] != ""
         auth = named(plan, "Secret", names.REDIS_AUTH_SECRET, region)
         assert auth["stringData"] == {rc.PASSWORD_KEY: plan_mod.REDACTED}
 
@@ -205,9 +229,15 @@ def test_redis_url_secret_matches_the_rendered_topology(plan, stack):
             }
             assert set(target.sentinels) == pods and target.master_name == names.REDIS_MASTER_NAME
             assert target.host is None
+            # The same sentinels and master in parts, for clients that cannot parse the URL.
+            assert rconf.parse_sentinel_list(data[names.REDIS_SENTINELS]) == target.sentinels
+            assert data[names.REDIS_SENTINEL_MASTER] == target.master_name
         else:
             assert (target.host, target.port) == (names.service_host(names.REDIS, ns), names.REDIS_PORT)
             assert not target.sentinels
+            # Empty: no Sentinel, connect with REDIS_URL.
+            assert data[names.REDIS_SENTINELS] == data[names.REDIS_SENTINEL_MASTER] == ""
+        assert data == rc.app_env(cfg.redis, ns, data[names.REDIS_PASSWORD])
 
 
 def test_consumers_read_the_tier_secrets(plan, stack):
@@ -215,7 +245,9 @@ def test_consumers_read_the_tier_secrets(plan, stack):
         for app in (names.BACKEND, names.WORKERS):
             dep = named(plan, "Deployment", app, region)
             (c,) = dep["spec"]["template"]["spec"]["containers"]
-            assert secret_refs(c)[names.REDIS_URL] == (names.APP_REDIS_SECRET, names.REDIS_URL)
+            refs = secret_refs(c)
+            for key in (names.REDIS_URL, names.REDIS_PASSWORD, names.REDIS_SENTINELS, names.REDIS_SENTINEL_MASTER):
+                assert refs[key] == (names.APP_REDIS_SECRET, key), (app, key)
         auth = named(plan, "TriggerAuthentication", f"{names.WORKERS}-redis", region)
         (ref,) = auth["spec"]["secretTargetRef"]
         assert (ref["name"], ref["key"]) == (names.REDIS_AUTH_SECRET, rc.PASSWORD_KEY)
@@ -262,7 +294,11 @@ def test_probes(plan, stack):
         assert redis["livenessProbe"]["failureThreshold"] == cfg.redis.liveness_failure_threshold
         exporter = container(pod, "exporter")
         assert exporter["livenessProbe"]["httpGet"]["port"] == names.METRICS_PORT_NAME
-        assert pod["terminationGracePeriodSeconds"] > rconf.SHUTDOWN_TIMEOUT_SECONDS
+        # The grace period covers redis.conf's shutdown-timeout plus the final save.
+        (timeout,) = directives(named(plan, "ConfigMap", rc.CONFIG_MAP, region)["data"][rconf.REDIS_CONF])["shutdown-timeout"]
+        assert int(timeout) == cfg.redis.shutdown_timeout_seconds
+        assert pod["terminationGracePeriodSeconds"] == cfg.redis.termination_grace_seconds
+        assert pod["terminationGracePeriodSeconds"] >= int(timeout) + settings.REDIS_SHUTDOWN_SAVE_MARGIN_SECONDS
         if cfg.redis.sentinels:
             sent = container(named(plan, "StatefulSet", names.REDIS_SENTINEL, region)["spec"]["template"]["spec"], "sentinel")
             assert "PING" in " ".join(sent["livenessProbe"]["exec"]["command"])
@@ -332,8 +368,9 @@ def test_backup_cronjob(plan, stack):
         assert 0 < cj["startingDeadlineSeconds"] < 3600
         assert cj["successfulJobsHistoryLimit"] >= 1 and cj["failedJobsHistoryLimit"] >= 1
         job = cj["jobTemplate"]["spec"]
-        # Long enough for the script's BGSAVE wait, short enough to end before the next run.
-        assert rconf.WAIT_SECONDS < job["activeDeadlineSeconds"] < 3600
+        # Long enough for the script's BGSAVE wait and the upload, short enough to end
+        # before the next run.
+        assert r.backup_wait_seconds + settings.REDIS_BACKUP_UPLOAD_MARGIN_SECONDS <= job["activeDeadlineSeconds"] < 3600
         assert job["backoffLimit"] == r.backup_backoff_limit
         pod = job["template"]["spec"]
         assert pod["restartPolicy"] == "Never"
@@ -357,12 +394,35 @@ def test_backup_cronjob(plan, stack):
         assert f'STORE="${{STORE:-s3://{cfg.bucket(region)}}}"' in script
         assert f"PREFIX={rconf.backup_prefix(region)}\n" in script
         assert f"RETENTION_HOURS={r.backup_retention_hours}\n" in script
-        assert "BGSAVE" in script and s3.endpoint_url in script
+        assert f"WAIT_SECONDS={r.backup_wait_seconds}\n" in script
+        # Through the endpoint of this region's bucket.
+        endpoint = cfg.object_storage_endpoint(region)
+        assert "BGSAVE" in script and f'RCLONE_S3_ENDPOINT="${{RCLONE_S3_ENDPOINT:-{endpoint}}}"' in script
 
         # The NetworkPolicy that lets the job reach Redis and the object store selects its pods.
         labels = job["template"]["metadata"]["labels"]
         policy = named(plan, "NetworkPolicy", names.REDIS_BACKUP, region)
         assert matches(policy["spec"]["podSelector"]["matchLabels"], labels)
+
+
+def test_backup_and_restore_use_their_regions_endpoint():
+    """regions[].objectStorageEndpoint reaches the scripts of that region only."""
+    lagos_s3 = "https://s3.af-south-1.amazonaws.com"
+    regions = [
+        {"name": "lagos", "role": "primary", "objectStorageEndpoint": lagos_s3},
+        {"name": "london", "role": "backup"},
+    ]
+    config = {"tikit:environment": "prod", "tikit:regions": json.dumps(regions)}
+    plan = plan_mod.build(engine.run_program("prod", config_override=config))
+    default = settings.load({}, stack="prod").object_storage.endpoint_url
+    for region, endpoint, s3_region in (("lagos", lagos_s3, "af-south-1"), ("london", default, "eu-west-2")):
+        scripts = [
+            named(plan, "ConfigMap", rc.BACKUP_CONFIG_MAP, region)["data"][rc.BACKUP_KEY],
+            named(plan, "ConfigMap", rc.CONFIG_MAP, region)["data"][rc.RESTORE_KEY],
+        ]
+        for script in scripts:
+            assert f'RCLONE_S3_ENDPOINT="${{RCLONE_S3_ENDPOINT:-{endpoint}}}"' in script
+            assert f'RCLONE_S3_REGION="${{RCLONE_S3_REGION:-{s3_region}}}"' in script
 
 
 def test_restore_script_sits_next_to_redis_conf(plan, stack):

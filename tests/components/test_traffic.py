@@ -83,7 +83,10 @@ def test_proxy_service_preserves_client_ip(plan, stack):
         # Local traffic policy: a zone without a proxy would get no traffic, so spread them.
         keys = {c["topologyKey"] for c in k["envoyDeployment"]["pod"]["topologySpreadConstraints"]}
         assert "topology.kubernetes.io/zone" in keys
+        # The one disruption rule every PodDisruptionBudget of ours follows.
         assert k["envoyPDB"] == {"maxUnavailable": 1}
+        for pdb in objects(plan, "PodDisruptionBudget", region):
+            assert {key: v for key, v in pdb["spec"].items() if key != "selector"} == k["envoyPDB"]
 
 
 def test_http_only_redirects_to_https(plan):
@@ -147,10 +150,12 @@ def test_rest_routes_cover_the_api_prefix_split_by_idempotency(plan, stack):
         assert route["spec"]["hostnames"] == [cfg.gateway.hostname]
         # k8gb follows this route to its Gateway and accepts exactly one parent.
         assert len(route["spec"]["parentRefs"]) == 1
-        reads, writes = rule_named(route, gw.READS_RULE), rule_named(route, gw.WRITES_RULE)
-        api_reads = [m for m in reads["matches"] if m["path"] == {"type": "PathPrefix", "value": cfg.gateway.api_prefix}]
-        assert {m["method"] for m in api_reads} == set(gw.IDEMPOTENT_METHODS)
-        assert {"GET", "HEAD"} <= {m["method"] for m in reads["matches"] if m["path"]["value"] == cfg.backend.health_path}
+        idempotent, writes = rule_named(route, gw.IDEMPOTENT_RULE), rule_named(route, gw.WRITES_RULE)
+        assert gw.IDEMPOTENT_RULE == "idempotent", "the rule carries PUT and DELETE too: not only reads"
+        prefixed = [m for m in idempotent["matches"] if m["path"] == {"type": "PathPrefix", "value": cfg.gateway.api_prefix}]
+        assert {m["method"] for m in prefixed} == set(gw.IDEMPOTENT_METHODS)
+        health = {m["method"] for m in idempotent["matches"] if m["path"]["value"] == cfg.backend.health_path}
+        assert health == {"GET", "HEAD"}
         # Everything else under the prefix (POST, PATCH, ...) lands on the writes rule.
         assert writes["matches"] == [{"path": {"type": "PathPrefix", "value": cfg.gateway.api_prefix}}]
 
@@ -158,7 +163,7 @@ def test_rest_routes_cover_the_api_prefix_split_by_idempotency(plan, stack):
 def test_rest_policies_carry_algorithm_health_checks_and_timeout(plan, stack):
     cfg = stack_settings(stack)
     for region in plan.regions:
-        for rule in (gw.READS_RULE, gw.WRITES_RULE):
+        for rule in (gw.IDEMPOTENT_RULE, gw.WRITES_RULE):
             (p,) = policies_for(plan, region, names.REST_ROUTE, rule)
             spec = p["spec"]
             assert spec["loadBalancer"] == {"type": cfg.gateway.rest_load_balancer}
@@ -187,7 +192,7 @@ def test_only_idempotent_methods_are_retried(plan, stack):
                 assert set(p["spec"]["retry"]["retryOn"]["triggers"]) >= {"connect-failure", "reset"}
             else:
                 assert p["spec"]["retry"] == {"numRetries": 0}, "non-idempotent rules say so explicitly"
-        assert retried == ({gw.READS_RULE} if cfg.gateway.retries else set())
+        assert retried == ({gw.IDEMPOTENT_RULE} if cfg.gateway.retries else set())
 
 
 def test_least_request_switch_reaches_the_rest_policies():
@@ -195,7 +200,7 @@ def test_least_request_switch_reaches_the_rest_policies():
     config = {**config, f"{project}:gateway": '{"restLoadBalancer": "LeastRequest"}'}
     plan = plan_mod.build(engine.run_program("dev", config_override=config))
     for region in plan.regions:
-        for rule in (gw.READS_RULE, gw.WRITES_RULE):
+        for rule in (gw.IDEMPOTENT_RULE, gw.WRITES_RULE):
             (p,) = policies_for(plan, region, names.REST_ROUTE, rule)
             assert p["spec"]["loadBalancer"] == {"type": "LeastRequest"}
         (ws,) = policies_for(plan, region, names.WEBSOCKET_ROUTE, gw.WEBSOCKET_RULE)

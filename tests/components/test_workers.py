@@ -6,15 +6,10 @@ from __future__ import annotations
 
 import names
 import settings
-from conftest import named
+from conftest import named, regional
 from preview.validate import validate
 
 REPLICAS = {"dev": (0, 2), "staging": (0, 3), "prod": (1, 10)}
-
-
-def regional(plan, kind: str, name: str):
-    for region in plan.regions:
-        yield region, named(plan, kind, name, region)
 
 
 def queue_trigger(so: dict) -> dict:
@@ -46,8 +41,9 @@ def test_workers_resources_env_and_security(plan, stack):
         assert settings.image_problem(c["image"]) is None and c["image"] == w.image
         assert c["resources"]["requests"] == {"cpu": w.cpu, "memory": w.memory}
         assert c["resources"]["limits"]["memory"] == c["resources"]["requests"]["memory"]
-        secrets = {e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"]}
+        secrets = {e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"] if "valueFrom" in e}
         assert secrets == {names.APP_DATABASE_SECRET, names.APP_REDIS_SECRET}
+        assert {e["name"] for e in c["env"] if "valueFrom" not in e} == {"DB_POOL_SIZE"}, "no secret in clear text"
         assert c["securityContext"]["allowPrivilegeEscalation"] is False
         assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -89,6 +85,8 @@ def test_workers_scale_on_queue_length(plan, stack):
             assert md["address"] == f"{names.REDIS}.{s.namespace}.svc.cluster.local:{names.REDIS_PORT}"
         behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
         assert behavior["scaleDown"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 300}]
+        # KEDA's idle time before 1 -> 0: the notes' 5-minute cooldown, its own setting.
+        assert spec["cooldownPeriod"] == s.workers.cooldown_seconds == 300
 
 
 def test_scale_to_zero_only_outside_prod(plan, stack):
@@ -114,3 +112,56 @@ def test_workers_objects_validate(plan):
     for region in plan.regions:
         for kind in ("Deployment", "ScaledObject", "PodDisruptionBudget"):
             assert validate(named(plan, kind, names.WORKERS, region)) == [], f"{region} {kind}"
+
+
+def test_workers_get_their_own_config_with_the_health_port(plan, stack):
+    """The process learns where to serve /health and /ready (the port the probes hit), and
+    none of the API's settings (its PORT, its METRICS_PATH)."""
+    s = settings.load({}, stack=stack)
+    for region, dep in regional(plan, "Deployment", names.WORKERS):
+        (c,) = dep["spec"]["template"]["spec"]["containers"]
+        assert c["envFrom"] == [{"configMapRef": {"name": names.WORKERS_CONFIG}}]
+        data = named(plan, "ConfigMap", names.WORKERS_CONFIG, region)["data"]
+        assert data == {
+            "NODE_ENV": "production",
+            "JOB_QUEUE": s.workers.queue_name,
+            "TIKIT_ENVIRONMENT": s.environment,
+            "TIKIT_REGION": region,
+            "HEALTH_PORT": str(s.workers.health_port),
+        }
+        (health,) = [p for p in c["ports"] if p["name"] == c["livenessProbe"]["httpGet"]["port"]]
+        assert data["HEALTH_PORT"] == str(health["containerPort"])
+        assert c["readinessProbe"]["httpGet"]["port"] == health["name"]
+        # Producer (API) and consumer (workers) name the same queue.
+        assert named(plan, "ConfigMap", names.BACKEND_CONFIG, region)["data"]["JOB_QUEUE"] == data["JOB_QUEUE"]
+        assert validate(named(plan, "ConfigMap", names.WORKERS_CONFIG, region)) == []
+
+
+def test_workers_are_told_their_pool_size_and_the_annotation_agrees(plan, stack):
+    per_replica = settings.load({}, stack=stack).workers.db_connections_per_replica
+    for _, dep in regional(plan, "Deployment", names.WORKERS):
+        (c,) = dep["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in c["env"]}
+        assert env["DB_POOL_SIZE"] == {"name": "DB_POOL_SIZE", "value": str(per_replica)}
+        assert dep["metadata"]["annotations"][names.DB_CONNECTIONS_ANNOTATION] == str(per_replica)
+
+
+def test_cooldown_is_its_own_setting():
+    """workers.cooldownSeconds drives KEDA's cooldownPeriod; the HPA's scale-down period
+    (a different mechanism) stays where it was."""
+    from preview import engine, plan as plan_mod
+
+    project, config, _ = engine.load_stack_config("dev")
+    config = {**config, f"{project}:workers": '{"cooldownSeconds": 900}'}
+    rendered = plan_mod.build(engine.run_program("dev", config_override=config))
+    for _, so in regional(rendered, "ScaledObject", names.WORKERS):
+        spec = so["spec"]
+        assert spec["cooldownPeriod"] == 900
+        down = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+        assert down["policies"][0]["periodSeconds"] == settings.load({}, stack="dev").workers.scale_down_period_seconds
+    problem = None
+    try:
+        settings.load({"workers": {"cooldownSeconds": -1}}, stack="dev")
+    except settings.ConfigError as exc:
+        problem = exc
+    assert problem is not None and problem.key == "workers.cooldownSeconds"

@@ -1,4 +1,5 @@
-"""infra/conf/postgres.py: the CNPG parameter map for every preset, and the overrides it refuses."""
+"""infra/conf/postgres.py: the CNPG parameter map for every preset, and the overrides it refuses
+(``parameters_problem``, which settings.load() applies before any resource exists)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import settings
-from conf.postgres import OPERATOR_OWNED, is_operator_owned, postgres_parameters
+from conf.postgres import OPERATOR_OWNED, is_operator_owned, parameters_problem, postgres_parameters
 
 STACKS = settings.ENVIRONMENTS
 
@@ -72,8 +73,10 @@ def test_slots_cannot_fill_the_wal_volume(stack):
 
 
 def test_notes_slow_query_threshold_and_observability():
-    p = postgres_parameters(settings.load({}, stack="prod"))
-    assert p["log_min_duration_statement"] == "1000"  # "slow queries > 1s", in milliseconds
+    s = settings.load({}, stack="prod")
+    p = postgres_parameters(s)
+    assert s.postgres.slow_query_ms == 1000  # the notes' "slow queries > 1s", in milliseconds
+    assert p["log_min_duration_statement"] == "1000"
     assert p["track_io_timing"] == "on"
     assert p["password_encryption"] == "scram-sha-256"  # PgBouncer's SCRAM pass-through
     assert "statement_timeout" not in p  # backups and migrations run long; set per role
@@ -83,6 +86,26 @@ def test_notes_slow_query_threshold_and_observability():
 def test_never_renders_an_operator_owned_parameter(stack):
     params = postgres_parameters(settings.load({}, stack=stack))
     assert not [k for k in params if is_operator_owned(k)]
+
+
+def test_tuning_values_come_from_settings():
+    defaults = postgres_parameters(settings.load({}, stack="prod"))
+    assert (defaults["random_page_cost"], defaults["effective_io_concurrency"]) == ("1.1", "200")
+    assert defaults["idle_in_transaction_session_timeout"] == "60s"
+    assert defaults["wal_keep_size"] == "512MB"
+    tuned = settings.load(
+        {"postgres": {"slowQueryMs": 250, "idleInTransactionTimeoutSeconds": 15, "walKeepSizeMaxMb": 128,
+                      "randomPageCost": 4, "effectiveIoConcurrency": 2}},
+        stack="prod",
+    )
+    p = postgres_parameters(tuned)
+    assert p["log_min_duration_statement"] == "250"
+    assert p["idle_in_transaction_session_timeout"] == "15s"
+    assert p["wal_keep_size"] == "128MB"
+    assert (p["random_page_cost"], p["effective_io_concurrency"]) == ("4", "2")
+    # The cap never lets wal_keep_size exceed what the slots may pin (dev's 2Gi volume: 512MB).
+    dev = settings.load({"postgres": {"walKeepSizeMaxMb": 4096}}, stack="dev")
+    assert mb(postgres_parameters(dev)["wal_keep_size"]) == mb(postgres_parameters(dev)["max_slot_wal_keep_size"])
 
 
 def test_overrides_win_and_add():
@@ -104,8 +127,9 @@ def test_override_names_are_case_insensitive():
      "unix_socket_permissions", "recovery_target_time", "synchronous_standby_names", "Hot_Standby"],
 )
 def test_operator_owned_override_is_a_config_error_naming_it(name):
+    assert f"'{name}'" in parameters_problem({name: "x"})
     with pytest.raises(settings.ConfigError) as err:
-        postgres_parameters(with_overrides("staging", {name: "x"}))
+        with_overrides("staging", {name: "x"})
     assert err.value.key == "postgres.parameters"
     assert f"'{name}'" in str(err.value)
     assert "\n" not in str(err.value)
@@ -113,7 +137,9 @@ def test_operator_owned_override_is_a_config_error_naming_it(name):
 
 def test_wal_level_must_replicate():
     with pytest.raises(settings.ConfigError, match="wal_level must be one of replica, logical; got 'minimal'"):
-        postgres_parameters(with_overrides("prod", {"wal_level": "minimal"}))
+        with_overrides("prod", {"wal_level": "minimal"})
+    assert parameters_problem({"Wal_Level": "minimal"}) == "wal_level must be one of replica, logical; got 'minimal'"
+    assert parameters_problem({"wal_level": "logical", "jit": "off"}) is None
     assert postgres_parameters(with_overrides("prod", {"wal_level": "logical"}))["wal_level"] == "logical"
 
 

@@ -31,13 +31,7 @@ def conf_of(env: str, **kw) -> str:
     return rconf.redis_conf(s.redis, maxmemory_bytes=s.derived.redis_maxmemory_bytes, **kw)
 
 
-def directives(text: str) -> list[tuple[str, str]]:
-    out = []
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.partition(" ")
-            out.append((key, value))
-    return out
+directives = rconf.parse_directives
 
 
 def as_map(text: str) -> dict[str, str]:
@@ -94,6 +88,26 @@ def test_network_and_safety(env: str) -> None:
     # Sentinel sends CONFIG REWRITE on failover; the runbook uses CONFIG SET appendonly.
     assert not any(v.upper().startswith("CONFIG") for v in renamed)
     assert int(c["latency-monitor-threshold"]) > 0 and int(c["slowlog-log-slower-than"]) > 0
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_waits_come_from_settings(env: str) -> None:
+    s = load(env)
+    assert as_map(conf_of(env))["shutdown-timeout"] == str(s.redis.shutdown_timeout_seconds)
+    kw = dict(region="lagos", store="s3://b", s3_endpoint=s.object_storage.endpoint_url)
+    for script in (rconf.backup_script(s.redis, namespace=s.namespace, **kw), rconf.restore_script(s.redis, **kw)):
+        assert f"\nWAIT_SECONDS={s.redis.backup_wait_seconds}\n" in script
+    tuned = settings.load({"redis": {"shutdownTimeoutSeconds": 3, "backupWaitSeconds": 120}}, stack=env).redis
+    assert as_map(rconf.redis_conf(tuned, maxmemory_bytes=1 << 20))["shutdown-timeout"] == "3"
+    assert "\nWAIT_SECONDS=120\n" in rconf.backup_script(tuned, namespace=s.namespace, **kw)
+    assert "\nWAIT_SECONDS=120\n" in rconf.restore_script(tuned, **kw)
+
+
+def test_parse_directives_is_the_inverse_of_rendering() -> None:
+    text = conf_of("prod")
+    assert ("appendonly", "yes") in directives(text)
+    assert [k for k, _ in directives(text)].count("rename-command") == len(rconf.DISABLED_COMMANDS)
+    assert not [k for k, _ in directives(text) if k.startswith("#") or not k]
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -397,6 +411,18 @@ def test_sentinel_url() -> None:
     )
     t = rconf.parse_redis_url(url)
     assert t.master_name == "tikit" and t.db == 0 and t.password == "pw" and len(t.sentinels) == 3
+
+
+def test_sentinel_list_for_clients_without_sentinel_urls() -> None:
+    s = load("prod")
+    hosts = rconf.sentinel_hosts(s.redis, s.namespace)
+    text = rconf.sentinel_list(hosts)
+    assert text == ",".join(f"redis-sentinel-{i}.redis-sentinel.tikit.svc.cluster.local:26379" for i in range(3))
+    assert rconf.parse_sentinel_list(text) == tuple(hosts)
+    assert rconf.sentinel_list([]) == "" and rconf.parse_sentinel_list("") == ()
+    # IPv6 literals are bracketed, as in URLs: the port is always after the last colon.
+    assert rconf.sentinel_list([("fd00::1", 26379)]) == "[fd00::1]:26379"
+    assert rconf.parse_sentinel_list("[fd00::1]:26379") == (("fd00::1", 26379),)
 
 
 def test_url_needs_exactly_one_target() -> None:

@@ -331,19 +331,18 @@ def postgres_cases(f: Facts) -> list[Case]:
                 {sev: ({"namespace": ns, "pod": pod}, pct) for sev in fires},
             )
         )
-    if f.scope.postgres_backups:
-        # Timestamps before the test's epoch (negative) stand for backups days ago, so the
-        # evaluation stays short.
-        limit_h = (f.scope.backup_period_seconds + m.backup_age_margin_seconds) / 3600
-        now = DEFAULT_EVAL_MINUTES * 60
-        ts = s("barman_cloud_cloudnative_pg_io_last_available_backup_timestamp", namespace=ns, pod=pod)
-        old_ts, young_ts = now - (limit_h + 4) * 3600, now - limit_h / 2 * 3600
-        cases += [
-            Case("TikitPostgresBackupTooOld", "newest backup older than the limit", [(ts, const(old_ts, minutes))],
-                 {"warning": ({"namespace": ns}, limit_h + 4)}, eval_minutes=DEFAULT_EVAL_MINUTES),
-            Case("TikitPostgresBackupTooOld", "backup within the limit", [(ts, const(young_ts, minutes))],
-                 eval_minutes=DEFAULT_EVAL_MINUTES),
-        ]
+    # Timestamps before the test's epoch (negative) stand for backups days ago, so the
+    # evaluation stays short.
+    limit_h = (f.scope.backup_period_seconds + m.backup_age_margin_seconds) / 3600
+    now = DEFAULT_EVAL_MINUTES * 60
+    ts = s("barman_cloud_cloudnative_pg_io_last_available_backup_timestamp", namespace=ns, pod=pod)
+    old_ts, young_ts = now - (limit_h + 4) * 3600, now - limit_h / 2 * 3600
+    cases += [
+        Case("TikitPostgresBackupTooOld", "newest backup older than the limit", [(ts, const(old_ts, minutes))],
+             {"warning": ({"namespace": ns}, limit_h + 4)}, eval_minutes=DEFAULT_EVAL_MINUTES),
+        Case("TikitPostgresBackupTooOld", "backup within the limit", [(ts, const(young_ts, minutes))],
+             eval_minutes=DEFAULT_EVAL_MINUTES),
+    ]
     archived, failed = s("cnpg_pg_stat_archiver_last_archived_time", namespace=ns, pod=pod), s(
         "cnpg_pg_stat_archiver_last_failed_time", namespace=ns, pod=pod
     )
@@ -358,6 +357,7 @@ def postgres_cases(f: Facts) -> list[Case]:
         Case("TikitPostgresWalArchivingFailing", "never failed (-1)",
              [(archived, const(600, minutes)), (failed, const(-1, minutes))]),
     ]
+    cases += wal_stall_cases(f, pod, archived, failed)
     if f.scope.replica_cluster:
         lag = m.replication_lag_alert_seconds
         series = lambda v: [(s("cnpg_pg_replication_lag", namespace=ns, pod=pod), const(v, minutes))]  # noqa: E731
@@ -366,6 +366,50 @@ def postgres_cases(f: Facts) -> list[Case]:
             Case("TikitPostgresReplicationLagHigh", "lag under the threshold", series(lag / 2)),
         ]
     return cases
+
+
+def wal_stall_cases(f: Facts, pod: str, archived: str, failed: str) -> list[Case]:
+    """TikitPostgresWalArchiveStalled: WAL waits (.ready) and nothing reached the store for
+    the threshold, with no failure reported (last_failed_time -1 = never)."""
+    m, ns = f.m, f.ns
+    stall = m.wal_archive_stall_alert_seconds
+    for_s = alerts.duration_seconds(m.alert_for)
+    # The last archival one minute in; evaluated late enough that the condition has held
+    # for the whole `for` window.
+    archived_at = 60
+    minutes = max(DEFAULT_EVAL_MINUTES, math.ceil((archived_at + stall + for_s) / 60) + 5)
+    now = minutes * 60
+    status = "cnpg_collector_pg_wal_archive_status"
+
+    def series(last_archived: str, last_failed: str, ready: float) -> list[tuple[str, str]]:
+        return [
+            (archived, last_archived),
+            (failed, last_failed),
+            (s(status, namespace=ns, pod=pod, value="ready"), const(ready, minutes)),
+            # Archived segments (done) are history, not a backlog.
+            (s(status, namespace=ns, pod=pod, value="done"), const(40, minutes)),
+        ]
+
+    long_ago = const(archived_at, minutes)
+    here = {"namespace": ns, "pod": pod}
+    return [
+        Case("TikitPostgresWalArchiveStalled", "segments wait, last archival long ago",
+             series(long_ago, const(-1, minutes), 3),
+             {"critical": (here, now - archived_at)}, eval_minutes=minutes),
+        Case("TikitPostgresWalArchiveStalled", "segments wait, never archived (-1)",
+             series(const(-1, minutes), const(-1, minutes), 1),
+             {"critical": (here, now + 1)}, eval_minutes=minutes),
+        # An idle primary: nothing written, nothing to archive, however long ago the last one.
+        Case("TikitPostgresWalArchiveStalled", "idle primary, nothing waits",
+             series(long_ago, const(-1, minutes), 0), eval_minutes=minutes),
+        # Busy and keeping up: a segment is always in flight, the last archival is fresh
+        # (its timestamp moves with the clock).
+        Case("TikitPostgresWalArchiveStalled", "busy, archiving keeps up",
+             series(counter(60, minutes), const(-1, minutes), 1), eval_minutes=minutes),
+        # Failing rather than stuck: TikitPostgresWalArchivingFailing pages for it instead.
+        Case("TikitPostgresWalArchiveStalled", "archiver failing, not stuck",
+             series(long_ago, const(archived_at + 60, minutes), 3), eval_minutes=minutes),
+    ]
 
 
 def pgbouncer_cases(f: Facts) -> list[Case]:
@@ -393,23 +437,35 @@ def pgbouncer_cases(f: Facts) -> list[Case]:
              {"warning": (here, 7), "critical": (here, crit_wait + 5)}),
         Case("TikitPgBouncerClientsWaiting", "only the admin console waits", waiting(0, 0, admin_waiting=3)),
     ]
-    pool, reserve = 20, 5
+    # What pgbouncer_exporter v0.10.2 emits against PgBouncer 1.24: pool_size and
+    # max_connections (max_db_connections = pool + reserve in our ini), no reserve_pool.
+    pool, reserve = f.cfg.pgbouncer.default_pool_size, f.cfg.pgbouncer.reserve_pool_size
+    cap = pool + reserve
+    dbs = dict(namespace=ns, pod=pod, name=db, host="pg-rw", port="5432", database=db, force_user="", pool_mode="transaction")
+
+    def pool_series(active: float, max_connections: float) -> list[tuple[str, str]]:
+        return [
+            (s("pgbouncer_pools_server_active_connections", **pools), const(active, minutes)),
+            (s("pgbouncer_databases_pool_size", **dbs), const(pool, minutes)),
+            (s("pgbouncer_databases_max_connections", **dbs), const(max_connections, minutes)),
+        ]
+
     between, above, below = _percent_band(m.pool_saturation_warning_percent, m.pool_saturation_critical_percent)
     above = 100.0
     for label, pct, fires in (("between", between, ("warning",)), ("full", above, ("warning", "critical")), ("below", below, ())):
-        dbs = dict(namespace=ns, pod=pod, name=db, host="pg-rw", port="5432", database=db, force_user="", pool_mode="transaction")
         cases.append(
-            Case(
-                "TikitPgBouncerPoolSaturated",
-                f"pool {label}",
-                [
-                    (s("pgbouncer_pools_server_active_connections", **pools), const((pool + reserve) * pct / 100, minutes)),
-                    (s("pgbouncer_databases_pool_size", **dbs), const(pool, minutes)),
-                    (s("pgbouncer_databases_reserve_pool", **dbs), const(reserve, minutes)),
-                ],
-                {sev: (here, pct) for sev in fires},
-            )
+            Case("TikitPgBouncerPoolSaturated", f"pool {label}", pool_series(cap * pct / 100, cap), {sev: (here, pct) for sev in fires})
         )
+    # Over pool_size but within the reserve: measured against pool + reserve, not pool_size.
+    in_reserve = pool + reserve / 2
+    cases.append(
+        Case("TikitPgBouncerPoolSaturated", "into the reserve pool", pool_series(in_reserve, cap),
+             {sev: (here, 100 * in_reserve / cap) for sev, t in
+              (("warning", m.pool_saturation_warning_percent), ("critical", m.pool_saturation_critical_percent))
+              if 100 * in_reserve / cap > t})
+    )
+    # max_db_connections unset (0 = unlimited) must not divide into +Inf and page.
+    cases.append(Case("TikitPgBouncerPoolSaturated", "no max_db_connections", pool_series(cap, 0)))
     return cases
 
 

@@ -27,7 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Optional, Sequence
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import psycopg
 from psycopg import sql
@@ -87,15 +87,11 @@ def missing_binaries() -> list[str]:
 
 def require_binaries() -> None:
     """In a test: fail when CI=true (a CI run that skips proves nothing), skip elsewhere."""
-    import pytest
+    from conftest import unavailable  # tests only: the benchmark imports this module too
 
     missing = missing_binaries()
-    if not missing:
-        return
-    message = "missing daemon binaries: " + "; ".join(missing)
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message} (CI=true: integration tests must run, not skip)", pytrace=False)
-    pytest.skip(message)
+    if missing:
+        unavailable("missing daemon binaries: " + "; ".join(missing))
 
 
 def pgbouncer_version(binary: str) -> tuple[int, int, int]:
@@ -158,6 +154,28 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def start_daemon(argv: Sequence[str], log_path: Path, what: str, ready: Callable[[], bool],
+                 interval: float) -> subprocess.Popen:
+    """Start a daemon in the foreground (as the daemon user when we are root), its output
+    in ``log_path``, and poll ``ready()`` until it says yes.  A daemon that exits or is not
+    ready within START_TIMEOUT is killed and the error carries the end of its log."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                **_as_daemon_user())
+    deadline = time.monotonic() + START_TIMEOUT
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {proc.returncode}:\n{_tail(log_path)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} was not ready within {START_TIMEOUT:.0f}s:\n{_tail(log_path)}")
+            time.sleep(interval)
+    except BaseException:
+        _stop(proc, signal.SIGKILL)
+        raise
+    return proc
 
 
 @contextlib.contextmanager
@@ -286,8 +304,15 @@ class PostgresServer:
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write("\ninclude 'tikit.conf'\n")
         _give_to_daemon_user(self.root)
-        log = open(self.log, "wb")
-        self.proc = subprocess.Popen(
+
+        def accepts_connections() -> bool:
+            try:
+                self.connect().close()
+                return True
+            except psycopg.OperationalError:
+                return False
+
+        self.proc = start_daemon(
             [
                 str(self.bin_dir / "postgres"),
                 "-D", str(self.data),
@@ -295,23 +320,8 @@ class PostgresServer:
                 "-c", f"port={self.port}",
                 "-c", "unix_socket_directories=",
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            **_as_daemon_user(),
+            self.log, "postgres", accepts_connections, interval=0.1,
         )
-        log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"postgres exited with {self.proc.returncode}:\n{_tail(self.log)}")
-            try:
-                self.connect().close()
-                return
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"postgres did not accept connections:\n{_tail(self.log)}")
-                time.sleep(0.1)
 
     def conninfo(self, user: str = SUPERUSER, password: Optional[str] = None, dbname: str = "postgres") -> dict:
         return {
@@ -352,26 +362,14 @@ class PgBouncerServer:
         Path(self.auth_file).write_text(userlist)
         os.chmod(self.auth_file, 0o600)
         _give_to_daemon_user(self.root)
-        log = open(self.log, "wb")
-        # Foreground (no -d): logs go to stderr, as in the container, and we own the pid.
-        self.proc = subprocess.Popen(
-            [self.binary, str(self.ini_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            **_as_daemon_user(),
-        )
-        log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"pgbouncer exited with {self.proc.returncode}:\n{_tail(self.log)}")
+
+        def listens() -> bool:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                if s.connect_ex((HOST, self.port)) == 0:
-                    return self
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"pgbouncer did not listen on {self.port}:\n{_tail(self.log)}")
-            time.sleep(0.05)
+                return s.connect_ex((HOST, self.port)) == 0
+
+        # Foreground (no -d): logs go to stderr, as in the container, and we own the pid.
+        self.proc = start_daemon([self.binary, str(self.ini_path)], self.log, "pgbouncer", listens, interval=0.05)
+        return self
 
     def __enter__(self) -> "PgBouncerServer":
         return self

@@ -32,6 +32,7 @@ from redis.sentinel import Sentinel
 import names
 import settings
 from conf import redis as rconf
+from conftest import require_binary
 
 pytestmark = pytest.mark.integration
 
@@ -45,12 +46,8 @@ BINARIES = ("redis-server", "redis-sentinel", "redis-cli", "redis-check-rdb")
 
 @pytest.fixture(scope="module", autouse=True)
 def binaries() -> None:
-    missing = [b for b in BINARIES if not shutil.which(b)]
-    if missing:
-        message = f"{', '.join(missing)} not installed (scripts/install-system-deps.sh installs them)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    for binary in BINARIES:
+        require_binary(binary)  # fails under CI=true, skips elsewhere
 
 
 def free_port() -> int:
@@ -70,15 +67,6 @@ def stack(env: str) -> settings.Settings:
 REWRITABLE = {"port", "dir", "bind", "replicaof"}
 
 
-def _directives(text: str) -> list[tuple[str, str]]:
-    out = []
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.partition(" ")
-            out.append((key, value))
-    return out
-
-
 def render_conf(s: settings.Settings, *, port: int, dir: Path, replica_of: Optional[tuple[str, int]] = None) -> str:
     production = rconf.redis_conf(s.redis, maxmemory_bytes=s.derived.redis_maxmemory_bytes)
     local = rconf.redis_conf(
@@ -89,7 +77,7 @@ def render_conf(s: settings.Settings, *, port: int, dir: Path, replica_of: Optio
         bind=HOST,
         replica_of=replica_of,
     )
-    changed = {k for k, _ in set(_directives(production)) ^ set(_directives(local))}
+    changed = {k for k, _ in set(rconf.parse_directives(production)) ^ set(rconf.parse_directives(local))}
     assert changed <= REWRITABLE, f"test config differs from production in {changed - REWRITABLE}"
     return local
 
@@ -453,6 +441,14 @@ def test_sentinel_failover(tmp_path: Path, daemons: Daemons) -> None:
     assert items[:500] == [str(i) for i in range(500)] and items[-1] == "after-failover"
     assert app.get("before-failover") == "1"
     assert all(v is not None for v in app.mget([f"k:{i}" for i in range(500)]))
+
+    # The same target in parts (REDIS_SENTINELS, REDIS_SENTINEL_MASTER, REDIS_PASSWORD: what
+    # ioredis and node-redis take) finds the promoted primary as well.
+    parts = Sentinel(list(rconf.parse_sentinel_list(rconf.sentinel_list([(HOST, p) for p in sentinel_ports]))),
+                     socket_timeout=2)
+    assert parts.discover_master(names.REDIS_MASTER_NAME) == (HOST, promoted)
+    from_parts = parts.master_for(names.REDIS_MASTER_NAME, password=PASSWORD, socket_timeout=2, decode_responses=True)
+    assert from_parts.lrange(queue, -1, -1) == ["after-failover"]
 
     # A sentinel pod recreated after the failover (fresh config from the template, which still
     # names the dead primary) follows the primary its peers agree on.

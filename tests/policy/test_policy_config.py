@@ -51,16 +51,16 @@ def test_enforcement_level_overrides(rendered):
 @pytest.mark.parametrize(
     "config, message",
     [
-        ({"requests-capacity": "advisory"}, "policy config: requests-capacity: unknown policy; known: autoscaled-replicas-unset,"),
-        ({"request-capacity": {"headroom": 10}}, "policy config: request-capacity.headroom: unknown setting; allowed: enforcementLevel, headroomPercent, scope"),
-        ({"request-capacity": {"headroomPercent": "10"}}, 'policy config: request-capacity.headroomPercent: must be an integer, got "10"'),
-        ({"request-capacity": {"headroomPercent": -1}}, "policy config: request-capacity.headroomPercent: must be >= 0, got -1"),
-        ({"request-capacity": {"scope": "everywhere"}}, 'policy config: request-capacity.scope: must be one of all-regions, primary; got "everywhere"'),
-        ({"container-probes": {"other": ["livenessprobe"]}}, 'policy config: container-probes.other: item 0 must be one of livenessProbe, readinessProbe, startupProbe; got "livenessprobe"'),
-        ({"image-pinned": "strict"}, 'policy config: image-pinned: must be one of advisory, mandatory, remediate, disabled; got "strict"'),
-        ({"image-pinned": {"enforcementLevel": 1}}, "policy config: image-pinned.enforcementLevel: must be one of advisory, mandatory, remediate, disabled; got 1"),
-        ({"image-pinned": 3}, "policy config: image-pinned: must be an enforcement level or an object, got 3"),
-        ({"all": {"enforcementLevel": "advisory", "headroomPercent": 1}}, "policy config: all: takes only an enforcementLevel"),
+        ({"requests-capacity": "advisory"}, "policy-config.requests-capacity: unknown policy; known: autoscaled-replicas-unset,"),
+        ({"request-capacity": {"headroom": 10}}, "policy-config.request-capacity.headroom: unknown setting; allowed: enforcementLevel, headroomPercent, scope"),
+        ({"request-capacity": {"headroomPercent": "10"}}, 'policy-config.request-capacity.headroomPercent: must be an integer, got "10"'),
+        ({"request-capacity": {"headroomPercent": -1}}, "policy-config.request-capacity.headroomPercent: must be >= 0, got -1"),
+        ({"request-capacity": {"scope": "everywhere"}}, 'policy-config.request-capacity.scope: must be one of all-regions, primary; got "everywhere"'),
+        ({"container-probes": {"other": ["livenessprobe"]}}, 'policy-config.container-probes.other: item 0 must be one of livenessProbe, readinessProbe, startupProbe; got "livenessprobe"'),
+        ({"image-pinned": "strict"}, 'policy-config.image-pinned: must be one of advisory, mandatory, remediate, disabled; got "strict"'),
+        ({"image-pinned": {"enforcementLevel": 1}}, "policy-config.image-pinned.enforcementLevel: must be one of advisory, mandatory, remediate, disabled; got 1"),
+        ({"image-pinned": 3}, "policy-config.image-pinned: must be an enforcement level or an object, got 3"),
+        ({"all": {"enforcementLevel": "advisory", "headroomPercent": 1}}, "policy-config.all: takes only an enforcementLevel"),
     ],
 )
 def test_bad_config_is_a_config_error(rendered, config, message):
@@ -114,6 +114,6 @@ def test_preview_exits_2_on_a_bad_policy_config(tmp_path):
     result = _preview("--stack", "dev", "--out", str(tmp_path / "out"), "--policy-config", str(config))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "config error: policy config: request-capacity.headroomPercent: must be <= 1000, got 5000"
+        "config error: policy-config.request-capacity.headroomPercent: must be <= 1000, got 5000"
     ]
     assert not (tmp_path / "out").exists()

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import ast
 import json
+import queue
 import re
 import runpy
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -121,7 +123,6 @@ def test_annotation_keys_match_the_program():
         "TARGET_CONCURRENT_USERS": names.TARGET_USERS_ANNOTATION,
         "REQUESTS_PER_USER_PER_MINUTE": names.REQUESTS_PER_USER_ANNOTATION,
         "DB_CONNECTIONS_PER_REPLICA": names.DB_CONNECTIONS_ANNOTATION,
-        "REQUESTS_PER_MINUTE_PER_INSTANCE": names.REQUESTS_PER_INSTANCE_ANNOTATION,
         "STORAGE_REGION": names.STORAGE_REGION_ANNOTATION,
     }
     assert program == ann.ALL
@@ -145,22 +146,42 @@ def test_pack_does_not_import_the_program():
 # ---- the analyzer protocol ---------------------------------------------------------------------
 
 
+ANALYZER_START_SECONDS = 60
+
+
+def _first_line(proc: subprocess.Popen, timeout: float) -> str:
+    """The process's first stdout line, or '' once ``timeout`` passes (a reader thread:
+    a bare readline() would hang the suite if the pack never prints its port)."""
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
+    try:
+        return lines.get(timeout=timeout).strip()
+    except queue.Empty:
+        return ""
+
+
 @pytest.fixture(scope="module")
-def analyzer():
-    """The pack started the way the CLI's Python analyzer starts it (python -m pulumi.policy)."""
+def analyzer(tmp_path_factory):
+    """The pack started the way the CLI's Python analyzer starts it (python -m pulumi.policy).
+
+    From an unrelated working directory: the pack's own imports must work through the
+    path the analyzer puts on sys.path, not through the current directory."""
     import grpc
     from pulumi.runtime.proto import analyzer_pb2_grpc
 
     proc = subprocess.Popen(
         [sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:0", str(POLICY_DIR)],
-        cwd=POLICY_DIR,
+        cwd=tmp_path_factory.mktemp("analyzer-cwd"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        line = proc.stdout.readline().strip()
-        assert line.isdigit(), (line, proc.stderr.read() if proc.poll() is not None else "")
+        line = _first_line(proc, ANALYZER_START_SECONDS)
+        if not line.isdigit():
+            proc.kill()
+            _, err = proc.communicate(timeout=10)
+            pytest.fail(f"the pack printed no port within {ANALYZER_START_SECONDS} s: {line!r}\n{err}")
         channel = grpc.insecure_channel(f"127.0.0.1:{line}")
         grpc.channel_ready_future(channel).result(timeout=30)
         yield analyzer_pb2_grpc.AnalyzerStub(channel)

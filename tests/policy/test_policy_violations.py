@@ -13,13 +13,46 @@ from typing import Any, Callable, Optional
 
 import pytest
 
+import math
+
 import names
 import policy_fixtures as F
+import settings
 from preview.plan import Plan
 
 import tikit_policies
+from tikit_policies.parse import fmt
 
 REDACTED = "[secret]"
+
+# Figures the expected messages quote come from the presets and the policies' defaults,
+# not from a past run's output: a preset change moves them with the rendered plan.
+DEV, STAGING, PROD = (settings.load({}, stack=s) for s in ("dev", "staging", "prod"))
+
+
+def default(policy: str, key: str) -> Any:
+    (p,) = [p for p in tikit_policies.ALL if p.name == policy]
+    return p.config_schema.properties[key]["default"]
+
+
+def mi(quantity: str) -> str:
+    return f"{fmt(settings.mebibytes(quantity))}Mi"
+
+
+# Mutations that set a number, and what the messages derive from it.
+API_CONNECTIONS = 1000  # per API replica, far above what PgBouncer admits
+CLIENTS = PROD.backend.max_replicas * API_CONNECTIONS + PROD.workers.max_replicas * PROD.workers.db_connections_per_replica
+REDIS_LIMIT_MI = settings.mebibytes(PROD.redis.memory)
+# One pool's server connections plus the superuser slots: what max_connections must hold
+# on one instance (the same in prod's primary and staging's replicas).
+PRIMARY_BUDGET = PROD.pgbouncer.replicas * PROD.derived.pgbouncer_server_connections_per_pod + PROD.postgres.superuser_reserved_connections
+FORK_PERCENT = default("redis-memory-headroom", "forkHeadroomPercent")
+FORK_MI = REDIS_LIMIT_MI * FORK_PERCENT / 100
+SHORT_MAX = PROD.backend.max_replicas // 2  # request capacity for half the target
+DEMAND = PROD.capacity.target_concurrent_users * PROD.capacity.requests_per_user_per_minute
+NEEDED = math.ceil(
+    DEMAND * (100 + default("request-capacity", "headroomPercent")) / 100 / PROD.backend.requests_per_minute_per_instance
+)
 
 
 @dataclass(frozen=True)
@@ -181,7 +214,7 @@ CASES = [
          ("Deployment/api in lagos: containers 'api' has no limits.memory",)),
     Case("request-over-limit", "container-resources", "staging",
          api(set_in("spec.template.spec.containers.0.resources.requests.memory", "2Gi")),
-         ("requests.memory 2,048Mi exceeds limits.memory 1,024Mi",)),
+         (f"requests.memory 2,048Mi exceeds limits.memory {mi(STAGING.backend.memory)}",)),
     Case("no-readiness", "container-probes", "dev", api(delete("spec.template.spec.containers.0.readinessProbe")),
          ("Deployment/api in lagos: container 'api' has no readinessProbe",)),
     Case("no-liveness", "container-probes", "prod",
@@ -229,7 +262,7 @@ CASES = [
     Case("prod-no-spread", "prod-zone-spread", "prod", api(delete("spec.template.spec.topologySpreadConstraints")),
          ("Deployment/api in lagos: pods are not spread over zones",)),
     Case("pdb-zero", "pdb-allows-drain", "dev", obj("PodDisruptionBudget", names.BACKEND, set_in("spec.maxUnavailable", 0)),
-         ("PodDisruptionBudget/api in lagos: maxUnavailable 0 lets no pod of Deployment/api (1 at minimum) be evicted",)),
+         (f"PodDisruptionBudget/api in lagos: maxUnavailable 0 lets no pod of Deployment/api ({DEV.backend.min_replicas} at minimum) be evicted",)),
     Case("pdb-single-instance", "pdb-allows-drain", "dev", obj("Cluster", names.pg_cluster("lagos"), set_in("spec.enablePDB", True)),
          ("Cluster/pg-lagos in lagos: 1 instance with enablePDB (default true)",)),
     Case("two-autoscalers", "one-autoscaler-per-workload", "prod", add_hpa,
@@ -268,26 +301,36 @@ CASES = [
     Case("session-mode", "pgbouncer-transaction-mode", "prod", pgbouncer_ini(lambda t: t.replace("pool_mode = transaction", "pool_mode = session")),
          ("pgbouncer.ini has pool_mode session",)),
     # ---- capacity ----
-    Case("too-many-clients", "pgbouncer-client-capacity", "prod", api(annotate(names.DB_CONNECTIONS_ANNOTATION, "1000")),
-         ("clients may open 10 x 1,000 (Deployment/api) + 10 x 10 (Deployment/workers) = 10,100 connections, more than 2 PgBouncer replica(s)",)),
+    Case("too-many-clients", "pgbouncer-client-capacity", "prod", api(annotate(names.DB_CONNECTIONS_ANNOTATION, str(API_CONNECTIONS))),
+         (f"clients may open {fmt(PROD.backend.max_replicas)} x {fmt(API_CONNECTIONS)} (Deployment/api) + "
+          f"{fmt(PROD.workers.max_replicas)} x {fmt(PROD.workers.db_connections_per_replica)} (Deployment/workers) = "
+          f"{fmt(CLIENTS)} connections, more than {PROD.pgbouncer.replicas} PgBouncer replica(s)",)),
     Case("undeclared-client", "pgbouncer-client-capacity", "dev",
          api(lambda o: o["metadata"]["annotations"].pop(names.DB_CONNECTIONS_ANNOTATION)),
          ("Deployment/api in lagos: reads a database URL but does not declare tikit.app/db-connections-per-replica",)),
     Case("max-connections", "postgres-connection-budget", "prod",
          obj("Cluster", names.pg_cluster("lagos"), set_in("spec.postgresql.parameters.max_connections", "50")),
-         ("Cluster/pg-lagos in lagos (primary): 2 x 25 (pgbouncer-rw: default_pool_size + reserve_pool_size) + "
-          "superuser_reserved_connections 3 + reserved_connections 0 + max_wal_senders 10 = 63 > max_connections 50",)),
+         (f"Cluster/pg-lagos in lagos (primary): {PROD.pgbouncer.replicas} x {PROD.derived.pgbouncer_server_connections_per_pod} "
+          f"(pgbouncer-rw: default_pool_size + reserve_pool_size) + superuser_reserved_connections "
+          f"{PROD.postgres.superuser_reserved_connections} + reserved_connections 0 = {PRIMARY_BUDGET} > max_connections 50",)),
     Case("replica-budget", "postgres-connection-budget", "staging",
          obj("Cluster", names.pg_cluster("london"), set_in("spec.postgresql.parameters.max_connections", "40"), "london"),
-         ("Cluster/pg-london in london (each read replica): 2 x 25 (pgbouncer-ro", "= 63 > max_connections 40")),
+         ("Cluster/pg-london in london (each read replica): 2 x 25 (pgbouncer-ro", f"= {PRIMARY_BUDGET} > max_connections 40")),
     Case("redis-no-headroom", "redis-memory-headroom", "prod", redis_maxmemory_at_limit,
-         ("maxmemory 2,048Mi + fork headroom 50% (1,024Mi) = 3,072Mi > memory limit 2,048Mi",)),
-    Case("min-over-max", "autoscaler-bounds", "prod", obj("ScaledObject", names.BACKEND, set_in("spec.minReplicaCount", 11)),
-         ("ScaledObject/api in lagos: minimum 11 > maximum 10",)),
-    Case("pdb-min-available", "autoscaler-bounds", "staging", obj("PodDisruptionBudget", names.BACKEND, pdb_min_available(2)),
-         ("PodDisruptionBudget/api in lagos: minAvailable 2 is not below the autoscaler minimum 2 of Deployment/api",)),
-    Case("not-enough-replicas", "request-capacity", "prod", obj("ScaledObject", names.BACKEND, set_in("spec.maxReplicaCount", 5)),
-         ("lagos: 10,000 concurrent users x 1 requests/min = 10,000 requests/min > 5 x 1,000", "= 5,000", "(at least 10 replicas)")),
+         (f"maxmemory {fmt(REDIS_LIMIT_MI)}Mi + fork headroom {FORK_PERCENT}% ({fmt(FORK_MI)}Mi) = "
+          f"{fmt(REDIS_LIMIT_MI + FORK_MI)}Mi > memory limit {fmt(REDIS_LIMIT_MI)}Mi",)),
+    Case("min-over-max", "autoscaler-bounds", "prod",
+         obj("ScaledObject", names.BACKEND, set_in("spec.minReplicaCount", PROD.backend.max_replicas + 1)),
+         (f"ScaledObject/api in lagos: minimum {PROD.backend.max_replicas + 1} > maximum {PROD.backend.max_replicas}",)),
+    Case("pdb-min-available", "autoscaler-bounds", "staging",
+         obj("PodDisruptionBudget", names.BACKEND, pdb_min_available(STAGING.backend.min_replicas)),
+         (f"PodDisruptionBudget/api in lagos: minAvailable {STAGING.backend.min_replicas} is not below the autoscaler "
+          f"minimum {STAGING.backend.min_replicas} of Deployment/api",)),
+    Case("not-enough-replicas", "request-capacity", "prod", obj("ScaledObject", names.BACKEND, set_in("spec.maxReplicaCount", SHORT_MAX)),
+         (f"lagos: {fmt(PROD.capacity.target_concurrent_users)} concurrent users x {fmt(PROD.capacity.requests_per_user_per_minute)} "
+          f"requests/min = {fmt(DEMAND)} requests/min",
+          f"> {fmt(SHORT_MAX)} x {fmt(PROD.backend.requests_per_minute_per_instance)}",
+          f"= {fmt(SHORT_MAX * PROD.backend.requests_per_minute_per_instance)}", f"(at least {fmt(NEEDED)} replicas)")),
     # ---- secrets ----
     Case("env-password", "no-secret-in-env", "dev", api(env("DB_PASSWORD", "hunter2")),
          ("Deployment/api in lagos: containers 'api' env DB_PASSWORD is a literal secret value",)),

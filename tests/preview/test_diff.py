@@ -370,7 +370,7 @@ def _run_diff(repo: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_one_line_settings_change_end_to_end(repo_copy, tmp_path):
+def test_one_line_settings_change_end_to_end(repo_copy, tmp_path, rendered):
     stack_file = repo_copy / f"Pulumi.{STACK}.yaml"
     original = stack_file.read_text()
     try:
@@ -398,11 +398,17 @@ def test_one_line_settings_change_end_to_end(repo_copy, tmp_path):
     assert report.startswith(diff_report.MARKER)
     assert f"length: {old_length} -> 77" in report
     assert "```mermaid" in report
-    # Nothing secret anywhere: neither the mock engine's password stand-in nor a value.
+    # Nothing secret anywhere: none of the values the mock engine makes up for secret
+    # outputs (they depend only on resource names, so this process's render has them all).
     marker = engine._placeholder("password", "")[: len("offline-password-")]
+    stand_ins = rendered(STACK).stand_ins
+    assert stand_ins
     for path in out.rglob("*"):
         if path.is_file():
-            assert marker not in path.read_text(), path
+            text = path.read_text()
+            assert marker not in text, path
+            assert [v for v in stand_ins if v in text] == [], path
+    assert [v for v in stand_ins if v in result.stdout + result.stderr] == []
 
 
 def test_a_base_without_the_preview_shows_every_resource_as_added(repo_copy, tmp_path):
@@ -434,3 +440,114 @@ def test_without_main_the_base_is_head_with_a_message(tmp_path, capsys):
     assert base.sha == _git(repo, "rev-parse", "HEAD") and "no main branch" in base.label
     assert "neither main nor origin/main exists" in capsys.readouterr().err
 
+
+
+# --------------------------------------------------------------------------------------
+# Exporting the base revision
+# --------------------------------------------------------------------------------------
+
+
+def _without_data_filter(monkeypatch):
+    """tarfile as Python 3.11.0-3.11.3 has it: no "data" filter, no `filter` argument."""
+    import tarfile
+
+    monkeypatch.delattr(tarfile, "data_filter")
+    real = tarfile.TarFile.extractall
+
+    def extractall(self, path=".", members=None, *, numeric_owner=False, **kwargs):
+        if kwargs:
+            raise TypeError(f"extractall() got an unexpected keyword argument {next(iter(kwargs))!r}")
+        return real(self, path, members, numeric_owner=numeric_owner)
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", extractall)
+
+
+def test_export_works_without_tarfiles_data_filter(repo_copy, tmp_path, monkeypatch):
+    _without_data_filter(monkeypatch)
+    dest = tmp_path / "base"
+    revisions.export(repo_copy, _git(repo_copy, "rev-parse", "HEAD"), dest)
+    tracked = [p for p in _git(repo_copy, "ls-files").splitlines() if (repo_copy / p).is_file()]
+    assert tracked and sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file() or p.is_symlink()) == sorted(tracked)
+    assert (dest / "Pulumi.yaml").read_bytes() == (repo_copy / "Pulumi.yaml").read_bytes()
+
+
+def _tar(*members) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def _member(name: str, *, type_=None, linkname: str = "", data: bytes = b"x"):
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    if type_ is not None:
+        info.type, info.linkname = type_, linkname
+        return info, None
+    info.size = len(data)
+    return info, data
+
+
+@pytest.mark.parametrize("with_filter", [True, False], ids=["data-filter", "no-data-filter"])
+@pytest.mark.parametrize(
+    "member",
+    [
+        lambda: _member("../evil"),
+        lambda: _member("/abs/evil"),
+        lambda: _member("a/../../evil"),
+        lambda: _member("link", type_=b"2", linkname="../../etc/passwd"),  # SYMTYPE
+        lambda: _member("abs-link", type_=b"2", linkname="/etc/passwd"),
+        lambda: _member("hard", type_=b"1", linkname="../outside"),  # LNKTYPE
+        lambda: _member("fifo", type_=b"6"),  # FIFOTYPE
+    ],
+    ids=["dotdot", "absolute", "nested-dotdot", "symlink-out", "symlink-absolute", "hardlink-out", "fifo"],
+)
+def test_unsafe_archive_members_are_refused(tmp_path, monkeypatch, member, with_filter):
+    import io
+
+    if not with_filter:
+        _without_data_filter(monkeypatch)
+    dest = tmp_path / "export"
+    dest.mkdir()
+    stream = io.BytesIO(_tar(_member("ok.txt"), member()))
+    with pytest.raises(revisions.DiffError, match="refusing"):
+        revisions._extract(stream, dest)
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "outside").exists()
+
+
+def test_a_failing_archive_neither_hangs_nor_passes(repo_copy, tmp_path, monkeypatch):
+    """git archive that fails after filling its stdout pipe: the export stops it and
+    reports git's message instead of waiting on it forever."""
+    import threading
+
+    real = subprocess.Popen
+    writer = (
+        "import sys; sys.stderr.write('fatal: simulated archive failure\\n'); sys.stderr.flush();"
+        "sys.stdout.buffer.write(b'not a tar ' * 200_000); sys.exit(128)"
+    )
+
+    def popen(args, *a, **kw):
+        if "archive" in args:
+            args = [sys.executable, "-c", writer]
+        return real(args, *a, **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    outcome: list[BaseException] = []
+
+    def export():
+        try:
+            revisions.export(repo_copy, _git(repo_copy, "rev-parse", "HEAD"), tmp_path / "base")
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=export, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "export hung on a failing git archive"
+    assert len(outcome) == 1 and isinstance(outcome[0], revisions.DiffError)
+    assert str(outcome[0]).endswith(": fatal: simulated archive failure")

@@ -83,7 +83,10 @@ def check_replaceable(out_dir: Path) -> None:
     if out_dir.is_symlink() or not out_dir.is_dir():
         raise OutputDirError(f"{out_dir} exists and is not a directory; remove it or choose another --out")
     if any(out_dir.iterdir()) and not _written_by_preview(out_dir):
-        raise OutputDirError(f"{out_dir} holds files the preview did not write (no plan.json of its own); remove it or choose another --out")
+        raise OutputDirError(
+            f"{out_dir} holds files the preview did not write (no plan.json of its own), such as YAML "
+            "that `pulumi up` rendered there with Secrets in clear text; move it away or choose another --out"
+        )
 
 
 def write(out_dir: Path, files: dict[str, str]) -> None:

@@ -356,7 +356,10 @@ def test_only_an_earlier_previews_directory_is_replaced(tmp_path, capsys):
     (out / "dev" / "notes.txt").write_text("mine\n")
     assert cli.preview("dev", out_root=out) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err == [f"config error: --out: {out / 'dev'} holds files the preview did not write (no plan.json of its own); remove it or choose another --out"]
+    assert err == [
+        f"config error: --out: {out / 'dev'} holds files the preview did not write (no plan.json of its own), "
+        "such as YAML that `pulumi up` rendered there with Secrets in clear text; move it away or choose another --out"
+    ]
     assert (out / "dev" / "notes.txt").read_text() == "mine\n"
 
     (out / "dev" / "notes.txt").unlink()  # empty: fine

@@ -28,6 +28,9 @@ def pg_object_store(region: str) -> str:
 PG_APP_SECRET = "pg-app"                 # basic-auth Secret for bootstrap.initdb (username, password)
 # Label the CNPG operator puts on every instance pod (and its jobs): the cluster's name.
 CNPG_CLUSTER_LABEL = "cnpg.io/cluster"
+# Label the CNPG operator keeps on each instance pod: primary | replica (the bare `role`
+# label of older releases is deprecated).
+CNPG_INSTANCE_ROLE_LABEL = "cnpg.io/instanceRole"
 PG_SCHEDULED_BACKUP = "pg-daily"
 
 # PgBouncer pools
@@ -90,3 +93,17 @@ def service_host(service: str, namespace: str) -> str:
 METRICS_PORT_NAME = "metrics"
 CNPG_METRICS_PORT = 9187
 BACKEND_METRICS_PATH = "/metrics"
+
+# Resilience: the k6 load test (k6-operator TestRun) and the Chaos Mesh Schedules.  The
+# operator names the test's Jobs and Services after the TestRun; the pods carry our
+# app.kubernetes.io/name labels, which the NetworkPolicies select.
+LOAD_TEST = "load-test"                  # TestRun
+LOAD_TEST_SCRIPT = "load-test-script"    # ConfigMap with the k6 script
+K6_RUNNER = "k6-runner"                  # runner pods (the virtual users)
+K6_INITIALIZER = "k6-initializer"        # checks the script before the runners start
+K6_STARTER = "k6-starter"                # starts all runners at once over their REST API
+K6_API_PORT = 6565                       # k6's REST API on every runner (fixed by the operator)
+CHAOS = "chaos"
+CHAOS_API_KILL = "chaos-api-pod-kill"
+CHAOS_API_LATENCY = "chaos-api-latency"
+CHAOS_POSTGRES_KILL = "chaos-postgres-primary-kill"

@@ -21,6 +21,9 @@ SIZING_MD = Path(__file__).resolve().parent.parent / "docs" / "sizing.md"
 
 
 def _cell(value: Any) -> str:
+    """A preset value as a stack file spells it (YAML booleans are lowercase)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return f"`{value}`" if isinstance(value, str) else str(value)
 
 

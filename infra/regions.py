@@ -24,6 +24,7 @@ from components.network import NetworkArgs, NetworkPolicies
 from components.pgbouncer import PgBouncer, PgBouncerArgs
 from components.postgres import Postgres, PostgresArgs
 from components.redis import Redis, RedisArgs
+from components.resilience import Resilience, ResilienceArgs
 from components.workers import Workers, WorkersArgs
 from settings import Region as RegionSettings
 from settings import Settings
@@ -202,9 +203,22 @@ class Region(pulumi.ComponentResource):
                 backend_port=cfg.backend.port,
                 redis_sentinels=cfg.redis.sentinels,
                 pg_cluster=names.pg_cluster(self.region.name),
+                k6=cfg.resilience.enabled and self.region.role == "primary",
             ),
             opts=self.tier_opts,
         )
+        # Load test and chaos Schedules (docs/resilience.md); nothing at all where disabled.
+        if cfg.resilience.enabled:
+            k6_policies = [p for n, p in self.network.policies.items() if n in (names.K6_RUNNER, names.K6_STARTER)]
+            self.resilience = Resilience(
+                t.rname("resilience"),
+                ResilienceArgs(
+                    target=t, resilience=cfg.resilience, gateway=cfg.gateway, monitoring=cfg.monitoring,
+                    primary=self.region.role == "primary", pg_cluster=names.pg_cluster(self.region.name),
+                    test_run_after=(self.backend.deployment, *k6_policies),
+                ),
+                opts=self.tier_opts,
+            )
         self.monitoring = Monitoring(
             t.rname("monitoring"),
             MonitoringArgs(target=t, settings=cfg, region=self.region, gslb=len(cfg.regions) > 1),

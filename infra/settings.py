@@ -560,6 +560,68 @@ class Network:
     # Port the API server's endpoints listen on after the Service NAT: 443 on managed
     # clusters, 6443 on kubeadm ones.  CNPG's instance manager talks to it.
     api_server_port: int = setting(443, min=1, max=65535)
+    # The k6-operator's namespace: the operator polls and starts the load-test runners there.
+    k6_operator_namespace: str = setting("k6-operator-system", check=_regex(_DNS_LABEL_RE, "a namespace name"))
+
+
+# k6 stage "<duration>:<virtual users>"; Chaos Mesh durations (its CRDs' own pattern).
+_STAGE_RE = re.compile(r"^([1-9][0-9]*(?:s|m|h)):([0-9]{1,6})$")
+_CHAOS_DURATION_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h)$")
+
+
+def _check_stages(v: tuple) -> Optional[str]:
+    if not v:
+        return "must list at least one stage such as '2m:100'"
+    for s in v:
+        if not _STAGE_RE.match(s):
+            return f"stage {s!r} must be '<duration>:<virtual users>' such as '2m:100'"
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resilience:
+    """The notes' "Testing Auto-Scaling": a k6 load test (k6-operator TestRun) and Chaos Mesh
+    experiments on a schedule (docs/resilience.md).  The thresholds of the load test are
+    monitoring.latencySloMs and monitoring.errorRateWarningPercent, not settings of their own."""
+
+    # The chaos Schedules (and the script ConfigMap) in every region of the stack.
+    enabled: bool = setting()
+    # The TestRun itself, primary region only.  Creating a TestRun STARTS the test: turning
+    # this on in a stack file and running `pulumi up` is running the load test.
+    load_test: bool = setting(False)
+    # k6: the notes' stages ("<duration>:<virtual users>", totals over all runners: the
+    # operator splits them with execution segments), the think time of sleep(1), and the
+    # path under gateway.apiPrefix the virtual users GET.
+    stages: list = setting(["2m:100", "5m:100", "2m:1000", "5m:1000", "2m:0"], check=_check_stages)
+    think_time_seconds: int = setting(1, min=0, max=60)
+    path: str = setting("/events", check=_regex(_PATH_RE, "an absolute path such as '/events'"))
+    parallelism: int = setting(4, min=1, max=100)
+    k6_image: str = setting("docker.io/grafana/k6:1.3.0", check=_check_image)
+    # The starter pod only curls the runners' REST API to start them together.
+    starter_image: str = setting("docker.io/curlimages/curl:8.11.1", check=_check_image)
+    runner_cpu: str = setting("1", check=_check_cpu)
+    runner_memory: str = setting("2Gi", check=_check_memory)
+    starter_cpu: str = setting("50m", check=_check_cpu)
+    starter_memory: str = setting("64Mi", check=_check_memory)
+    # Chaos Mesh Schedules: five-field cron on the controller's clock (UTC), outside the
+    # 18:00-24:00 Lagos peak and on working days, when people watch.
+    api_kill_schedule: str = setting("0 10 * * 1-5", check=_regex(_CRON5_RE, "a five-field cron expression"))
+    network_delay_schedule: str = setting("30 10 * * 1-5", check=_regex(_CRON5_RE, "a five-field cron expression"))
+    database_kill_schedule: str = setting("0 11 * * 3", check=_regex(_CRON5_RE, "a five-field cron expression"))
+    network_latency: str = setting("200ms", check=_regex(_CHAOS_DURATION_RE, "a duration such as '200ms'"))
+    network_delay_duration: str = setting("5m", check=_regex(_CHAOS_DURATION_RE, "a duration such as '5m'"))
+    # "all": the whole API tier answers late, as on a degraded network; "one": a single pod.
+    network_delay_mode: str = setting("all", choices=("all", "one"))
+    # 0: the pod is killed outright, as a crash would.
+    kill_grace_period_seconds: int = setting(0, min=0, max=3600)
+    history_limit: int = setting(5, min=1, max=100)
+    # A run the controller missed by more than this is skipped, not started late.
+    starting_deadline_seconds: int = setting(300, min=1, max=86400)
+
+    @property
+    def stage_list(self) -> tuple[tuple[str, int], ...]:
+        """The stages as (duration, virtual users)."""
+        return tuple((m.group(1), int(m.group(2))) for m in (_STAGE_RE.match(s) for s in self.stages) if m)
 
 
 SECTIONS: dict[str, type] = {
@@ -574,6 +636,7 @@ SECTIONS: dict[str, type] = {
     "monitoring": Monitoring,
     "capacity": Capacity,
     "network": Network,
+    "resilience": Resilience,
 }
 
 # --------------------------------------------------------------------------------------
@@ -607,6 +670,8 @@ PRESETS: dict[str, tuple[Any, Any, Any]] = {
     "gateway.hostname":                     ("api.dev.tikit.app", "api.staging.tikit.app", "api.tikit.app"),
     "gateway.envoyReplicas":                (1,        2,         3),
     "capacity.targetConcurrentUsers":       (100,      1000,      10000),
+    # Chaos experiments run where people rehearse failures, not in prod by default.
+    "resilience.enabled":                   (False,    True,      False),
 }
 
 REGION_PRESETS: dict[str, list[dict[str, str]]] = {
@@ -663,6 +728,7 @@ class Settings:
     monitoring: Monitoring
     capacity: Capacity
     network: Network
+    resilience: Resilience
     derived: Derived
 
     @property
@@ -697,7 +763,7 @@ def camel(name: str) -> str:
 
 
 def _type_name(t: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a map"}.get(t, str(t))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a map"}.get(t, str(t))
 
 
 def _coerce(key: str, value: Any, t: Any, meta: Mapping[str, Any]) -> Any:
@@ -705,7 +771,7 @@ def _coerce(key: str, value: Any, t: Any, meta: Mapping[str, Any]) -> Any:
         value = float(value)
     if t is int and isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, t):
+    if (isinstance(value, bool) and t is not bool) or not isinstance(value, t):
         raise ConfigError(key, f"must be {_type_name(t)}, got {json.dumps(value, default=str)[:60]}")
     if t in (int, float):
         if meta.get("min") is not None and value < meta["min"]:
@@ -847,6 +913,9 @@ def _cross_checks(s: Settings) -> None:
         raise ConfigError(
             "gslb.primaryGeoTag", f"'{s.gslb.primary_geo_tag}' must be the primary region's geo tag '{s.primary.tag}'"
         )
+    if s.resilience.load_test and not s.resilience.enabled:
+        # Not silently ignored: the whole resilience tier is off without `enabled`.
+        raise ConfigError("resilience.loadTest", "true needs resilience.enabled: true as well")
     _redis_wait_checks(r)
     _postgres_parameter_checks(s.postgres)
     _monitoring_checks(s.monitoring)
@@ -995,6 +1064,7 @@ def load(config: Mapping[str, Any], *, stack: str, project: str = PROJECT) -> Se
         monitoring=sections["monitoring"],
         capacity=sections["capacity"],
         network=sections["network"],
+        resilience=sections["resilience"],
         derived=None,  # type: ignore[arg-type]
     )
     _cross_checks(partial)

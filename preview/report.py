@@ -19,6 +19,7 @@ TIERS = {
     "tikit:data:Redis": "Redis",
     "tikit:observability:Monitoring": "Monitoring",
     "tikit:security:NetworkPolicies": "NetworkPolicies",
+    "tikit:resilience:Resilience": "Chaos + load test",
 }
 # Links inside one region (from, to).
 LINKS = [

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian daemons the integration tests run against, when any is missing:
 # PostgreSQL + pgbench, PgBouncer, Redis + Sentinel, Prometheus (promtool), the Redis
-# exporter, and shellcheck for the scripts the Redis tier renders.
+# exporter, shellcheck for the scripts the Redis tier renders, and Node.js, which loads
+# the rendered k6 load-test script.
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/$1" >/dev/null; }
@@ -14,6 +15,7 @@ have pgbouncer || need+=(pgbouncer)
 have promtool || need+=(prometheus)
 have prometheus-redis-exporter || need+=(prometheus-redis-exporter)
 have shellcheck || need+=(shellcheck)
+have node || need+=(nodejs)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

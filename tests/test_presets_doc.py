@@ -21,7 +21,8 @@ def test_table_has_every_preset_and_environment():
     for key, (dev, staging, prod) in settings.PRESETS.items():
         line = next(r for r in rows if r.startswith(f"| `{key}` |"))
         cells = [c.strip().strip("`") for c in line.strip("|").split("|")][1:]
-        assert cells == [str(dev), str(staging), str(prod)]
+        spelled = [("true" if v else "false") if isinstance(v, bool) else str(v) for v in (dev, staging, prod)]
+        assert cells == spelled
     assert len(rows) == 2 + 1 + len(settings.PRESETS)  # header, rule, regions, presets
 
 

@@ -11,6 +11,8 @@ Deny everything in and out, then allow exactly the flows the platform needs
   object storage and the Kubernetes API.  No PostgreSQL port crosses the cluster boundary:
   the backup region's replica cluster follows the primary through the object store;
 * Prometheus -> every metrics port;
+* where the load test may run: k6 runners -> the gateway's public hostname (HTTPS), the
+  k6-operator and the starter pod -> the runners' REST API;
 * every pod -> cluster DNS.
 
 Pods are selected by the ``app.kubernetes.io/name`` label every tier sets through
@@ -42,6 +44,8 @@ CNPG_STATUS_PORT = 8000                          # instance manager's status end
 DNS_LABELS = {"k8s-app": "kube-dns"}             # CoreDNS keeps kube-dns's label for compatibility
 DNS_PORT = 53
 HTTPS_PORT = 443
+# Envoy Gateway binds a privileged listener port + 10000 in the proxy container (443 -> 10443).
+ENVOY_PORT_SHIFT = 10000
 
 DEFAULT_DENY = "default-deny"
 
@@ -57,6 +61,8 @@ class NetworkArgs:
     # Sentinel traffic is allowed only where the environment runs Sentinel.
     redis_sentinels: int
     pg_cluster: str
+    # k6-operator pods may run here (settings.resilience.enabled, primary region).
+    k6: bool = False
 
 
 # --- building blocks -------------------------------------------------------------------
@@ -202,7 +208,35 @@ def policy_specs(args: NetworkArgs) -> dict[str, dict[str, Any]]:
         rule([external], tcp(*sorted({HTTPS_PORT, n.api_server_port})), "egress"),
     ]
     specs["postgres"] = policy(postgres, ingress=pg_ingress, egress=pg_egress)
+    if args.k6:
+        specs.update(k6_policy_specs(args))
     return specs
+
+
+def k6_policy_specs(args: NetworkArgs) -> dict[str, dict[str, Any]]:
+    """The load test's pods (components/resilience.py).  The runners reach the gateway by its
+    public hostname, as users do: out of the cluster to the load balancer, or, where
+    kube-proxy short-cuts traffic to a LoadBalancer address, straight to this Gateway's
+    proxies.  The initializer needs nothing but DNS."""
+    runners = apps(names.K6_RUNNER)
+    proxies = namespace(args.envoy_namespace, {"matchLabels": envoy_pod_labels(args.target.namespace)})
+    return {
+        names.K6_RUNNER: policy(
+            runners,
+            ingress=[
+                rule(
+                    [pods(apps(names.K6_STARTER)), namespace(args.network.k6_operator_namespace)],
+                    tcp(names.K6_API_PORT),
+                    "ingress",
+                )
+            ],
+            egress=[
+                rule([cidr(args.network.external_cidr)], tcp(HTTPS_PORT), "egress"),
+                rule([proxies], tcp(HTTPS_PORT + ENVOY_PORT_SHIFT), "egress"),
+            ],
+        ),
+        names.K6_STARTER: policy(apps(names.K6_STARTER), egress=[rule([pods(runners)], tcp(names.K6_API_PORT), "egress")]),
+    }
 
 
 class NetworkPolicies(pulumi.ComponentResource):

@@ -153,12 +153,12 @@ def _budget(stack: Stack, cfg: dict, report: Report) -> None:
 
 postgres_connection_budget = stack_policy(
     name="postgres-connection-budget",
-    description="PgBouncer replicas x (default_pool_size + reserve_pool_size), plus reserved and replication slots, fit PostgreSQL's max_connections on the primary and on the read replicas.",
+    description="PgBouncer replicas x (default_pool_size + reserve_pool_size), plus the reserved slots, fit PostgreSQL's max_connections on the primary and on the read replicas.",
     check=_budget,
     remediation="Derive max_connections from the pool sizes (settings.Derived) or shrink the pools.",
     area=AREA,
     config=schema(
-        extraConnections=integer(0, "Connections to keep free beyond the reserved and replication slots (admin, exporters).")
+        extraConnections=integer(0, "Connections to keep free beyond the pools and the reserved slots.")
     ),
 )
 

@@ -28,7 +28,10 @@ def _fake_venv(tmp_path: Path) -> Path:
 
 
 def _make(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
+    # An outer `make test PYTHON=...` exports its command-line variables to the tests' env;
+    # the Makefile under test must see only what each test passes.
+    makefile_vars = {"PYTHON", "VENV", "PY", "STACK", "STACKS", "BASE", "POLICY_CONFIG"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE") and k not in makefile_vars}
     return subprocess.run(["make", "--no-print-directory", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -15,14 +15,12 @@ import pulumi_kubernetes as k8s
 
 import kube
 import names
-from components import autoscaling
+from components import autoscaling, nodeapp
 from settings import Backend as BackendSettings
 from settings import Monitoring as MonitoringSettings
 
 COMPONENT = "api"
 PORT_NAME = "http"
-# The database pool size each process opens (API and workers read the same variable).
-POOL_SIZE_ENV = "DB_POOL_SIZE"
 
 
 @dataclass(frozen=True)
@@ -34,46 +32,13 @@ class BackendArgs:
     queue_name: str
 
 
-def common_config(target: kube.Target, queue_name: str) -> dict[str, str]:
-    """Non-secret environment both Node.js processes read (the API and the workers each
-    put it into their own ConfigMap, next to their own settings).  The queue name comes
-    from settings.workers.queue_name on both sides: producer and consumer agree."""
-    return {
-        "NODE_ENV": "production",
-        "JOB_QUEUE": queue_name,
-        "TIKIT_ENVIRONMENT": target.environment,
-        "TIKIT_REGION": target.region,
-    }
-
-
 def config_data(args: BackendArgs) -> dict[str, str]:
     """The API's non-secret environment (connection strings are in Secrets)."""
     return {
-        **common_config(args.target, args.queue_name),
+        **nodeapp.common_config(args.target, args.queue_name),
         "PORT": str(args.backend.port),
         "METRICS_PATH": names.BACKEND_METRICS_PATH,
     }
-
-
-def pool_env(db_connections_per_replica: int) -> list[dict[str, Any]]:
-    """DB_POOL_SIZE: the connections one replica opens, the figure the capacity maths and
-    the policy pack size PgBouncer against (the db-connections annotation says the same).
-    In the pod template rather than a ConfigMap, so a change rolls the pods."""
-    return [{"name": POOL_SIZE_ENV, "value": str(db_connections_per_replica)}]
-
-
-def secret_env() -> list[dict[str, Any]]:
-    """Connection strings, by reference only: the PostgreSQL tier writes the database
-    Secret (write pool and read pool URLs), the Redis tier the Redis one (the URL, and the
-    same target in parts for clients that cannot parse redis+sentinel://, docs/redis.md)."""
-    return [
-        kube.env_from_secret(names.DATABASE_URL, names.APP_DATABASE_SECRET, names.DATABASE_URL),
-        kube.env_from_secret(names.DATABASE_REPLICA_URL, names.APP_DATABASE_SECRET, names.DATABASE_REPLICA_URL),
-        *(
-            kube.env_from_secret(key, names.APP_REDIS_SECRET, key)
-            for key in (names.REDIS_URL, names.REDIS_PASSWORD, names.REDIS_SENTINELS, names.REDIS_SENTINEL_MASTER)
-        ),
-    ]
 
 
 def termination_grace_seconds(b: BackendSettings) -> int:
@@ -153,30 +118,24 @@ class Backend(pulumi.ComponentResource):
             opts=child,
         )
 
-        container: dict[str, Any] = {
-            "name": app,
-            "image": b.image,
-            "imagePullPolicy": "IfNotPresent",
-            "ports": [{"name": PORT_NAME, "containerPort": b.port, "protocol": "TCP"}],
-            "envFrom": [{"configMapRef": {"name": names.BACKEND_CONFIG}}],
-            "env": [*secret_env(), *pool_env(b.db_connections_per_replica)],
-            "resources": kube.resources(b.cpu, b.memory),
-            "securityContext": kube.container_security(),
-            # The root filesystem is read-only; Node and its libraries still want a /tmp.
-            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        container = nodeapp.container(
+            app,
+            b.image,
+            config_map=names.BACKEND_CONFIG,
+            db_connections_per_replica=b.db_connections_per_replica,
+            cpu=b.cpu,
+            memory=b.memory,
+            ports=[{"name": PORT_NAME, "containerPort": b.port, "protocol": "TCP"}],
             **probes(b),
-        }
+        )
         hooks = kube.pre_stop_sleep(b.pre_stop_seconds)
         if hooks:
             container["lifecycle"] = hooks
 
         self.deployment = k8s.apps.v1.Deployment(
             t.rname(app),
-            # The pool size each replica opens (DB_POOL_SIZE): the policy pack sizes
-            # PgBouncer against it.
-            metadata=kube.metadata(
-                app, COMPONENT, t, version=version,
-                annotations={names.DB_CONNECTIONS_ANNOTATION: str(b.db_connections_per_replica)},
+            metadata=nodeapp.deployment_metadata(
+                app, COMPONENT, t, version=version, db_connections_per_replica=b.db_connections_per_replica
             ),
             spec={
                 # No spec.replicas: the HPA that KEDA owns sets it; declaring it here
@@ -185,16 +144,7 @@ class Backend(pulumi.ComponentResource):
                 "strategy": kube.rolling_surge(),
                 "template": {
                     "metadata": {"labels": kube.labels(app, COMPONENT, t, version)},
-                    "spec": {
-                        "automountServiceAccountToken": False,
-                        # No Docker-link env (REDIS_PORT=tcp://...): the app reads its own config.
-                        "enableServiceLinks": False,
-                        "securityContext": kube.pod_security(),
-                        "terminationGracePeriodSeconds": termination_grace_seconds(b),
-                        "topologySpreadConstraints": kube.spread(sel),
-                        "containers": [container],
-                        "volumes": [{"name": "tmp", "emptyDir": {}}],
-                    },
+                    "spec": nodeapp.pod_spec(sel, container, grace_seconds=termination_grace_seconds(b)),
                 },
             },
             # Pods read the ConfigMap at start: create it first.

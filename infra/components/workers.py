@@ -16,8 +16,7 @@ import pulumi_kubernetes as k8s
 
 import kube
 import names
-from components import autoscaling
-from components.backend import common_config, pool_env, secret_env
+from components import autoscaling, nodeapp
 from settings import Redis as RedisSettings
 from settings import Workers as WorkersSettings
 
@@ -45,7 +44,7 @@ def config_data(args: WorkersArgs) -> dict[str, str]:
     environment, region), plus HEALTH_PORT, where the process serves the probes'
     /health and /ready.  Not the API's PORT or METRICS_PATH: a worker serves neither."""
     w = args.workers
-    return {**common_config(args.target, w.queue_name), "HEALTH_PORT": str(w.health_port)}
+    return {**nodeapp.common_config(args.target, w.queue_name), "HEALTH_PORT": str(w.health_port)}
 
 
 def spot_placement(w: WorkersSettings) -> dict[str, Any]:
@@ -144,47 +143,32 @@ class Workers(pulumi.ComponentResource):
             opts=child,
         )
 
-        container: dict[str, Any] = {
-            "name": app,
-            "image": w.image,
-            "imagePullPolicy": "IfNotPresent",
-            "envFrom": [{"configMapRef": {"name": names.WORKERS_CONFIG}}],
-            "env": [*secret_env(), *pool_env(w.db_connections_per_replica)],
-            "ports": [{"name": HEALTH_PORT_NAME, "containerPort": w.health_port, "protocol": "TCP"}],
+        container = nodeapp.container(
+            app,
+            w.image,
+            config_map=names.WORKERS_CONFIG,
+            db_connections_per_replica=w.db_connections_per_replica,
+            cpu=w.cpu,
+            memory=w.memory,
+            ports=[{"name": HEALTH_PORT_NAME, "containerPort": w.health_port, "protocol": "TCP"}],
             # Not ready (Redis or PostgreSQL unreachable) keeps a new worker out of the
             # rollout's availability count instead of letting it crash-loop.
             **kube.health_probes(w, HEALTH_PORT_NAME),
-            "resources": kube.resources(w.cpu, w.memory),
-            "securityContext": kube.container_security(),
-            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-        }
+        )
         self.deployment = k8s.apps.v1.Deployment(
             t.rname(app),
-            # The pool size each replica opens (DB_POOL_SIZE): the policy pack sizes
-            # PgBouncer against it.
-            metadata=kube.metadata(
-                app, COMPONENT, t, version=version,
-                annotations={names.DB_CONNECTIONS_ANNOTATION: str(w.db_connections_per_replica)},
+            metadata=nodeapp.deployment_metadata(
+                app, COMPONENT, t, version=version, db_connections_per_replica=w.db_connections_per_replica
             ),
             spec={
                 # No spec.replicas: the HPA that KEDA owns sets it (and scales to zero).
                 "selector": {"matchLabels": sel},
                 "template": {
                     "metadata": {"labels": kube.labels(app, COMPONENT, t, version)},
-                    "spec": {
-                        "automountServiceAccountToken": False,
-                        # No Docker-link env (REDIS_PORT=tcp://...): the app reads its own config.
-                        "enableServiceLinks": False,
-                        "securityContext": kube.pod_security(),
-                        # SIGTERM lets a worker finish or requeue its current job; spot
-                        # reclaim notices (30 s to 2 min) are in the same range.
-                        "terminationGracePeriodSeconds": w.shutdown_seconds,
-                        # Spread so one reclaimed spot node never takes every worker.
-                        "topologySpreadConstraints": kube.spread(sel),
-                        **spot_placement(w),
-                        "containers": [container],
-                        "volumes": [{"name": "tmp", "emptyDir": {}}],
-                    },
+                    # SIGTERM lets a worker finish or requeue its current job; spot reclaim
+                    # notices (30 s to 2 min) are in the same range.  The zone and node
+                    # spread keeps one reclaimed spot node from taking every worker.
+                    "spec": nodeapp.pod_spec(sel, container, grace_seconds=w.shutdown_seconds, **spot_placement(w)),
                 },
             },
             # Pods read the ConfigMap at start: create it first.

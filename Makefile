@@ -20,7 +20,7 @@ $(VENV)/.runtime: FORCE
 endif
 FORCE:
 
-$(VENV)/.runtime: requirements.txt
+$(VENV)/.runtime: requirements.txt pyproject.toml
 	scripts/bootstrap.sh $(PYTHON) $(VENV) requirements.txt
 	touch $@
 

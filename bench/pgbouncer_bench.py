@@ -23,11 +23,11 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "infra"), str(REPO)]
 
-import settings  # noqa: E402
-from conf.postgres import postgres_parameters  # noqa: E402
-from tests.integration import postgres_daemons as pgd  # noqa: E402
+
+from tikit import settings  # noqa: E402
+from tikit.conf.postgres import postgres_parameters  # noqa: E402
+from harness import postgres as pgd
 
 THREADS = 2  # pgbench worker threads; more than the CPUs would only add scheduling noise
 

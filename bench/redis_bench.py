@@ -1,6 +1,6 @@
 """Benchmark what Redis persistence costs (not a test; prints figures).
 
-Starts redis-server twice from the redis.conf that infra/conf/redis.py renders for a stack
+Starts redis-server twice from the redis.conf that tikit/conf/redis.py renders for a stack
 (only port, dir and bind rewritten, the password passed as the pods pass it):
 
   persistent   the rendered config as is: AOF with appendfsync everysec plus RDB save rules;
@@ -35,10 +35,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "infra"), str(REPO)]
 
-import settings  # noqa: E402
-from conf import redis as rconf  # noqa: E402
+
+from tikit import settings  # noqa: E402
+from tikit.conf import redis as rconf  # noqa: E402
 
 HOST = "127.0.0.1"
 TESTS = ("SET", "LPUSH", "GET")

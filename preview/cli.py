@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from . import engine, output, plan as plan_mod, report
 from .engine import REPO_ROOT, DuplicateUrnError, StackConfigError
@@ -27,13 +27,19 @@ class Rendered:
         return bool(self.policy and self.policy.mandatory)
 
 
-def render(stack: str, repo: Path = REPO_ROOT, *, policy_config: Optional[Path] = None) -> Rendered:
+def render(
+    stack: str,
+    repo: Path = REPO_ROOT,
+    *,
+    policy_config: Optional[Path] = None,
+    program: Optional[Callable[[], None]] = None,
+) -> Rendered:
     """Run the program for a stack, evaluate the policy pack, and render every file.
 
     Raises StackConfigError (the program's own settings errors included, as
     engine.ProgramConfigError) for invalid settings, before anything is written.
     """
-    run = engine.run_program(stack, repo)
+    run = engine.run_program(stack, repo, program=program)
     the_plan = plan_mod.build(run)
     policy = evaluate_policies(the_plan, policy_config)
     files = output.render_files(the_plan, report.stack_report(the_plan, policy), policy_json(policy))
@@ -79,7 +85,14 @@ def _program_error(exc: Exception) -> str:
     return "error: " + _one_line(message)
 
 
-def preview(stack: str, *, out_root: Path, policy_config: Optional[Path] = None, repo: Path = REPO_ROOT) -> int:
+def preview(
+    stack: str,
+    *,
+    out_root: Path,
+    policy_config: Optional[Path] = None,
+    repo: Path = REPO_ROOT,
+    program: Optional[Callable[[], None]] = None,
+) -> int:
     """Render a stack into out_root/<stack>/ and print a summary.
 
     0 done; 1 a mandatory policy is violated; 2 invalid settings or an output directory
@@ -90,7 +103,7 @@ def preview(stack: str, *, out_root: Path, policy_config: Optional[Path] = None,
     out_dir = out_root / stack
     try:
         output.check_replaceable(out_dir)
-        rendered = render(stack, repo, policy_config=policy_config)
+        rendered = render(stack, repo, policy_config=policy_config, program=program)
         output.write(out_dir, rendered.files)
     except config_errors() as exc:
         print(f"config error: {exc}", file=sys.stderr)

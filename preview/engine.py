@@ -10,28 +10,21 @@ What the Pulumi engine would do and this module does too:
 What it cannot do: talk to a cluster or decrypt ``secure:`` config values (those are
 provided to the program as secret placeholders).
 
-Each run imports the program afresh: modules loaded from its directory (``settings``,
-``regions``, ``components.*``, ...) are taken out of ``sys.modules`` before the run and the
-caller's are put back after it, so a second repository's program never runs with this
-one's cached modules.
+The program is the installed ``tikit`` package: ``tikit.program.main()`` declares every
+resource inside a function, so each run registers everything afresh in a fresh mock engine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
-import runpy
-import sys
-import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 
@@ -406,81 +399,6 @@ def _monitor_class():
     return RecordingMonitor
 
 
-@contextlib.contextmanager
-def _program_path(program_dir: Path):
-    """infra/ first on sys.path, as the CLI's language host sets it; undone afterwards."""
-    saved = list(sys.path)
-    sys.path.insert(0, str(program_dir))
-    try:
-        yield
-    finally:
-        sys.path[:] = saved
-
-
-# Where the interpreter's own and installed packages live, and this preview: a module from
-# there is never the program's, whatever its name or the program's directory (`main: .`
-# holds .venv/ and preview/ too).
-_NEVER_THE_PROGRAM = tuple(
-    {str(Path(p).resolve()) for key in ("stdlib", "platstdlib", "purelib", "platlib") if (p := sysconfig.get_paths().get(key))}
-    | {str(Path(__file__).resolve().parent)}
-)
-
-
-def _locations(module: Any) -> list[str]:
-    try:
-        found = [getattr(module, "__file__", None), *(getattr(module, "__path__", None) or [])]
-    except Exception:  # noqa: BLE001 - a lazy or odd module object is nobody's program
-        return []
-    return [str(Path(f).resolve()) for f in found if isinstance(f, str)]
-
-
-def _under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
-def _program_modules(program_dir: Path) -> list[str]:
-    """Names in sys.modules that the program would import from its own directory: loaded
-    from it, or (from another checkout's program) under a top-level name it provides."""
-    root = str(program_dir.resolve())
-    provided = {p.stem for p in program_dir.glob("*.py") if p.stem != "__main__"}
-    provided |= {p.name for p in program_dir.iterdir() if p.is_dir() and p.name.isidentifier()} if program_dir.is_dir() else set()
-    names = []
-    for name, module in list(sys.modules.items()):
-        where = _locations(module)
-        if not where or any(_under(w, d) for w in where for d in _NEVER_THE_PROGRAM):
-            continue
-        if any(_under(w, root) for w in where) or name.split(".", 1)[0] in provided:
-            names.append(name)
-    return names
-
-
-@contextlib.contextmanager
-def _fresh_program_modules(program_dir: Path):
-    """The program imports its own modules afresh; the caller's come back afterwards."""
-    saved = {name: sys.modules.pop(name) for name in _program_modules(program_dir)}
-    try:
-        yield
-    finally:
-        for name in _program_modules(program_dir):
-            sys.modules.pop(name, None)
-        sys.modules.update(saved)
-
-
-def _program_config_error(exc: BaseException, program_dir: Path) -> Optional[ProgramConfigError]:
-    """The program's own ConfigError (settings.ConfigError of this run's import), as a
-    StackConfigError the caller can catch without importing the program."""
-    root = str(program_dir.resolve())
-    for cls in type(exc).__mro__:
-        module = sys.modules.get(cls.__module__)
-        if cls.__name__ == "ConfigError" and module is not None and any(_under(w, root) for w in _locations(module)):
-            key, message = getattr(exc, "key", None), getattr(exc, "message", None)
-            if isinstance(key, str) and isinstance(message, str):
-                return ProgramConfigError(key, message)
-            key, _, message = str(exc).partition(": ")
-            return ProgramConfigError(key, message)
-    return None
-
-
 def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
     """Cancel what a failed program left pending and close the loop, so nothing reports
     "Task was destroyed but it is pending!" at exit."""
@@ -495,22 +413,32 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
         loop.close()
 
 
-def run_program(stack: str, repo: Path = REPO_ROOT, *, config_override: Optional[dict[str, str]] = None) -> Run:
-    """Run infra/ for one stack and return every registered resource.
+def run_program(
+    stack: str,
+    repo: Path = REPO_ROOT,
+    *,
+    config_override: Optional[dict[str, str]] = None,
+    program: Optional[Callable[[], None]] = None,
+) -> Run:
+    """Run the program (tikit.program.main, or ``program``) for one stack and return every
+    registered resource.
 
     Raises StackConfigError for unusable project or stack files and ProgramConfigError
     (a StackConfigError) when the program's settings refuse the config."""
-    import pulumi
     from pulumi.runtime import config as runtime_config
     from pulumi.runtime import settings as runtime_settings
     from pulumi.runtime.mocks import MockEngine, MockSettings
     from pulumi.runtime.stack import run_in_stack
 
-    project_doc = load_project(repo)
     project, config, secret_keys = load_stack_config(stack, repo)
     if config_override is not None:
         config = config_override
-    program_dir = repo / str(project_doc.get("main", ".")).rstrip("/")
+    # Imported here, not at module level: the preview's other commands (diff, the CLI's
+    # argument errors) never pay for the program's imports.
+    from tikit.settings import ConfigError
+
+    if program is None:
+        from tikit.program import main as program
 
     mocks = _mocks_class()()
     monitor = _monitor_class()(mocks)
@@ -530,17 +458,10 @@ def run_program(stack: str, repo: Path = REPO_ROOT, *, config_override: Optional
     )
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    main = program_dir / "__main__.py"
     try:
-        with _program_path(program_dir), _fresh_program_modules(program_dir):
-            try:
-                loop.run_until_complete(run_in_stack(lambda: runpy.run_path(str(main), run_name="__main__")))
-            except Exception as exc:
-                # Recognised while this run's `settings` module is still importable.
-                converted = _program_config_error(exc, program_dir)
-                if converted is not None:
-                    raise converted from exc
-                raise
+        loop.run_until_complete(run_in_stack(program))
+    except ConfigError as exc:
+        raise ProgramConfigError(exc.key, exc.message) from exc
     finally:
         _close_loop(loop)
         asyncio.set_event_loop(None)

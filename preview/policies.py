@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -30,11 +29,7 @@ from .engine import REPO_ROOT, StackConfigError
 from .plan import Plan
 from .report import Finding, PolicyResult
 
-POLICY_DIR = REPO_ROOT / "policy"
-if str(POLICY_DIR) not in sys.path:
-    sys.path.append(str(POLICY_DIR))
-
-from pulumi_policy import (  # noqa: E402
+from pulumi_policy import (
     EnforcementLevel,
     Policy,
     PolicyCustomTimeouts,
@@ -45,9 +40,9 @@ from pulumi_policy import (  # noqa: E402
     StackValidationArgs,
     StackValidationPolicy,
 )
-from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy  # noqa: E402
+from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
-import tikit_policies  # noqa: E402
+import tikit_policies
 
 LEVELS = {level.value: level for level in EnforcementLevel}
 

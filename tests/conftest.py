@@ -4,7 +4,6 @@ preview, and tests assert on the rendered plan and manifests."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import NoReturn
 
@@ -12,9 +11,6 @@ import hypothesis
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-for p in (REPO / "infra", REPO):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
 
 STACKS = ("dev", "staging", "prod")
 IN_CI = os.environ.get("CI", "").lower() == "true"

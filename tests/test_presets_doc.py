@@ -1,16 +1,16 @@
-"""docs/sizing.md shows the preset table of infra/settings.py, generated, and stays equal to it."""
+"""docs/sizing.md shows the preset table of tikit/settings.py, generated, and stays equal to it."""
 
 from __future__ import annotations
 
-import presets_doc
-import settings
+from tikit import presets_doc
+from tikit import settings
 
 
 def test_sizing_md_holds_exactly_the_generated_table():
     text = presets_doc.SIZING_MD.read_text()
     assert text.count(presets_doc.BEGIN) == 1 and text.count(presets_doc.END) == 1
     assert presets_doc.marked_section(text) == presets_doc.section(), (
-        "docs/sizing.md is out of date: run .venv/bin/python infra/presets_doc.py"
+        "docs/sizing.md is out of date: run .venv/bin/python tikit/presets_doc.py"
     )
 
 

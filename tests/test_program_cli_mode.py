@@ -1,5 +1,6 @@
-"""The program runs the way the Pulumi CLI runs it: infra/ as the main directory and
-first on sys.path, config from PULUMI_CONFIG, without the repository root importable."""
+"""The program runs the way the Pulumi CLI runs it: tikit/ as the main directory and first on
+sys.path, config from PULUMI_CONFIG, the repository root not on sys.path (the package is
+installed into the virtualenv, as `pip install -r requirements.txt` installs it)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from conftest import REPO
 SCRIPT = r"""
 import json, runpy, sys, os
 sys.path = [p for p in sys.path if os.path.realpath(p or '.') != os.path.realpath(os.environ['REPO'])]
-sys.path.insert(0, os.path.join(os.environ['REPO'], 'infra'))
-os.chdir(os.path.join(os.environ['REPO'], 'infra'))
+sys.path.insert(0, os.path.join(os.environ['REPO'], 'tikit'))
+os.chdir(os.path.join(os.environ['REPO'], 'tikit'))
 import pulumi
 from pulumi.runtime import mocks
 
@@ -43,11 +44,15 @@ from pulumi.runtime.sync_await import _sync_await
 from pulumi.runtime.stack import wait_for_rpcs
 _sync_await(wait_for_rpcs())
 assert 'preview' not in sys.modules, 'the program must not import the offline preview'
+# Every module of the program was imported once, as part of the package: none under a
+# second, top-level name through tikit/ being first on sys.path.
+top = sorted(n for n in sys.modules if n.split('.')[0] in ('settings', 'regions', 'kube', 'names', 'components', 'conf', 'program'))
+assert top == [], top
 print(json.dumps(sorted(names)))
 """
 
 
-def test_program_runs_with_infra_as_main_directory():
+def test_program_runs_with_tikit_as_main_directory():
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["REPO"] = str(REPO)
     env["PULUMI_CONFIG"] = json.dumps({"tikit:environment": "staging"})

@@ -1,4 +1,4 @@
-"""infra/regions.py: what every region's objects wait for.
+"""tikit/regions.py: what every region's objects wait for.
 
 Pulumi records depends_on per resource and does not hand a component's list down to its
 children, so the region's Namespace reaches each object through kube.Target.requires.

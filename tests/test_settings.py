@@ -7,8 +7,8 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-import settings
-from settings import ConfigError, load
+from tikit import settings
+from tikit.settings import ConfigError, load
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """Annotation keys the policies read: capacity facts that no Kubernetes field carries.
 
-The program sets them (infra/names.py holds the same keys; a test keeps the two equal).
+The program sets them (tikit/names.py holds the same keys; a test keeps the two equal).
 The pack keeps its own copy because it runs apart from the program: under
 ``pulumi preview --policy-pack policy`` it is a separate process, and a published pack
 carries only this directory.
@@ -16,7 +16,7 @@ DB_CONNECTIONS_PER_REPLICA = "tikit.app/db-connections-per-replica"
 # ObjectStore: the region its bucket lives in (the program sets it on every ObjectStore).
 STORAGE_REGION = "tikit.app/storage-region"
 
-# Labels every object carries (infra/kube.py labels()).
+# Labels every object carries (tikit/kube.py labels()).
 REGION_LABEL = "tikit.app/region"
 ENVIRONMENT_LABEL = "tikit.app/environment"
 

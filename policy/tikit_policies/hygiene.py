@@ -235,16 +235,16 @@ no_host_path = resource_policy(
 
 def _explicit_name(obj: Obj, _cfg: dict, say: Say) -> None:
     if not obj.name:
-        say(f"{obj.kind} ({obj.urn.rsplit('::', 1)[-1]}) has no metadata.name: Pulumi would auto-name it; set an explicit name from infra/names.py")
+        say(f"{obj.kind} ({obj.urn.rsplit('::', 1)[-1]}) has no metadata.name: Pulumi would auto-name it; set an explicit name from tikit/names.py")
     elif obj.annotations.get("pulumi.com/autonamed") == "true" or obj.metadata.get("generateName"):
-        say(f"{obj.ref}: is auto-named; set an explicit metadata.name from infra/names.py")
+        say(f"{obj.ref}: is auto-named; set an explicit metadata.name from tikit/names.py")
 
 
 explicit_names = resource_policy(
     name="explicit-names",
     description="Every Kubernetes object sets metadata.name explicitly (no auto-naming).",
     check=_explicit_name,
-    remediation="Pass an explicit metadata.name (kube.metadata(name, ...)) with the name from infra/names.py.",
+    remediation="Pass an explicit metadata.name (kube.metadata(name, ...)) with the name from tikit/names.py.",
     area=AREA,
 )
 

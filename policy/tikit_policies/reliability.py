@@ -595,7 +595,7 @@ redis_persistence = resource_policy(
     name="redis-persistence",
     description="Redis persists: AOF on (appendonly yes, fsync everysec or always) and explicit RDB save rules.",
     check=_redis,
-    remediation="Render redis.conf with infra/conf/redis.py (appendonly yes, appendfsync everysec, settings.redis.saveRules).",
+    remediation="Render redis.conf with tikit/conf/redis.py (appendonly yes, appendfsync everysec, settings.redis.saveRules).",
     area=AREA,
 )
 

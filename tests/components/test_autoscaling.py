@@ -86,7 +86,7 @@ def test_peak_floor_arrival_in_the_docs_matches_the_settings():
     is the prod settings' (a changed window or startup budget must change the doc)."""
     import re
 
-    import settings
+    from tikit import settings
     from conftest import REPO
 
     text = (REPO / "docs" / "autoscaling.md").read_text()
@@ -123,7 +123,7 @@ def test_the_readme_configuration_example_is_a_valid_prod_stack():
 
     import yaml
 
-    import settings
+    from tikit import settings
     from conftest import REPO
     from preview import engine, plan as plan_mod, policies
 

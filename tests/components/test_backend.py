@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-import names
-import settings
+from tikit import names
+from tikit import settings
 from conftest import named, objects, regional
 from preview.validate import validate
 

@@ -1,7 +1,7 @@
 """Observability on the rendered manifests of every stack: the scrape objects and what they
 select, the PrometheusRules (the notes' table with its thresholds, the whole-chain alerts,
 labels, annotations and runbooks), and the Grafana dashboard.  Metric names are checked
-against the one list of infra/conf/metrics.py; promtool and a real Prometheus judge the same
+against the one list of tikit/conf/metrics.py; promtool and a real Prometheus judge the same
 rules in tests/integration/test_alert_rules.py."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import re
 import pytest
 import yaml
 
-import names
-import settings
-from components import autoscaling
-from components import monitoring as mon
-from conf import alerts, dashboard, metrics
+from tikit import names
+from tikit import settings
+from tikit.components import autoscaling
+from tikit.components import monitoring as mon
+from tikit.conf import alerts, dashboard, metrics
 from conftest import REPO, STACKS, named, objects
 from preview.validate import validate
 

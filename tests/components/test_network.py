@@ -15,10 +15,10 @@ from typing import Optional
 
 import pytest
 
-import names
-import settings
-from components import gateway as gw
-from components import network as net
+from tikit import names
+from tikit import settings
+from tikit.components import gateway as gw
+from tikit.components import network as net
 from conftest import named, objects
 from preview import policies as _pack  # noqa: F401  (puts the policy pack on sys.path, as the preview does)
 from preview.validate import validate

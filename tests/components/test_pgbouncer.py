@@ -14,11 +14,11 @@ from urllib.parse import unquote, urlparse
 import pytest
 import yaml
 
-import names
-import settings
-from components import pgbouncer as pgb
-from components import postgres as pgc
-from conf import pgbouncer as conf
+from tikit import names
+from tikit import settings
+from tikit.components import pgbouncer as pgb
+from tikit.components import postgres as pgc
+from tikit.conf import pgbouncer as conf
 from conftest import REPO, named, objects
 from preview import engine
 from preview import plan as plan_mod

@@ -12,10 +12,10 @@ import re
 import pytest
 import yaml
 
-import names
-import settings
-from components import postgres as pgc
-from conf import postgres as pg_conf
+from tikit import names
+from tikit import settings
+from tikit.components import postgres as pgc
+from tikit.conf import postgres as pg_conf
 from conftest import REPO, named, objects
 from preview import engine, plan as plan_mod
 from preview.validate import validate

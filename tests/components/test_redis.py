@@ -11,10 +11,10 @@ import re
 import pytest
 import yaml
 
-import names
-import settings
-from components import redis as rc
-from conf import redis as rconf
+from tikit import names
+from tikit import settings
+from tikit.components import redis as rc
+from tikit.conf import redis as rconf
 from conftest import REPO, named, objects
 from preview import engine, plan as plan_mod
 from preview.validate import validate

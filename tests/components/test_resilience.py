@@ -12,12 +12,12 @@ import re
 
 import pytest
 
-import kube
-import names
-import settings
-from components import network as net
-from components import resilience as res
-from conf import loadtest
+from tikit import kube
+from tikit import names
+from tikit import settings
+from tikit.components import network as net
+from tikit.components import resilience as res
+from tikit.conf import loadtest
 from conftest import STACKS, named, objects
 from preview import engine, policies
 from preview import plan as plan_mod

@@ -10,10 +10,10 @@ import re
 import pytest
 import yaml
 
-import names
-import settings
-from components import failover as failover_mod
-from components import gateway as gw
+from tikit import names
+from tikit import settings
+from tikit.components import failover as failover_mod
+from tikit.components import gateway as gw
 from conftest import REPO, named, objects
 from preview import engine, plan as plan_mod
 from preview.validate import validate

@@ -4,8 +4,8 @@ prod, and the credentials the trigger uses."""
 
 from __future__ import annotations
 
-import names
-import settings
+from tikit import names
+from tikit import settings
 from conftest import named, regional
 from preview.validate import validate
 

@@ -1,4 +1,4 @@
-"""infra/conf/pgbouncer.py: pgbouncer.ini for every preset, userlist.txt and SCRAM verifiers."""
+"""tikit/conf/pgbouncer.py: pgbouncer.ini for every preset, userlist.txt and SCRAM verifiers."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import re
 import pytest
 from hypothesis import given, strategies as st
 
-import settings
-from conf.pgbouncer import pgbouncer_ini, scram_sha256_verifier, userlist_txt
+from tikit import settings
+from tikit.conf.pgbouncer import pgbouncer_ini, scram_sha256_verifier, userlist_txt
 
 STACKS = settings.ENVIRONMENTS
 CLUSTER = dict(host="pg-lagos-rw.tikit.svc.cluster.local", port=5432, listen_port=6432,

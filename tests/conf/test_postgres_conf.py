@@ -1,4 +1,4 @@
-"""infra/conf/postgres.py: the CNPG parameter map for every preset, and the overrides it refuses
+"""tikit/conf/postgres.py: the CNPG parameter map for every preset, and the overrides it refuses
 (``parameters_problem``, which settings.load() applies before any resource exists)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import re
 import pytest
 from hypothesis import given, strategies as st
 
-import settings
-from conf.postgres import OPERATOR_OWNED, is_operator_owned, parameters_problem, postgres_parameters
+from tikit import settings
+from tikit.conf.postgres import OPERATOR_OWNED, is_operator_owned, parameters_problem, postgres_parameters
 
 STACKS = settings.ENVIRONMENTS
 

@@ -1,4 +1,4 @@
-"""infra/conf/redis.py on every preset: what the rendered files say, what the start scripts
+"""tikit/conf/redis.py on every preset: what the rendered files say, what the start scripts
 decide (run under /bin/sh with stand-in redis binaries), and the REDIS_URL round trip.
 
 The same text on real daemons: tests/integration/test_redis_daemons.py.
@@ -15,9 +15,9 @@ import pytest
 import redis
 from hypothesis import given, settings as hsettings, strategies as st
 
-import names
-import settings
-from conf import redis as rconf
+from tikit import names
+from tikit import settings
+from tikit.conf import redis as rconf
 
 ENVS = settings.ENVIRONMENTS
 

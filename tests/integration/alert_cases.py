@@ -1,4 +1,4 @@
-"""Synthetic series for `promtool test rules`: for every alert of infra/conf/alerts.py, cases
+"""Synthetic series for `promtool test rules`: for every alert of tikit/conf/alerts.py, cases
 where it must fire (with the exact labels and value) and cases where it must stay quiet.
 
 Inputs are derived from the stack's thresholds where that is simple (a utilisation halfway
@@ -7,7 +7,7 @@ between warning and critical), and written out where Prometheus' own arithmetic 
 still sit where the case says, so a changed setting fails with a clear message.
 
 The expected annotations are rendered from the rule's own templates with the two constructs
-infra/conf/alerts.py allows: ``{{ $value | printf "<fmt>" }}`` and ``{{ $labels.<name> }}``.
+tikit/conf/alerts.py allows: ``{{ $value | printf "<fmt>" }}`` and ``{{ $labels.<name> }}``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
-import settings
-from conf import alerts
+from tikit import settings
+from tikit.conf import alerts
 
 INTERVAL = "1m"
 DEFAULT_EVAL_MINUTES = 30

@@ -32,10 +32,10 @@ import pytest
 import redis
 import yaml
 
-import settings
-from components import monitoring
-from conf import alerts
-from conf import redis as rconf
+from tikit import settings
+from tikit.components import monitoring
+from tikit.conf import alerts
+from tikit.conf import redis as rconf
 from conftest import require_binary
 
 import alert_cases

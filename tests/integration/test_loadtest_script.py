@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-import settings
-from conf import loadtest
+from tikit import settings
+from tikit.conf import loadtest
 from conftest import require_binary
 
 pytestmark = pytest.mark.integration

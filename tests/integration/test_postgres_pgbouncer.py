@@ -22,16 +22,17 @@ import psycopg
 import pytest
 from psycopg import sql
 
-import settings
-from conf.pgbouncer import (
+from tikit import settings
+from tikit.conf.pgbouncer import (
     DEFAULT_ADMIN_USER,
     DEFAULT_STATS_USER,
     MAX_PREPARED_STATEMENTS_SINCE,
     pgbouncer_ini,
     scram_sha256_verifier,
 )
-from conf.postgres import postgres_parameters
-from tests.integration import postgres_daemons as pgd
+from tikit.conf.postgres import postgres_parameters
+from conftest import unavailable
+from harness import postgres as pgd
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,9 @@ CLUSTER_ARGS = dict(host="pg-lagos-rw.tikit.svc.cluster.local", port=5432, liste
 
 @pytest.fixture(scope="module")
 def binaries() -> tuple[Path, str]:
-    pgd.require_binaries()
+    missing = pgd.missing_binaries()
+    if missing:
+        unavailable("missing daemon binaries: " + "; ".join(missing))
     return pgd.pg_bin_dir(), pgd.pgbouncer_bin()
 
 

@@ -1,5 +1,5 @@
 """The Redis tier on real daemons: redis-server and redis-sentinel run the text that
-infra/conf/redis.py renders for the cluster, with only the port, the directories and the host
+tikit/conf/redis.py renders for the cluster, with only the port, the directories and the host
 names rewritten (``render_conf`` checks that on every call), and the password passed on the
 command line the way the pods pass it.  The backup and restore tests run the real shell
 scripts, with the object store pointed at a local directory (STORE=file://...).
@@ -29,9 +29,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-import names
-import settings
-from conf import redis as rconf
+from tikit import names
+from tikit import settings
+from tikit.conf import redis as rconf
 from conftest import require_binary
 
 pytestmark = pytest.mark.integration

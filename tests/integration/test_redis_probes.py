@@ -1,4 +1,4 @@
-"""The Redis pods' exec probes (infra/components/redis.py) run against real redis-server and
+"""The Redis pods' exec probes (tikit/components/redis.py) run against real redis-server and
 redis-sentinel processes on 127.0.0.1: the very commands the manifests carry, with only the
 port rewritten, and the password in the environment as the pods have it."""
 
@@ -13,9 +13,9 @@ from typing import Iterator
 
 import pytest
 
-import names
-from components import redis as rc
-from conf import redis as rconf
+from tikit import names
+from tikit.components import redis as rc
+from tikit.conf import redis as rconf
 from conftest import require_binary
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-import names
+from tikit import names
 from conftest import named, require_binary
 
 pytestmark = pytest.mark.integration

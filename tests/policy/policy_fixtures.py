@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import sys
 from typing import Any, Callable, Optional
 
-from conftest import REPO
-
-if str(REPO / "policy") not in sys.path:
-    sys.path.append(str(REPO / "policy"))  # the pack's modules, as preview.policies imports them
 from preview import policies
 from preview.plan import Plan, Resource
 from preview.report import Finding, PolicyResult

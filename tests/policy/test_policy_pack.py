@@ -18,7 +18,7 @@ import yaml
 from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi_policy import EnforcementLevel, ResourceValidationPolicy, StackValidationPolicy
 
-import names
+from tikit import names
 import policy_fixtures as F
 from conftest import REPO
 from preview.policies import _schema_problem
@@ -129,7 +129,7 @@ def test_annotation_keys_match_the_program():
 
 
 def test_pack_does_not_import_the_program():
-    """Under the CLI the pack runs on its own: nothing in policy/ may import infra/ modules."""
+    """Under the CLI the pack runs on its own: nothing in policy/ may import tikit/ modules."""
     program_modules = {p.stem for p in (REPO / "infra").glob("*.py")} | {"components", "conf", "preview"}
     for path in POLICY_DIR.rglob("*.py"):
         tree = ast.parse(path.read_text())

@@ -15,9 +15,9 @@ import pytest
 
 import math
 
-import names
+from tikit import names
 import policy_fixtures as F
-import settings
+from tikit import settings
 from preview.plan import Plan
 
 import tikit_policies

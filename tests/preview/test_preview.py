@@ -148,17 +148,15 @@ def test_secrets_are_redacted_everywhere(rendered, stack, tmp_path, capsys):
 
 
 def test_duplicate_urns_are_rejected(tmp_path):
-    repo = tmp_path / "dup"
-    (repo / "prog").mkdir(parents=True)
-    (repo / "Pulumi.yaml").write_text("name: dup\nruntime: python\nmain: prog/\n")
-    (repo / "Pulumi.dev.yaml").write_text("config: {}\n")
-    (repo / "prog" / "__main__.py").write_text(
+    repo, program = _program(
+        tmp_path,
         "import pulumi_kubernetes as k8s\n"
         "k8s.core.v1.ConfigMap('same', metadata={'name': 'a'})\n"
-        "k8s.core.v1.ConfigMap('same', metadata={'name': 'b'})\n"
+        "k8s.core.v1.ConfigMap('same', metadata={'name': 'b'})\n",
+        name="dup",
     )
     with pytest.raises(engine.DuplicateUrnError, match="duplicate URN urn:pulumi:dev::dup::kubernetes:core/v1:ConfigMap::same"):
-        engine.run_program("dev", repo)
+        engine.run_program("dev", repo, program=program)
 
 
 def test_secure_config_values_become_secret_placeholders(tmp_path):
@@ -205,17 +203,22 @@ REGION_COMPONENT = (
 )
 
 
-def _program(tmp_path: Path, main: str, *, name: str = "t", files: dict[str, str] | None = None) -> Path:
-    """A one-stack (dev) project whose program is `main`, in prog/."""
+def source_program(source: str):
+    """A program from source text: what the engine runs instead of tikit.program.main."""
+
+    def run() -> None:
+        exec(compile(source, "<program>", "exec"), {"__name__": "__main__"})
+
+    return run
+
+
+def _program(tmp_path: Path, main: str, *, name: str = "t"):
+    """(repo, program): a one-stack (dev) project and a program from the source `main`."""
     repo = tmp_path / name
-    (repo / "prog").mkdir(parents=True)
+    repo.mkdir(parents=True)
     (repo / "Pulumi.yaml").write_text(f"name: {name}\nruntime: python\nmain: prog/\n")
     (repo / "Pulumi.dev.yaml").write_text("config: {}\n")
-    (repo / "prog" / "__main__.py").write_text(main)
-    for rel, text in (files or {}).items():
-        (repo / "prog" / rel).parent.mkdir(parents=True, exist_ok=True)
-        (repo / "prog" / rel).write_text(text)
-    return repo
+    return repo, source_program(main)
 
 
 @pytest.mark.parametrize(
@@ -243,9 +246,9 @@ def _program(tmp_path: Path, main: str, *, name: str = "t", files: dict[str, str
     ids=["duplicate-urn", "two-objects-one-file", "outside-any-region", "program-exception"],
 )
 def test_a_program_that_cannot_be_previewed_exits_3_with_one_line(tmp_path, capsys, main, line):
-    repo = _program(tmp_path, main)
+    repo, program = _program(tmp_path, main)
     out = tmp_path / "out"
-    assert cli.preview("dev", out_root=out, repo=repo) == 3
+    assert cli.preview("dev", out_root=out, repo=repo, program=program) == 3
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [line]
     assert captured.out == ""
@@ -255,14 +258,15 @@ def test_a_program_that_cannot_be_previewed_exits_3_with_one_line(tmp_path, caps
 def test_exit_3_from_the_command_line(tmp_path):
     """The same through a real interpreter: one stderr line, no traceback, no asyncio
     "Task was destroyed" noise at exit."""
-    repo = _program(tmp_path, REGION_COMPONENT + "k8s.core.v1.ConfigMap('x', metadata={'name': 'x'}, opts=inside)\n"
-                    "k8s.core.v1.ConfigMap('x', metadata={'name': 'y'}, opts=inside)\n")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    source = (REGION_COMPONENT + "k8s.core.v1.ConfigMap('x', metadata={'name': 'x'}, opts=inside)\n"
+              "k8s.core.v1.ConfigMap('x', metadata={'name': 'y'}, opts=inside)\n")
+    repo, _ = _program(tmp_path, source)
     code = (
-        "import sys; from pathlib import Path; from preview import cli;"
-        f"sys.exit(cli.preview('dev', out_root=Path({str(tmp_path / 'out')!r}), repo=Path({str(repo)!r})))"
+        "import sys; from pathlib import Path; from preview import cli\n"
+        f"def program():\n    exec(compile({source!r}, '<program>', 'exec'), {{'__name__': '__main__'}})\n"
+        f"sys.exit(cli.preview('dev', out_root=Path({str(tmp_path / 'out')!r}), repo=Path({str(repo)!r}), program=program))"
     )
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 3
     assert result.stderr.splitlines() == [
         "error: duplicate URN urn:pulumi:dev::t::tikit:platform:Region$kubernetes:core/v1:ConfigMap::x: "
@@ -284,7 +288,7 @@ def test_urns_carry_the_whole_chain_of_parent_types(rendered):
 
 
 def test_nested_component_urns(tmp_path):
-    repo = _program(
+    repo, program = _program(
         tmp_path,
         REGION_COMPONENT
         + "class Tier(pulumi.ComponentResource):\n"
@@ -294,7 +298,7 @@ def test_nested_component_urns(tmp_path):
         "        self.register_outputs({})\n"
         "Tier('api', inside)\n",
     )
-    run = engine.run_program("dev", repo)
+    run = engine.run_program("dev", repo, program=program)
     assert {r.urn for r in run.records} == {
         "urn:pulumi:dev::t::tikit:platform:Region::lagos",
         "urn:pulumi:dev::t::tikit:platform:Region$tikit:app:Tier::api",
@@ -324,8 +328,8 @@ def test_a_deployments_dependencies_are_in_the_plan_and_reach_stack_policies(ren
 
 def test_keys_starting_with_two_underscores_survive(tmp_path):
     assert plan_mod.clean({"data": {"__init__.py": "", "__main__": "x"}}) == {"data": {"__init__.py": "", "__main__": "x"}}
-    repo = _program(tmp_path, REGION_COMPONENT + "k8s.core.v1.ConfigMap('py', metadata={'name': 'py'}, data={'__init__.py': '# package'}, opts=inside)\n")
-    files = cli.render("dev", repo).files
+    repo, program = _program(tmp_path, REGION_COMPONENT + "k8s.core.v1.ConfigMap('py', metadata={'name': 'py'}, data={'__init__.py': '# package'}, opts=inside)\n")
+    files = cli.render("dev", repo, program=program).files
     assert yaml.safe_load(files["lagos/1-manifest/v1-configmap-default-py.yaml"])["data"] == {"__init__.py": "# package"}
 
 
@@ -466,38 +470,17 @@ def test_policy_config_errors_are_one_line_with_a_dotted_key(rendered):
 
 
 # --------------------------------------------------------------------------------------
-# Each run imports its own program
+# The program's own ConfigError is a config error
 # --------------------------------------------------------------------------------------
 
 
-def test_another_repositorys_program_runs_with_its_own_modules(tmp_path, capsys):
-    import settings as ours  # this repository's settings, as the tests imported it
-
-    other = _program(
-        tmp_path,
-        REGION_COMPONENT + "import settings\n"
-        "k8s.core.v1.ConfigMap('which', metadata={'name': 'which'}, data={'settings': settings.WHICH}, opts=inside)\n",
-        name="other",
-        files={"settings.py": "WHICH = 'the other repository'\n"},
+def test_a_config_error_raised_by_the_program_exits_2(tmp_path, capsys):
+    repo, program = _program(
+        tmp_path, "from tikit.settings import ConfigError\nraise ConfigError('size', 'must be small')\n", name="refusing"
     )
-    files = cli.render("dev", other).files
-    assert yaml.safe_load(files["lagos/1-manifest/v1-configmap-default-which.yaml"])["data"] == {"settings": "the other repository"}
-    assert sys.modules["settings"] is ours  # the caller's module is back
-
-    # This repository's program still renders with its own settings afterwards.
-    assert cli.render("dev").plan.regions == ["lagos"]
-
-    # A ConfigError from the other program's own settings module is a config error too.
-    refusing = _program(
-        tmp_path,
-        "import settings\nraise settings.ConfigError('size', 'must be small')\n",
-        name="refusing",
-        files={"settings.py": "class ConfigError(Exception):\n    def __init__(self, key, message):\n"
-                              "        self.key, self.message = key, message\n        super().__init__(f'{key}: {message}')\n"},
-    )
-    assert cli.preview("dev", out_root=tmp_path / "out", repo=refusing) == 2
+    assert cli.preview("dev", out_root=tmp_path / "out", repo=repo, program=program) == 2
     assert capsys.readouterr().err.splitlines() == ["config error: size: must be small"]
-    assert sys.modules["settings"] is ours
+    assert not (tmp_path / "out").exists()
 
 
 # --------------------------------------------------------------------------------------

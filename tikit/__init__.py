@@ -1,0 +1,1 @@
+"""The Tikit platform as a Pulumi program: settings, regions, tiers and config text."""

@@ -1,0 +1,179 @@
+"""The API tier: the stateless Node.js backend.
+
+Deployment (probes from the notes, graceful shutdown, Pod Security "restricted", spread
+over zones and nodes), Service, PodDisruptionBudget, the non-secret environment in a
+ConfigMap, and one KEDA ScaledObject that owns the HPA (docs/autoscaling.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from tikit import kube
+from tikit import names
+from tikit.components import autoscaling, nodeapp
+from tikit.settings import Backend as BackendSettings
+from tikit.settings import Monitoring as MonitoringSettings
+
+COMPONENT = "api"
+PORT_NAME = "http"
+
+
+@dataclass(frozen=True)
+class BackendArgs:
+    target: kube.Target
+    backend: BackendSettings
+    monitoring: MonitoringSettings
+    # The Redis list the API pushes jobs onto and the workers drain (settings.workers.queue_name).
+    queue_name: str
+
+
+def config_data(args: BackendArgs) -> dict[str, str]:
+    """The API's non-secret environment (connection strings are in Secrets)."""
+    return {
+        **nodeapp.common_config(args.target, args.queue_name),
+        "PORT": str(args.backend.port),
+        "METRICS_PATH": names.BACKEND_METRICS_PATH,
+    }
+
+
+def termination_grace_seconds(b: BackendSettings) -> int:
+    """The grace period covers the preStop sleep AND the app's own drain after SIGTERM:
+    the kubelet starts counting before preStop runs and sends SIGTERM only after it."""
+    return b.pre_stop_seconds + b.shutdown_seconds
+
+
+def probes(b: BackendSettings) -> dict[str, Any]:
+    return {
+        **kube.health_probes(b, PORT_NAME),
+        # Liveness and readiness wait until this succeeds: a slow boot gets
+        # startup_period_seconds x startup_failure_threshold before a restart.
+        "startupProbe": kube.http_probe(
+            b.health_path,
+            PORT_NAME,
+            period=b.startup_period_seconds,
+            timeout=b.liveness_timeout_seconds,
+            failures=b.startup_failure_threshold,
+        ),
+    }
+
+
+def scaled_object_spec(args: BackendArgs) -> dict[str, Any]:
+    b, m, t = args.backend, args.monitoring, args.target
+    triggers = [
+        autoscaling.utilization_trigger("cpu", b.cpu_target_percent),
+        autoscaling.utilization_trigger("memory", b.memory_target_percent),
+        autoscaling.prometheus_trigger(
+            m.prometheus_address,
+            autoscaling.request_rate_query(m.request_metric, t.namespace, names.BACKEND, b.request_rate_window),
+            b.requests_per_minute_per_instance,
+        ),
+    ]
+    # The peak-hour floor only matters when it is above the everyday minimum (prod).
+    if b.peak_min_replicas > b.min_replicas:
+        triggers.append(
+            autoscaling.cron_trigger(
+                timezone=b.timezone, start=b.peak_start, end=b.peak_end, desired_replicas=b.peak_min_replicas
+            )
+        )
+    return autoscaling.scaled_object_spec(
+        workload=names.BACKEND,
+        min_replicas=b.min_replicas,
+        max_replicas=b.max_replicas,
+        hpa_behavior=autoscaling.behavior(
+            up_window=b.scale_up_window_seconds,
+            down_window=b.scale_down_window_seconds,
+            down_pods=b.scale_down_pods_per_period,
+            down_period=b.scale_down_period_seconds,
+        ),
+        triggers=triggers,
+    )
+
+
+class Backend(pulumi.ComponentResource):
+    """The API Deployment, its Service, PDB, ConfigMap and ScaledObject in one region."""
+
+    config_map: k8s.core.v1.ConfigMap
+    deployment: k8s.apps.v1.Deployment
+    service: k8s.core.v1.Service
+    pdb: k8s.policy.v1.PodDisruptionBudget
+    scaled_object: k8s.apiextensions.CustomResource
+
+    def __init__(self, name: str, args: BackendArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("tikit:app:Backend", name, None, opts)
+        t, b = args.target, args.backend
+        app = names.BACKEND
+        version = kube.image_version(b.image)
+        sel = kube.selector(app, t)
+        child = t.opts(self)
+
+        self.config_map = k8s.core.v1.ConfigMap(
+            t.rname(names.BACKEND_CONFIG),
+            metadata=kube.metadata(names.BACKEND_CONFIG, COMPONENT, t, app=app),
+            data=config_data(args),
+            opts=child,
+        )
+
+        container = nodeapp.container(
+            app,
+            b.image,
+            config_map=names.BACKEND_CONFIG,
+            db_connections_per_replica=b.db_connections_per_replica,
+            cpu=b.cpu,
+            memory=b.memory,
+            ports=[{"name": PORT_NAME, "containerPort": b.port, "protocol": "TCP"}],
+            **probes(b),
+        )
+        hooks = kube.pre_stop_sleep(b.pre_stop_seconds)
+        if hooks:
+            container["lifecycle"] = hooks
+
+        self.deployment = k8s.apps.v1.Deployment(
+            t.rname(app),
+            metadata=nodeapp.deployment_metadata(
+                app, COMPONENT, t, version=version, db_connections_per_replica=b.db_connections_per_replica
+            ),
+            spec={
+                # No spec.replicas: the HPA that KEDA owns sets it; declaring it here
+                # would reset the live count on every `pulumi up`.
+                "selector": {"matchLabels": sel},
+                "strategy": kube.rolling_surge(),
+                "template": {
+                    "metadata": {"labels": kube.labels(app, COMPONENT, t, version)},
+                    "spec": nodeapp.pod_spec(sel, container, grace_seconds=termination_grace_seconds(b)),
+                },
+            },
+            # Pods read the ConfigMap at start: create it first.
+            opts=t.opts(self, depends_on=[self.config_map]),
+        )
+
+        self.service = k8s.core.v1.Service(
+            t.rname(app),
+            metadata=kube.metadata(app, COMPONENT, t),
+            spec={
+                "type": "ClusterIP",
+                "selector": sel,
+                # Traffic and /metrics share the one port the ServiceMonitor scrapes by name.
+                "ports": [
+                    {"name": PORT_NAME, "port": b.port, "targetPort": PORT_NAME, "protocol": "TCP", "appProtocol": "http"}
+                ],
+            },
+            opts=child,
+        )
+
+        self.pdb = kube.pdb(t.rname(app), app, COMPONENT, t, sel, child)
+
+        self.scaled_object = autoscaling.scaled_object(
+            t.rname(app),
+            kube.metadata(app, COMPONENT, t),
+            scaled_object_spec(args),
+            t.opts(self, depends_on=[self.deployment]),
+        )
+
+        self.service_name = app
+        self.port = b.port
+        self.register_outputs({"service": app, "port": b.port})

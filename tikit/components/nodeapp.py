@@ -1,0 +1,101 @@
+"""The shape both Node.js processes share (the API and the workers): the environment they
+read, their container and pod skeleton, and the Deployment metadata the policy pack sizes
+PgBouncer from.  Each component adds what is its own (ports, probes, placement)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from tikit import kube
+from tikit import names
+
+# The database pool size each process opens (API and workers read the same variable).
+POOL_SIZE_ENV = "DB_POOL_SIZE"
+# The root filesystem is read-only; Node and its libraries still want a /tmp.
+TMP_VOLUME = "tmp"
+
+
+def common_config(target: kube.Target, queue_name: str) -> dict[str, str]:
+    """Non-secret environment both processes read (each puts it into its own ConfigMap,
+    next to its own settings).  The queue name comes from settings.workers.queue_name on
+    both sides: producer and consumer agree."""
+    return {
+        "NODE_ENV": "production",
+        "JOB_QUEUE": queue_name,
+        "TIKIT_ENVIRONMENT": target.environment,
+        "TIKIT_REGION": target.region,
+    }
+
+
+def pool_env(db_connections_per_replica: int) -> list[dict[str, Any]]:
+    """DB_POOL_SIZE: the connections one replica opens, the figure the capacity maths and
+    the policy pack size PgBouncer against (the db-connections annotation says the same).
+    In the pod template rather than a ConfigMap, so a change rolls the pods."""
+    return [{"name": POOL_SIZE_ENV, "value": str(db_connections_per_replica)}]
+
+
+def secret_env() -> list[dict[str, Any]]:
+    """Connection strings, by reference only: the PostgreSQL tier writes the database
+    Secret (write pool and read pool URLs), the Redis tier the Redis one (the URL, and the
+    same target in parts for clients that cannot parse redis+sentinel://, docs/redis.md)."""
+    return [
+        kube.env_from_secret(names.DATABASE_URL, names.APP_DATABASE_SECRET, names.DATABASE_URL),
+        kube.env_from_secret(names.DATABASE_REPLICA_URL, names.APP_DATABASE_SECRET, names.DATABASE_REPLICA_URL),
+        *(
+            kube.env_from_secret(key, names.APP_REDIS_SECRET, key)
+            for key in (names.REDIS_URL, names.REDIS_PASSWORD, names.REDIS_SENTINELS, names.REDIS_SENTINEL_MASTER)
+        ),
+    ]
+
+
+def container(
+    name: str,
+    image: str,
+    *,
+    config_map: str,
+    db_connections_per_replica: int,
+    cpu: str,
+    memory: str,
+    **own: Any,
+) -> dict[str, Any]:
+    """A Node.js container: config from its ConfigMap, connection strings from Secrets,
+    memory request == limit, restricted context, a writable /tmp; ``own`` adds the rest."""
+    return {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "envFrom": [{"configMapRef": {"name": config_map}}],
+        "env": [*secret_env(), *pool_env(db_connections_per_replica)],
+        "resources": kube.resources(cpu, memory),
+        "securityContext": kube.container_security(),
+        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
+        **own,
+    }
+
+
+def pod_spec(sel: Mapping[str, str], container_spec: dict[str, Any], *, grace_seconds: int, **own: Any) -> dict[str, Any]:
+    """The pod around it: no API token (the app never calls Kubernetes), no Docker-link env
+    (REDIS_PORT=tcp://... next to the app's own config), restricted, spread over zones and
+    nodes; ``own`` adds placement."""
+    return {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": kube.pod_security(),
+        "terminationGracePeriodSeconds": grace_seconds,
+        "topologySpreadConstraints": kube.spread(sel),
+        **own,
+        "containers": [container_spec],
+        "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}],
+    }
+
+
+def deployment_metadata(
+    app: str, component: str, target: kube.Target, *, version: str, db_connections_per_replica: int
+) -> dict[str, Any]:
+    """The pool size each replica opens (DB_POOL_SIZE) as an annotation: the policy pack,
+    which runs apart from the program, sizes PgBouncer against it."""
+    return kube.metadata(
+        app, component, target, version=version,
+        annotations={names.DB_CONNECTIONS_ANNOTATION: str(db_connections_per_replica)},
+    )
+

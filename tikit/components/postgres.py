@@ -1,0 +1,324 @@
+"""The PostgreSQL tier of one region: a CloudNativePG ``Cluster``, its backups and its place
+in the distributed topology (docs/postgres.md).
+
+* Cluster ``pg-<region>``: instances, data and WAL volumes, Guaranteed QoS, anti-affinity,
+  ``postgresql.parameters`` from tikit/conf/postgres.py, and the Barman Cloud plugin as its
+  WAL archiver.
+* One ObjectStore per region of the stack, in every region: this region's own (WAL archive,
+  base backups, retention) and, in a multi-region stack, one per peer region pointing at
+  that region's bucket, read by this cluster to bootstrap, replay WAL and switch over.
+* ScheduledBackup ``pg-daily``: six-field cron, an immediate first backup.  The replica
+  cluster backs up too (from its designated primary), into its own region's bucket: that is
+  the cross-region copy.
+* Secret ``pg-app``: the application role and its password, stored as a SCRAM verifier
+  (the very string PgBouncer's userlist carries), identical in every region.
+
+The primary region's cluster is the primary of the distributed topology; every other
+region's cluster is a replica cluster of it.  Changing which region is primary in the stack
+file drives demotion and promotion (docs/runbooks/postgres-switchover.md).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from tikit import kube
+from tikit import names
+from tikit.conf import pgbouncer as pgbouncer_conf
+from tikit.conf import postgres as postgres_conf
+from tikit.settings import Region as RegionSettings
+from tikit.settings import Settings
+
+COMPONENT = "database"
+APP = "postgres"
+CNPG_API = "postgresql.cnpg.io/v1"
+BARMAN_API = "barmancloud.cnpg.io/v1"
+BARMAN_PLUGIN = "barman-cloud.cloudnative-pg.io"
+# Key prefix inside each region's bucket (Redis backups use their own prefix).
+BACKUP_PREFIX = "postgres"
+# Labels the operator puts on every instance pod.
+CNPG_ROLE_LABEL = "cnpg.io/podRole"
+
+
+@dataclass(frozen=True)
+class PostgresArgs:
+    target: kube.Target
+    settings: Settings
+    region: RegionSettings
+    # The application role's password (secret) and the base64 SCRAM salt, both from the
+    # stack-level Credentials: every region must store the same verifier.
+    password: pulumi.Input[str]
+    scram_salt: pulumi.Input[str]
+
+
+# --- names and services -----------------------------------------------------------------
+
+
+def write_service(cluster: str) -> str:
+    """CNPG's Service in front of the (designated) primary."""
+    return f"{cluster}-rw"
+
+
+def read_service(cluster: str, instances: int) -> str:
+    """Replicas only (``-ro``) when there are any; a single instance has no ``-ro``
+    endpoints, so reads go to ``-r`` (any instance) there."""
+    return f"{cluster}-ro" if instances > 1 else f"{cluster}-r"
+
+
+def scram_verifier(password: pulumi.Input[str], salt_base64: pulumi.Input[str]) -> pulumi.Output[str]:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password`` (secret).
+
+    PostgreSQL keeps a pre-hashed password as it is, so the role's password is set to this
+    string; PgBouncer can then log in with the same verifier from its userlist (SCRAM
+    pass-through needs the identical salt, not merely the same password)."""
+    return pulumi.Output.secret(
+        pulumi.Output.all(password, salt_base64).apply(
+            lambda v: pgbouncer_conf.scram_sha256_verifier(v[0], base64.b64decode(v[1]))
+        )
+    )
+
+
+# --- specs (pure functions of the settings) ---------------------------------------------
+
+
+def peer_regions(cfg: Settings, region: str) -> list[str]:
+    return [r.name for r in cfg.regions if r.name != region]
+
+
+def object_store_spec(cfg: Settings, bucket_region: str, *, own: bool) -> dict[str, Any]:
+    """An ObjectStore for ``bucket_region``'s bucket.  Only a region's own store carries the
+    retention policy: a cluster never prunes another region's backups."""
+    o, pg = cfg.object_storage, cfg.postgres
+    spec: dict[str, Any] = {
+        "configuration": {
+            # One bucket per region, and each cluster archives under its own name
+            # (serverName): no two clusters ever share a path and server name.
+            "destinationPath": f"s3://{cfg.bucket(bucket_region)}/{BACKUP_PREFIX}",
+            # The endpoint of the storage that holds that region's bucket, wherever the
+            # reading cluster runs.
+            "endpointURL": cfg.object_storage_endpoint(bucket_region),
+            "s3Credentials": {
+                "accessKeyId": {"name": o.credentials_secret, "key": o.access_key_id_key},
+                "secretAccessKey": {"name": o.credentials_secret, "key": o.secret_access_key_key},
+            },
+            "wal": {"compression": o.wal_compression},
+            "data": {"compression": o.data_compression},
+        },
+        # The plugin's sidecar joins every instance pod: requests == limits keep the pod
+        # Guaranteed, like the PostgreSQL container.
+        "instanceSidecarConfiguration": {
+            "resources": kube.resources(pg.backup_sidecar_cpu, pg.backup_sidecar_memory, guaranteed=True)
+        },
+    }
+    if own:
+        spec["retentionPolicy"] = pg.retention
+    return spec
+
+
+def affinity(cfg: Settings, cluster: str) -> dict[str, Any]:
+    """Instances spread over zones (preferred or required, postgres.podAntiAffinity) and
+    never share a node: one node failure must never take two instances."""
+    return {
+        "enablePodAntiAffinity": True,
+        "topologyKey": kube.ZONE_KEY,
+        "podAntiAffinityType": cfg.postgres.pod_anti_affinity,
+        "additionalPodAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "labelSelector": {"matchLabels": {names.CNPG_CLUSTER_LABEL: cluster, CNPG_ROLE_LABEL: "instance"}},
+                    "topologyKey": kube.HOST_KEY,
+                }
+            ]
+        },
+    }
+
+
+def external_clusters(cfg: Settings) -> list[dict[str, Any]]:
+    """Every member of the distributed topology, as each cluster must list them: read
+    through that member's ObjectStore, under that member's own server name."""
+    return [
+        {
+            "name": names.pg_cluster(r.name),
+            "plugin": {
+                "name": BARMAN_PLUGIN,
+                "parameters": {
+                    "barmanObjectName": names.pg_object_store(r.name),
+                    "serverName": names.pg_cluster(r.name),
+                },
+            },
+        }
+        for r in cfg.regions
+    ]
+
+
+def replica(cfg: Settings, region: str) -> Optional[dict[str, Any]]:
+    """The ``spec.replica`` stanza of the distributed topology (None with a single region).
+
+    ``primary`` names the primary region's cluster in every member; ``source`` is whom a
+    member follows while it is not primary (the primary's own source is the cluster it
+    would follow after a demotion).  The primary region's cluster carries
+    ``postgres.promotionToken`` when one is set: a controlled switchover."""
+    peers = peer_regions(cfg, region)
+    if not peers:
+        return None
+    primary = cfg.primary.name
+    stanza: dict[str, Any] = {
+        "primary": names.pg_cluster(primary),
+        "source": names.pg_cluster(peers[0] if region == primary else primary),
+    }
+    if region == primary and cfg.postgres.promotion_token:
+        stanza["promotionToken"] = cfg.postgres.promotion_token
+    return stanza
+
+
+def bootstrap(cfg: Settings, region: str) -> dict[str, Any]:
+    """initdb in the primary region; a copy of the primary's latest base backup plus its
+    WAL everywhere else.  Both name the app role's Secret, so a promoted replica cluster
+    keeps the same role and password (CNPG applies them on promotion)."""
+    pg = cfg.postgres
+    role = {"database": pg.database, "owner": pg.owner, "secret": {"name": names.PG_APP_SECRET}}
+    if region == cfg.primary.name:
+        # Checksums catch silent storage corruption; they can only be chosen at initdb.
+        return {"initdb": {**role, "dataChecksums": True}}
+    return {"recovery": {"source": names.pg_cluster(cfg.primary.name), **role}}
+
+
+def cluster_spec(cfg: Settings, region: str) -> dict[str, Any]:
+    pg = cfg.postgres
+    cluster = names.pg_cluster(region)
+
+    def volume(size: str) -> dict[str, Any]:
+        return {"size": size, **({"storageClass": pg.storage_class} if pg.storage_class else {})}
+
+    spec: dict[str, Any] = {
+        "instances": pg.instances,
+        "imageName": pg.image,
+        # Minor upgrades and setting changes restart the standbys first, then switch the
+        # primary role over to an updated standby instead of restarting the primary.
+        "primaryUpdateStrategy": "unsupervised",
+        "primaryUpdateMethod": "switchover",
+        "storage": volume(pg.storage_size),
+        "walStorage": volume(pg.wal_storage_size),
+        # requests == limits for cpu and memory: Guaranteed QoS, never throttled below its
+        # request nor evicted first under node pressure.
+        "resources": kube.resources(pg.cpu, pg.memory, guaranteed=True),
+        "affinity": affinity(cfg, cluster),
+        # CNPG's PDB keeps the primary up during drains, which only works with a standby to
+        # switch over to; a lone instance (dev) would block every drain of its node.
+        "enablePDB": pg.instances > 1,
+        "postgresql": {"parameters": postgres_conf.postgres_parameters(cfg)},
+        "bootstrap": bootstrap(cfg, region),
+        "plugins": [
+            {
+                "name": BARMAN_PLUGIN,
+                "isWALArchiver": True,
+                "parameters": {"barmanObjectName": names.pg_object_store(region), "serverName": cluster},
+            }
+        ],
+        # Instance pods, Services and PVCs carry the platform's region and environment.
+        "inheritedMetadata": {
+            "labels": {
+                "app.kubernetes.io/part-of": names.PART_OF,
+                "tikit.app/region": region,
+                "tikit.app/environment": cfg.environment,
+            }
+        },
+    }
+    stanza = replica(cfg, region)
+    if stanza is not None:
+        spec["externalClusters"] = external_clusters(cfg)
+        spec["replica"] = stanza
+    return spec
+
+
+def scheduled_backup_spec(cfg: Settings, cluster: str) -> dict[str, Any]:
+    return {
+        # Six fields, seconds first, UTC (a five-field value would run hourly).
+        "schedule": cfg.postgres.backup_schedule,
+        # The first base backup right away: PITR and the replica cluster's bootstrap need one.
+        "immediate": True,
+        "backupOwnerReference": "self",
+        "cluster": {"name": cluster},
+        "method": "plugin",
+        "pluginConfiguration": {"name": BARMAN_PLUGIN},
+        # Read the base backup from a standby when there is one; the primary otherwise.
+        "target": "prefer-standby",
+    }
+
+
+class Postgres(pulumi.ComponentResource):
+    """One region's CNPG Cluster, ObjectStores, ScheduledBackup and app-role Secret."""
+
+    app_secret: k8s.core.v1.Secret
+    object_stores: dict[str, k8s.apiextensions.CustomResource]  # bucket region -> ObjectStore
+    cluster: k8s.apiextensions.CustomResource
+    scheduled_backup: k8s.apiextensions.CustomResource
+
+    def __init__(self, name: str, args: PostgresArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("tikit:data:Postgres", name, None, opts)
+        t, cfg = args.target, args.settings
+        pg = cfg.postgres
+        region = args.region.name
+        child = t.opts(self)
+        version = kube.image_version(pg.image)
+
+        self.cluster_name = names.pg_cluster(region)
+        self.instances = pg.instances
+        self.write_service = write_service(self.cluster_name)
+        self.read_service = read_service(self.cluster_name, pg.instances)
+        self.verifier = scram_verifier(args.password, args.scram_salt)
+
+        # basic-auth, as CNPG expects; the password is the verifier (stored as it is).
+        self.app_secret = k8s.core.v1.Secret(
+            t.rname(names.PG_APP_SECRET),
+            metadata=kube.metadata(names.PG_APP_SECRET, COMPONENT, t, app=APP),
+            type="kubernetes.io/basic-auth",
+            string_data={"username": pg.owner, "password": self.verifier},
+            opts=child,
+        )
+
+        self.object_stores = {}
+        for bucket_region in [region, *peer_regions(cfg, region)]:
+            store = names.pg_object_store(bucket_region)
+            self.object_stores[bucket_region] = kube.custom(
+                t.rname(store),
+                BARMAN_API,
+                "ObjectStore",
+                # Where the bucket lives, for the policy pack's cross-region backup check.
+                kube.metadata(store, COMPONENT, t, app=APP, annotations={names.STORAGE_REGION_ANNOTATION: bucket_region}),
+                object_store_spec(cfg, bucket_region, own=bucket_region == region),
+                child,
+            )
+
+        self.cluster = kube.custom(
+            t.rname(self.cluster_name),
+            CNPG_API,
+            "Cluster",
+            kube.metadata(self.cluster_name, COMPONENT, t, app=APP, version=version),
+            cluster_spec(cfg, region),
+            t.opts(
+                self,
+                depends_on=[self.app_secret, *self.object_stores.values()],
+                # bootstrap is read once, at creation.  When the regions' roles change it
+                # would flip initdb <-> recovery; a rebuilt cluster gets the new one.
+                ignore_changes=["spec.bootstrap"],
+            ),
+        )
+
+        self.scheduled_backup = kube.custom(
+            t.rname(names.PG_SCHEDULED_BACKUP),
+            CNPG_API,
+            "ScheduledBackup",
+            kube.metadata(names.PG_SCHEDULED_BACKUP, COMPONENT, t, app=APP),
+            scheduled_backup_spec(cfg, self.cluster_name),
+            t.opts(self, depends_on=[self.cluster]),
+        )
+
+        self.register_outputs(
+            {"cluster": self.cluster_name, "write": self.write_service, "read": self.read_service}
+        )

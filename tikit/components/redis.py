@@ -1,0 +1,629 @@
+"""The Redis tier: the shared cache and the job queue the workers drain.
+
+Per region (docs/redis.md: topology, failover, backups; the memory arithmetic is in
+docs/sizing.md):
+
+* Secrets: ``redis-auth`` (key ``password``, read by the pods, the backup job and the
+  workers' KEDA trigger) and ``app-redis`` for the API and the workers: ``REDIS_URL`` (a
+  Sentinel URL where Sentinel runs, the client Service otherwise) and the same target in
+  parts, ``REDIS_PASSWORD``, ``REDIS_SENTINELS``, ``REDIS_SENTINEL_MASTER``;
+* ConfigMaps with the text of tikit/conf/redis.py: redis.conf and the start and restore
+  scripts, sentinel.conf and its start script, the backup script.  No password in any:
+  the pods read it from ``redis-auth`` and hand it over at start;
+* StatefulSet ``redis`` (one primary, ``replicas - 1`` replicas, a volume each) with a
+  redis_exporter sidecar, its PodDisruptionBudget, the client Service ``redis`` and the
+  governing headless Service ``redis-headless``;
+* where settings.redis.sentinels > 0: StatefulSet ``redis-sentinel`` behind the headless
+  Service ``redis-sentinel``, and its PodDisruptionBudget;
+* CronJob ``redis-backup``: hourly RDB snapshot to the region's bucket, pruned by retention.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from tikit import kube
+from tikit import names
+from tikit.conf import redis as rconf
+from tikit.settings import ObjectStorage as ObjectStorageSettings
+from tikit.settings import Redis as RedisSettings
+
+COMPONENT = "redis"
+SENTINEL_COMPONENT = "sentinel"
+BACKUP_COMPONENT = "backup"
+
+# Secret key of names.REDIS_AUTH_SECRET; the workers' TriggerAuthentication reads the same key.
+PASSWORD_KEY = "password"
+# The redis image runs as the `redis` user (uid/gid 999): the volume is group-owned by it.
+REDIS_UID = 999
+
+CONFIG_MAP = "redis-config"                  # redis.conf, start.sh, restore.sh
+SENTINEL_CONFIG_MAP = "redis-sentinel-config"  # sentinel.conf, start.sh
+BACKUP_CONFIG_MAP = "redis-backup"           # backup.sh
+START_KEY = "start.sh"
+RESTORE_KEY = "restore.sh"
+BACKUP_KEY = "backup.sh"
+BACKUP_DIR = "/etc/redis-backup"
+TOOLS_DIR = "/tools"                         # rclone and a CA bundle, copied by the init container
+TMP_DIR = "/tmp"
+# Where the rclone image keeps what the init container copies (upstream Dockerfile: a
+# static Go binary on Alpine with ca-certificates).  The redis image (Debian slim) has no
+# CA bundle of its own, so rclone is pointed at the copied one through SSL_CERT_FILE.
+RCLONE_BINARY = "/usr/local/bin/rclone"
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+PATH = f"{TOOLS_DIR}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Kubernetes CronJob: five fields plus an explicit zone (an hourly schedule reads the
+# same in any zone, but the controller's default zone is whatever kube-controller-manager has).
+BACKUP_TIMEZONE = "Etc/UTC"
+
+REDIS_PORT_NAME = "redis"
+SENTINEL_PORT_NAME = "sentinel"
+DATA_VOLUME = "data"
+# Pod template annotation: a change to redis.conf or a start script rolls the pods.
+CONFIG_HASH_ANNOTATION = "tikit.app/config-sha256"
+# statefulset.kubernetes.io/pod-name: set by the StatefulSet controller on every pod.
+POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+
+
+@dataclass(frozen=True)
+class RedisArgs:
+    target: kube.Target
+    redis: RedisSettings
+    # settings.derived.redis_maxmemory_bytes: redis.maxmemoryPercent of the memory limit.
+    maxmemory_bytes: int
+    object_storage: ObjectStorageSettings
+    # The region's bucket (settings.bucket(region)): backups go to s3://<bucket>/redis/<region>/,
+    # through that bucket's endpoint (settings.object_storage_endpoint(region)).
+    bucket: str
+    endpoint_url: str
+    # Credentials.redis_password: a Pulumi secret, the same in every region.
+    password: pulumi.Input[str]
+
+
+# --- pure helpers (tests and the docs use them) ------------------------------------------
+
+
+def sentinel_enabled(r: RedisSettings) -> bool:
+    return r.sentinels > 0
+
+
+def client_host(namespace: str) -> str:
+    return names.service_host(names.REDIS, namespace)
+
+
+def redis_url(r: RedisSettings, namespace: str, password: str) -> str:
+    """REDIS_URL: with Sentinel the client asks the sentinels for the primary (and asks again
+    after a failover); without, the client Service, which only ever selects ``redis-0``."""
+    if sentinel_enabled(r):
+        return rconf.redis_url(password, sentinels=rconf.sentinel_hosts(r, namespace))
+    return rconf.redis_url(password, host=client_host(namespace))
+
+
+def app_env(r: RedisSettings, namespace: str, password: str) -> dict[str, str]:
+    """The ``app-redis`` Secret: REDIS_URL, and the same target in parts for clients that
+    cannot parse redis+sentinel:// (ioredis, node-redis).  Empty sentinels and master name
+    mean no Sentinel: connect with REDIS_URL (docs/redis.md has the contract)."""
+    sentinels = rconf.sentinel_hosts(r, namespace) if sentinel_enabled(r) else []
+    return {
+        names.REDIS_URL: redis_url(r, namespace, password),
+        names.REDIS_PASSWORD: password,
+        names.REDIS_SENTINELS: rconf.sentinel_list(sentinels),
+        names.REDIS_SENTINEL_MASTER: names.REDIS_MASTER_NAME if sentinels else "",
+    }
+
+
+def client_selector(r: RedisSettings, target: kube.Target) -> dict[str, str]:
+    """Without Sentinel nothing moves the primary: it is ordinal 0, so the Service selects
+    that pod alone and never hands a write to a read-only replica.  With Sentinel writers
+    find the primary through Sentinel (REDIS_URL); the Service spans every in-sync data pod
+    and serves reads and tooling only."""
+    sel = kube.selector(names.REDIS, target)
+    if not sentinel_enabled(r):
+        sel[POD_NAME_LABEL] = f"{names.REDIS}-0"
+    return sel
+
+
+def _cli(port: int) -> str:
+    # redis-cli exits 0 on error replies: every check below compares the reply text.
+    return f'REDISCLI_AUTH="${rconf.PASSWORD_ENV}" redis-cli -p {port}'
+
+
+def liveness_command(port: int = names.REDIS_PORT) -> list[str]:
+    """Alive = answers at all.  LOADING (replaying a large AOF after a restart) and
+    MASTERDOWN (a replica cut off from its primary) are alive: a restart would only start
+    the load again or lose the replica's data."""
+    script = (
+        f"out=$({_cli(port)} PING 2>&1)\n"
+        'case "$out" in PONG|*LOADING*|*MASTERDOWN*) exit 0 ;; esac\n'
+        'echo "$out"\n'
+        "exit 1\n"
+    )
+    return ["sh", "-c", script]
+
+
+def readiness_command(port: int = names.REDIS_PORT) -> list[str]:
+    """Ready = PING answers and the role is usable: a primary, or a replica whose link to
+    its primary is up and not in the middle of a full sync.  A StatefulSet rollout waits for
+    each replica to be in sync again before restarting the next pod, and the PDB counts a
+    resyncing replica as unavailable."""
+    script = (
+        f"cli() {{ {_cli(port)} \"$@\" 2>&1; }}\n"
+        'out=$(cli PING)\n'
+        '[ "$out" = PONG ] || { echo "$out"; exit 1; }\n'
+        "info=$(cli INFO replication | tr -d '\\r')\n"
+        'case "$info" in *role:master*) exit 0 ;; esac\n'
+        'case "$info" in *master_link_status:up*) ;; *) echo "replica: link to the primary is down"; exit 1 ;; esac\n'
+        'case "$info" in *master_sync_in_progress:0*) exit 0 ;; esac\n'
+        'echo "replica: full sync in progress"\n'
+        "exit 1\n"
+    )
+    return ["sh", "-c", script]
+
+
+def sentinel_liveness_command(port: int = names.REDIS_SENTINEL_PORT) -> list[str]:
+    return ["sh", "-c", f'[ "$(redis-cli -p {port} PING 2>&1)" = PONG ]']
+
+
+def sentinel_readiness_command(port: int = names.REDIS_SENTINEL_PORT, master: str = names.REDIS_MASTER_NAME) -> list[str]:
+    """Ready = answers and names an address for the monitored primary."""
+    script = (
+        f'[ "$(redis-cli -p {port} PING 2>&1)" = PONG ] || exit 1\n'
+        f"port=$(redis-cli -p {port} --raw SENTINEL get-master-addr-by-name {master} 2>&1 | sed -n 2p)\n"
+        'case "$port" in ""|*[!0-9]*) echo "no primary known for ' + master + '"; exit 1 ;; esac\n'
+    )
+    return ["sh", "-c", script]
+
+
+def config_hash(data: Mapping[str, str], keys: tuple[str, ...]) -> str:
+    digest = hashlib.sha256()
+    for key in keys:
+        digest.update(key.encode() + b"\0" + data[key].encode() + b"\0")
+    return digest.hexdigest()
+
+
+def store_url(bucket: str) -> str:
+    return f"s3://{bucket}"
+
+
+def data_config(args: RedisArgs) -> dict[str, str]:
+    r, t = args.redis, args.target
+    store = store_url(args.bucket)
+    return {
+        rconf.REDIS_CONF: rconf.redis_conf(r, maxmemory_bytes=args.maxmemory_bytes),
+        START_KEY: rconf.redis_start_script(r, namespace=t.namespace),
+        # Run by hand per docs/runbooks/redis-restore.md, from a pod that mounts this ConfigMap.
+        RESTORE_KEY: rconf.restore_script(r, region=t.region, store=store, s3_endpoint=args.endpoint_url),
+    }
+
+
+def sentinel_config(args: RedisArgs) -> dict[str, str]:
+    r, ns = args.redis, args.target.namespace
+    domain = names.service_host(names.REDIS_SENTINEL, ns)
+    return {
+        rconf.SENTINEL_CONF: rconf.sentinel_conf(
+            r, primary_host=rconf.bootstrap_primary_host(ns), primary_port=names.REDIS_PORT
+        ),
+        START_KEY: rconf.sentinel_start_script(
+            r, sentinel_service=(domain, names.REDIS_SENTINEL_PORT), announce_domain=domain
+        ),
+    }
+
+
+def backup_config(args: RedisArgs) -> dict[str, str]:
+    r, t = args.redis, args.target
+    return {
+        BACKUP_KEY: rconf.backup_script(
+            r,
+            namespace=t.namespace,
+            region=t.region,
+            store=store_url(args.bucket),
+            s3_endpoint=args.endpoint_url,
+        )
+    }
+
+
+def _password_env(name: str = rconf.PASSWORD_ENV) -> dict[str, Any]:
+    return kube.env_from_secret(name, names.REDIS_AUTH_SECRET, PASSWORD_KEY)
+
+
+def _pod_name_env() -> dict[str, Any]:
+    return {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+
+
+def _pod_basics() -> dict[str, Any]:
+    return {
+        "automountServiceAccountToken": False,
+        # A Service named "redis" would otherwise inject REDIS_PORT=tcp://... into every pod,
+        # which the scripts read as a port number.
+        "enableServiceLinks": False,
+        # Skip the recursive chown of a large volume when it already belongs to the group.
+        "securityContext": {**kube.pod_security(run_as_user=REDIS_UID, fs_group=REDIS_UID), "fsGroupChangePolicy": "OnRootMismatch"},
+    }
+
+
+def _placement(r: RedisSettings, sel: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "affinity": kube.anti_affinity(sel, required_on_nodes=r.node_anti_affinity == "required"),
+        "topologySpreadConstraints": kube.spread(sel),
+    }
+
+
+def _exec_probes(r: RedisSettings, liveness: list[str], readiness: list[str]) -> dict[str, Any]:
+    return {
+        "livenessProbe": kube.exec_probe(
+            liveness, period=r.probe_period_seconds, timeout=r.probe_timeout_seconds, failures=r.liveness_failure_threshold
+        ),
+        "readinessProbe": kube.exec_probe(
+            readiness, period=r.probe_period_seconds, timeout=r.probe_timeout_seconds, failures=r.readiness_failure_threshold
+        ),
+    }
+
+
+def data_pod_spec(args: RedisArgs) -> dict[str, Any]:
+    r, t = args.redis, args.target
+    sel = kube.selector(names.REDIS, t)
+    redis = {
+        "name": "redis",
+        "image": r.image,
+        "imagePullPolicy": "IfNotPresent",
+        # The start script picks the role (asking Sentinel where it runs), copies redis.conf
+        # to a writable place and execs redis-server with the password from the env.
+        "command": ["sh", f"{rconf.TEMPLATE_DIR}/{START_KEY}"],
+        "env": [_password_env(), _pod_name_env()],
+        "ports": [{"name": REDIS_PORT_NAME, "containerPort": names.REDIS_PORT, "protocol": "TCP"}],
+        **_exec_probes(r, liveness_command(), readiness_command()),
+        "resources": kube.resources(r.cpu, r.memory),
+        "securityContext": kube.container_security(),
+        "volumeMounts": [
+            {"name": DATA_VOLUME, "mountPath": rconf.DATA_DIR},
+            {"name": "template", "mountPath": rconf.TEMPLATE_DIR, "readOnly": True},
+            {"name": "live", "mountPath": rconf.LIVE_DIR},
+        ],
+    }
+    exporter = {
+        "name": "exporter",
+        "image": r.exporter_image,
+        "imagePullPolicy": "IfNotPresent",
+        "env": [
+            {"name": "REDIS_ADDR", "value": f"redis://localhost:{names.REDIS_PORT}"},
+            _password_env("REDIS_PASSWORD"),
+        ],
+        # The monitoring tier's PodMonitor scrapes this port by name.
+        "ports": [{"name": names.METRICS_PORT_NAME, "containerPort": names.REDIS_EXPORTER_PORT, "protocol": "TCP"}],
+        "livenessProbe": kube.http_probe(
+            "/health", names.METRICS_PORT_NAME,
+            period=r.probe_period_seconds, timeout=r.probe_timeout_seconds, failures=r.liveness_failure_threshold,
+        ),
+        "readinessProbe": kube.http_probe(
+            "/health", names.METRICS_PORT_NAME,
+            period=r.probe_period_seconds, timeout=r.probe_timeout_seconds, failures=r.readiness_failure_threshold,
+        ),
+        "resources": kube.resources(r.exporter_cpu, r.exporter_memory),
+        "securityContext": kube.container_security(),
+    }
+    return {
+        **_pod_basics(),
+        # Covers redis' shutdown-timeout plus the final RDB save it makes on SIGTERM
+        # (settings._redis_wait_checks).
+        "terminationGracePeriodSeconds": r.termination_grace_seconds,
+        **_placement(r, sel),
+        "containers": [redis, exporter],
+        "volumes": [
+            {"name": "template", "configMap": {"name": CONFIG_MAP}},
+            {"name": "live", "emptyDir": {}},
+        ],
+    }
+
+
+def sentinel_pod_spec(args: RedisArgs) -> dict[str, Any]:
+    r, t = args.redis, args.target
+    sel = kube.selector(names.REDIS_SENTINEL, t)
+    sentinel = {
+        "name": "sentinel",
+        "image": r.image,
+        "imagePullPolicy": "IfNotPresent",
+        # Copies sentinel.conf to a writable place (Sentinel rewrites it), follows the primary
+        # the other sentinels know, appends auth-pass from the env, execs redis-sentinel.
+        "command": ["sh", f"{rconf.TEMPLATE_DIR}/{START_KEY}"],
+        "env": [_password_env(), _pod_name_env()],
+        "ports": [{"name": SENTINEL_PORT_NAME, "containerPort": names.REDIS_SENTINEL_PORT, "protocol": "TCP"}],
+        **_exec_probes(r, sentinel_liveness_command(), sentinel_readiness_command()),
+        "resources": kube.resources(r.sentinel_cpu, r.sentinel_memory),
+        "securityContext": kube.container_security(),
+        "volumeMounts": [
+            {"name": "template", "mountPath": rconf.TEMPLATE_DIR, "readOnly": True},
+            {"name": "live", "mountPath": rconf.LIVE_DIR},
+        ],
+    }
+    return {
+        **_pod_basics(),
+        **_placement(r, sel),
+        "containers": [sentinel],
+        "volumes": [
+            {"name": "template", "configMap": {"name": SENTINEL_CONFIG_MAP}},
+            {"name": "live", "emptyDir": {}},
+        ],
+    }
+
+
+def backup_pod_spec(args: RedisArgs) -> dict[str, Any]:
+    r, s3 = args.redis, args.object_storage
+    tools = {"name": "tools", "mountPath": TOOLS_DIR}
+    init = {
+        "name": "rclone",
+        "image": r.rclone_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["cp", RCLONE_BINARY, CA_BUNDLE, f"{TOOLS_DIR}/"],
+        "resources": kube.resources(r.backup_cpu, r.backup_memory),
+        "securityContext": kube.container_security(),
+        "volumeMounts": [tools],
+    }
+    backup = {
+        "name": "backup",
+        "image": r.backup_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["sh", f"{BACKUP_DIR}/{BACKUP_KEY}"],
+        "env": [
+            _password_env("REDISCLI_AUTH"),
+            kube.env_from_secret("AWS_ACCESS_KEY_ID", s3.credentials_secret, s3.access_key_id_key),
+            kube.env_from_secret("AWS_SECRET_ACCESS_KEY", s3.credentials_secret, s3.secret_access_key_key),
+            {"name": "PATH", "value": PATH},
+            {"name": "SSL_CERT_FILE", "value": f"{TOOLS_DIR}/{CA_BUNDLE.rsplit('/', 1)[-1]}"},
+            {"name": "HOME", "value": TMP_DIR},
+            {"name": "TMPDIR", "value": TMP_DIR},
+        ],
+        "resources": kube.resources(r.backup_cpu, r.backup_memory),
+        "securityContext": kube.container_security(),
+        "volumeMounts": [
+            {"name": "script", "mountPath": BACKUP_DIR, "readOnly": True},
+            tools,
+            {"name": "tmp", "mountPath": TMP_DIR},
+        ],
+    }
+    return {
+        **_pod_basics(),
+        # Never: each retry is a new pod, which kube_job_status_failed (the backup alert) counts.
+        "restartPolicy": "Never",
+        "initContainers": [init],
+        "containers": [backup],
+        "volumes": [
+            {"name": "script", "configMap": {"name": BACKUP_CONFIG_MAP}},
+            {"name": "tools", "emptyDir": {}},
+            # The snapshot is streamed here before upload: never larger than the volume it
+            # comes from.
+            {"name": "tmp", "emptyDir": {"sizeLimit": r.storage_size}},
+        ],
+    }
+
+
+def backup_cronjob_spec(args: RedisArgs, job_labels: Mapping[str, str]) -> dict[str, Any]:
+    r = args.redis
+    return {
+        "schedule": r.backup_schedule,
+        "timeZone": BACKUP_TIMEZONE,
+        "concurrencyPolicy": "Forbid",
+        "startingDeadlineSeconds": r.backup_starting_deadline_seconds,
+        "successfulJobsHistoryLimit": r.backup_history_limit,
+        "failedJobsHistoryLimit": r.backup_history_limit,
+        "jobTemplate": {
+            "metadata": {"labels": dict(job_labels)},
+            "spec": {
+                "backoffLimit": r.backup_backoff_limit,
+                "activeDeadlineSeconds": r.backup_active_deadline_seconds,
+                "template": {"metadata": {"labels": dict(job_labels)}, "spec": backup_pod_spec(args)},
+            },
+        },
+    }
+
+
+# --- the component ---------------------------------------------------------------------
+
+
+class Redis(pulumi.ComponentResource):
+    """Redis with AOF + RDB, replicas and Sentinel where the environment asks for HA, and an
+    hourly backup to object storage."""
+
+    auth_secret: k8s.core.v1.Secret
+    url_secret: k8s.core.v1.Secret
+    config_map: k8s.core.v1.ConfigMap
+    statefulset: k8s.apps.v1.StatefulSet
+    service: k8s.core.v1.Service
+    headless_service: k8s.core.v1.Service
+    pdb: k8s.policy.v1.PodDisruptionBudget
+    sentinel_config_map: Optional[k8s.core.v1.ConfigMap]
+    sentinel_statefulset: Optional[k8s.apps.v1.StatefulSet]
+    sentinel_service: Optional[k8s.core.v1.Service]
+    sentinel_pdb: Optional[k8s.policy.v1.PodDisruptionBudget]
+    backup_config_map: k8s.core.v1.ConfigMap
+    backup: k8s.batch.v1.CronJob
+    url: str  # REDIS_URL without the password: for outputs and docs
+
+    def __init__(self, name: str, args: RedisArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("tikit:data:Redis", name, None, opts)
+        t, r = args.target, args.redis
+        child = t.opts(self)
+        version = kube.image_version(r.image)
+        ns = t.namespace
+
+        # ---- Secrets --------------------------------------------------------------------
+        password = pulumi.Output.secret(pulumi.Output.from_input(args.password))
+        self.auth_secret = k8s.core.v1.Secret(
+            t.rname("redis-auth"),
+            metadata=kube.metadata(names.REDIS_AUTH_SECRET, COMPONENT, t, app=names.REDIS),
+            type="Opaque",
+            string_data={PASSWORD_KEY: password},
+            opts=child,
+        )
+        # The URL and the password are secret; where the sentinels are and the master's name
+        # are not, and stay readable in previews.
+        public = app_env(r, ns, "")
+        self.url_secret = k8s.core.v1.Secret(
+            t.rname("app-redis"),
+            metadata=kube.metadata(names.APP_REDIS_SECRET, COMPONENT, t, app=names.REDIS),
+            type="Opaque",
+            string_data={
+                **public,
+                names.REDIS_URL: pulumi.Output.secret(password.apply(lambda pw: redis_url(r, ns, pw))),
+                names.REDIS_PASSWORD: password,
+            },
+            opts=child,
+        )
+        self.url = redis_url(r, ns, "")
+
+        # ---- data pods ------------------------------------------------------------------
+        config = data_config(args)
+        self.config_map = k8s.core.v1.ConfigMap(
+            t.rname("redis-config"),
+            metadata=kube.metadata(CONFIG_MAP, COMPONENT, t, app=names.REDIS),
+            data=config,
+            opts=child,
+        )
+        sel = kube.selector(names.REDIS, t)
+        pod_labels = kube.labels(names.REDIS, COMPONENT, t, version)
+        self.headless_service = k8s.core.v1.Service(
+            t.rname("redis-headless"),
+            metadata=kube.metadata(names.REDIS_HEADLESS, COMPONENT, t, app=names.REDIS),
+            spec={
+                "clusterIP": "None",
+                # Replicas and sentinels resolve redis-N.redis-headless even while a pod is
+                # not ready (loading, resyncing): the names must exist for replication itself.
+                "publishNotReadyAddresses": True,
+                "selector": sel,
+                "ports": [{"name": REDIS_PORT_NAME, "port": names.REDIS_PORT, "targetPort": REDIS_PORT_NAME, "protocol": "TCP"}],
+            },
+            opts=child,
+        )
+        self.service = k8s.core.v1.Service(
+            t.rname("redis"),
+            metadata=kube.metadata(names.REDIS, COMPONENT, t),
+            spec={
+                "type": "ClusterIP",
+                "selector": client_selector(r, t),
+                "ports": [{"name": REDIS_PORT_NAME, "port": names.REDIS_PORT, "targetPort": REDIS_PORT_NAME, "protocol": "TCP"}],
+            },
+            opts=child,
+        )
+        claim: dict[str, Any] = {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": r.storage_size}},
+        }
+        if r.storage_class:
+            claim["storageClassName"] = r.storage_class
+        self.statefulset = k8s.apps.v1.StatefulSet(
+            t.rname("redis"),
+            metadata=kube.metadata(names.REDIS, COMPONENT, t, version=version),
+            spec={
+                "serviceName": names.REDIS_HEADLESS,
+                "replicas": r.replicas,
+                # Parallel: after a failover the primary may be any ordinal, and a replica
+                # is only ready once synced with it; ordered start-up could wait forever
+                # for redis-0 to sync with a primary that has not been started yet.
+                # (Rolling updates stay one pod at a time, highest ordinal first.)
+                "podManagementPolicy": "Parallel",
+                "updateStrategy": {"type": "RollingUpdate"},
+                # The volumes outlive the StatefulSet and scale-downs: they hold the queue.
+                "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+                "selector": {"matchLabels": sel},
+                "template": {
+                    "metadata": {
+                        "labels": pod_labels,
+                        "annotations": {CONFIG_HASH_ANNOTATION: config_hash(config, (rconf.REDIS_CONF, START_KEY))},
+                    },
+                    "spec": data_pod_spec(args),
+                },
+                "volumeClaimTemplates": [
+                    {
+                        "metadata": {"name": DATA_VOLUME, "labels": kube.labels(names.REDIS, COMPONENT, t)},
+                        "spec": claim,
+                    }
+                ],
+            },
+            opts=t.opts(self, depends_on=[self.config_map, self.auth_secret, self.headless_service]),
+        )
+        # maxUnavailable 1, as everywhere: a drain can always evict one pod, and never a
+        # second while a replica is still resyncing (not ready).
+        self.pdb = kube.pdb(t.rname("redis"), names.REDIS, COMPONENT, t, sel, child)
+
+        # ---- Sentinel (where the environment asks for automatic failover) ---------------
+        self.sentinel_config_map = self.sentinel_statefulset = self.sentinel_service = self.sentinel_pdb = None
+        if sentinel_enabled(r):
+            s_config = sentinel_config(args)
+            self.sentinel_config_map = k8s.core.v1.ConfigMap(
+                t.rname("redis-sentinel-config"),
+                metadata=kube.metadata(SENTINEL_CONFIG_MAP, SENTINEL_COMPONENT, t, app=names.REDIS_SENTINEL),
+                data=s_config,
+                opts=child,
+            )
+            s_sel = kube.selector(names.REDIS_SENTINEL, t)
+            # Headless and governing: each sentinel announces redis-sentinel-N.redis-sentinel
+            # (conf.redis.sentinel_hosts), which REDIS_URL lists; clients and the start
+            # scripts ask the Service name, which resolves to every sentinel.
+            self.sentinel_service = k8s.core.v1.Service(
+                t.rname("redis-sentinel"),
+                metadata=kube.metadata(names.REDIS_SENTINEL, SENTINEL_COMPONENT, t),
+                spec={
+                    "clusterIP": "None",
+                    # Peers must resolve a restarting sentinel's name, or it lingers in their
+                    # tables as a second, dead entry.
+                    "publishNotReadyAddresses": True,
+                    "selector": s_sel,
+                    "ports": [
+                        {
+                            "name": SENTINEL_PORT_NAME,
+                            "port": names.REDIS_SENTINEL_PORT,
+                            "targetPort": SENTINEL_PORT_NAME,
+                            "protocol": "TCP",
+                        }
+                    ],
+                },
+                opts=child,
+            )
+            self.sentinel_statefulset = k8s.apps.v1.StatefulSet(
+                t.rname("redis-sentinel"),
+                metadata=kube.metadata(names.REDIS_SENTINEL, SENTINEL_COMPONENT, t, version=version),
+                spec={
+                    "serviceName": names.REDIS_SENTINEL,
+                    "replicas": r.sentinels,
+                    "podManagementPolicy": "Parallel",
+                    "updateStrategy": {"type": "RollingUpdate"},
+                    "selector": {"matchLabels": s_sel},
+                    "template": {
+                        "metadata": {
+                            "labels": kube.labels(names.REDIS_SENTINEL, SENTINEL_COMPONENT, t, version),
+                            "annotations": {
+                                CONFIG_HASH_ANNOTATION: config_hash(s_config, (rconf.SENTINEL_CONF, START_KEY))
+                            },
+                        },
+                        "spec": sentinel_pod_spec(args),
+                    },
+                },
+                opts=t.opts(self, depends_on=[self.sentinel_config_map, self.auth_secret, self.sentinel_service]),
+            )
+            # One sentinel at a time: the other two still make the quorum of 2.
+            self.sentinel_pdb = kube.pdb(
+                t.rname("redis-sentinel"), names.REDIS_SENTINEL, SENTINEL_COMPONENT, t, s_sel, child
+            )
+
+        # ---- hourly backup --------------------------------------------------------------
+        self.backup_config_map = k8s.core.v1.ConfigMap(
+            t.rname("redis-backup-script"),
+            metadata=kube.metadata(BACKUP_CONFIG_MAP, BACKUP_COMPONENT, t, app=names.REDIS_BACKUP),
+            data=backup_config(args),
+            opts=child,
+        )
+        # app.kubernetes.io/name redis-backup: the NetworkPolicy lets exactly these pods
+        # reach Redis and the object store.
+        job_labels = kube.labels(names.REDIS_BACKUP, BACKUP_COMPONENT, t, kube.image_version(r.backup_image))
+        self.backup = k8s.batch.v1.CronJob(
+            t.rname("redis-backup"),
+            metadata=kube.metadata(names.REDIS_BACKUP, BACKUP_COMPONENT, t),
+            spec=backup_cronjob_spec(args, job_labels),
+            opts=t.opts(self, depends_on=[self.backup_config_map, self.auth_secret]),
+        )
+
+        self.register_outputs({"url": self.url, "statefulset": names.REDIS})

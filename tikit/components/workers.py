@@ -1,0 +1,196 @@
+"""Background workers: jobs, cache warming and analytics, on spot capacity.
+
+They drain the Redis list named in settings.workers.queue_name and scale on its length
+through KEDA's redis list trigger (redis-sentinel where Sentinel runs, so the trigger
+follows a failover).  Outside prod the minimum may be 0: with an empty queue the workers
+scale to zero and the queue trigger alone wakes them.  docs/autoscaling.md has the details.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from tikit import kube
+from tikit import names
+from tikit.components import autoscaling, nodeapp
+from tikit.settings import Redis as RedisSettings
+from tikit.settings import Workers as WorkersSettings
+
+COMPONENT = "workers"
+# Secret key of names.REDIS_AUTH_SECRET (written by the Redis tier).
+REDIS_PASSWORD_KEY = "password"
+# The container port the probes reach by name; its number is settings.workers.health_port.
+HEALTH_PORT_NAME = "health"
+
+
+@dataclass(frozen=True)
+class WorkersArgs:
+    target: kube.Target
+    workers: WorkersSettings
+    # Sentinel count and topology decide which KEDA trigger reads the queue.
+    redis: RedisSettings
+
+
+def auth_name() -> str:
+    return f"{names.WORKERS}-redis"
+
+
+def config_data(args: WorkersArgs) -> dict[str, str]:
+    """The workers' non-secret environment: what the API's processes read too (queue,
+    environment, region), plus HEALTH_PORT, where the process serves the probes'
+    /health and /ready.  Not the API's PORT or METRICS_PATH: a worker serves neither."""
+    w = args.workers
+    return {**nodeapp.common_config(args.target, w.queue_name), "HEALTH_PORT": str(w.health_port)}
+
+
+def spot_placement(w: WorkersSettings) -> dict[str, Any]:
+    """Tolerate the spot taint and PREFER spot nodes: when the cloud has no spot capacity
+    the workers still run on on-demand nodes.  Labels and taints come from settings
+    because every cloud (and Karpenter) names them differently."""
+    return {
+        "tolerations": [
+            {
+                "key": w.spot_taint_key,
+                "operator": "Equal",
+                "value": w.spot_taint_value,
+                "effect": w.spot_taint_effect,
+            }
+        ],
+        "affinity": {
+            "nodeAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": kube.STRONG_PREFERENCE,
+                        "preference": {
+                            "matchExpressions": [
+                                {"key": w.spot_node_label_key, "operator": "In", "values": [w.spot_node_label_value]}
+                            ]
+                        },
+                    }
+                ]
+            }
+        },
+    }
+
+
+def queue_trigger(args: WorkersArgs) -> dict[str, Any]:
+    w, r, ns = args.workers, args.redis, args.target.namespace
+    if r.sentinels > 0:
+        return autoscaling.redis_list_trigger(
+            list_name=w.queue_name,
+            list_length=w.queue_length_per_replica,
+            auth_name=auth_name(),
+            sentinel_addresses=f"{names.service_host(names.REDIS_SENTINEL, ns)}:{names.REDIS_SENTINEL_PORT}",
+            sentinel_master=names.REDIS_MASTER_NAME,
+        )
+    return autoscaling.redis_list_trigger(
+        list_name=w.queue_name,
+        list_length=w.queue_length_per_replica,
+        auth_name=auth_name(),
+        address=f"{names.service_host(names.REDIS, ns)}:{names.REDIS_PORT}",
+    )
+
+
+def scaled_object_spec(args: WorkersArgs) -> dict[str, Any]:
+    """Queue length first; cpu and memory add capacity for heavy jobs while pods run.
+    KEDA allows min 0 with cpu/memory triggers only next to another trigger: the queue
+    trigger decides 0 <-> 1, the HPA the max over all three from 1 up."""
+    w = args.workers
+    return autoscaling.scaled_object_spec(
+        workload=names.WORKERS,
+        min_replicas=w.min_replicas,
+        max_replicas=w.max_replicas,
+        hpa_behavior=autoscaling.behavior(
+            up_window=w.scale_up_window_seconds,
+            down_window=w.scale_down_window_seconds,
+            down_pods=w.scale_down_pods_per_period,
+            down_period=w.scale_down_period_seconds,
+        ),
+        triggers=[
+            queue_trigger(args),
+            autoscaling.utilization_trigger("cpu", w.cpu_target_percent),
+            autoscaling.utilization_trigger("memory", w.memory_target_percent),
+        ],
+        cooldown_seconds=w.cooldown_seconds,
+    )
+
+
+class Workers(pulumi.ComponentResource):
+    """The workers' ConfigMap, Deployment and PDB, the queue TriggerAuthentication and ScaledObject."""
+
+    config_map: k8s.core.v1.ConfigMap
+    deployment: k8s.apps.v1.Deployment
+    pdb: k8s.policy.v1.PodDisruptionBudget
+    trigger_auth: k8s.apiextensions.CustomResource
+    scaled_object: k8s.apiextensions.CustomResource
+
+    def __init__(self, name: str, args: WorkersArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("tikit:app:Workers", name, None, opts)
+        t, w = args.target, args.workers
+        app = names.WORKERS
+        version = kube.image_version(w.image)
+        sel = kube.selector(app, t)
+        child = t.opts(self)
+
+        self.config_map = k8s.core.v1.ConfigMap(
+            t.rname(names.WORKERS_CONFIG),
+            metadata=kube.metadata(names.WORKERS_CONFIG, COMPONENT, t, app=app),
+            data=config_data(args),
+            opts=child,
+        )
+
+        container = nodeapp.container(
+            app,
+            w.image,
+            config_map=names.WORKERS_CONFIG,
+            db_connections_per_replica=w.db_connections_per_replica,
+            cpu=w.cpu,
+            memory=w.memory,
+            ports=[{"name": HEALTH_PORT_NAME, "containerPort": w.health_port, "protocol": "TCP"}],
+            # Not ready (Redis or PostgreSQL unreachable) keeps a new worker out of the
+            # rollout's availability count instead of letting it crash-loop.
+            **kube.health_probes(w, HEALTH_PORT_NAME),
+        )
+        self.deployment = k8s.apps.v1.Deployment(
+            t.rname(app),
+            metadata=nodeapp.deployment_metadata(
+                app, COMPONENT, t, version=version, db_connections_per_replica=w.db_connections_per_replica
+            ),
+            spec={
+                # No spec.replicas: the HPA that KEDA owns sets it (and scales to zero).
+                "selector": {"matchLabels": sel},
+                "template": {
+                    "metadata": {"labels": kube.labels(app, COMPONENT, t, version)},
+                    # SIGTERM lets a worker finish or requeue its current job; spot reclaim
+                    # notices (30 s to 2 min) are in the same range.  The zone and node
+                    # spread keeps one reclaimed spot node from taking every worker.
+                    "spec": nodeapp.pod_spec(sel, container, grace_seconds=w.shutdown_seconds, **spot_placement(w)),
+                },
+            },
+            # Pods read the ConfigMap at start: create it first.
+            opts=t.opts(self, depends_on=[self.config_map]),
+        )
+
+        # Keeps spot node consolidation from evicting every worker at once when several
+        # run (kube.disruption_rule: never blocks a drain, even at 0 or 1 replicas).
+        self.pdb = kube.pdb(t.rname(app), app, COMPONENT, t, sel, child)
+
+        self.trigger_auth = autoscaling.trigger_authentication(
+            t.rname(auth_name()),
+            kube.metadata(auth_name(), COMPONENT, t, app=app),
+            [("password", names.REDIS_AUTH_SECRET, REDIS_PASSWORD_KEY)],
+            child,
+        )
+
+        self.scaled_object = autoscaling.scaled_object(
+            t.rname(app),
+            kube.metadata(app, COMPONENT, t),
+            scaled_object_spec(args),
+            t.opts(self, depends_on=[self.deployment, self.trigger_auth]),
+        )
+
+        self.register_outputs({"deployment": app})

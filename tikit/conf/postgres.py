@@ -1,0 +1,115 @@
+"""PostgreSQL parameters for the CloudNativePG ``Cluster`` (``spec.postgresql.parameters``).
+
+A pure function of the settings: every value is a string (CNPG's API takes a map of
+strings), ordering is stable, and nothing here does I/O.  The integration tests start a real
+PostgreSQL with exactly this map (tests/integration/test_postgres_pgbouncer.py).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Mapping, Optional
+
+from tikit import settings
+
+# Parameters the CNPG webhook rejects because the operator owns them (reference:
+# platform-apis.md, CloudNativePG).  Entries ending in '*' are prefixes.
+OPERATOR_OWNED: tuple[str, ...] = (
+    "archive_command",
+    "archive_mode",
+    "cluster_name",
+    "data_directory",
+    "hba_file",
+    "hot_standby",
+    "listen_addresses",
+    "log_destination",
+    "log_directory",
+    "logging_collector",
+    "port",
+    "primary_conninfo",
+    "recovery_target*",
+    "restore_command",
+    "shared_preload_libraries",
+    "ssl*",
+    "synchronous_standby_names",
+    "unix_socket_*",
+)
+
+# wal_level 'minimal' cannot feed streaming replicas, so CNPG refuses it with > 1 instance
+# and it would also break the London replica cluster; keep it out entirely.
+WAL_LEVELS = ("replica", "logical")
+
+# Share of the WAL volume that replication slots may pin.  A standby (or the London replica
+# cluster) that falls further behind loses its slot and catches up from the WAL archive
+# instead of filling pg_wal and stopping the primary.  The rest of the volume holds
+# max_wal_size (1GB default) between checkpoints.
+SLOT_WAL_SHARE_PERCENT = 25
+
+
+def is_operator_owned(name: str) -> bool:
+    """True when CNPG owns ``name`` (GUC names are case-insensitive)."""
+    return any(fnmatch.fnmatchcase(name.lower(), pattern) for pattern in OPERATOR_OWNED)
+
+
+def parameters_problem(parameters: Mapping[str, str]) -> Optional[str]:
+    """Why ``postgres.parameters`` overrides cannot be applied, or None.
+
+    settings.load() calls this before any resource exists: a parameter the operator owns
+    (its webhook would reject the Cluster) or a wal_level that cannot replicate."""
+    for name in parameters:
+        if is_operator_owned(name):
+            return f"'{name}' is managed by the CloudNativePG operator and cannot be set; remove it"
+    wal_level = {name.lower(): value for name, value in parameters.items()}.get("wal_level")
+    if wal_level is not None and wal_level not in WAL_LEVELS:
+        return f"wal_level must be one of {', '.join(WAL_LEVELS)}; got {wal_level!r}"
+    return None
+
+
+def derived_parameters(s: settings.Settings) -> dict[str, str]:
+    """The parameters we compute from settings, before the user's overrides."""
+    d, pg = s.derived, s.postgres
+    slot_wal_mb = settings.mebibytes(pg.wal_storage_size) * SLOT_WAL_SHARE_PERCENT // 100
+    return {
+        # max_connections = 2 x pgbouncer.replicas x (default_pool_size + reserve_pool_size)
+        #                   + superuser_reserved + admin headroom
+        # (both pools may land on one instance; docs/sizing.md shows the arithmetic).  WAL
+        # senders are not in it: since PostgreSQL 12 they have slots of their own.
+        "max_connections": str(d.postgres_max_connections),
+        "superuser_reserved_connections": str(pg.superuser_reserved_connections),
+        "max_wal_senders": str(pg.max_wal_senders),
+        # Memory: 25% / 75% of the limit, work_mem shared among all connections (docs/sizing.md).
+        "shared_buffers": f"{d.postgres_shared_buffers_mb}MB",
+        "effective_cache_size": f"{d.postgres_effective_cache_size_mb}MB",
+        "work_mem": f"{d.postgres_work_mem_mb}MB",
+        "maintenance_work_mem": f"{d.postgres_maintenance_work_mem_mb}MB",
+        # WAL retention: keep a little for standbys without slots, cap what slots may pin.
+        "wal_keep_size": f"{min(pg.wal_keep_size_max_mb, slot_wal_mb)}MB",
+        "max_slot_wal_keep_size": f"{slot_wal_mb}MB",
+        "checkpoint_completion_target": "0.9",
+        # Network SSDs: random reads cost about the same as sequential ones.
+        "random_page_cost": f"{pg.random_page_cost:g}",
+        "effective_io_concurrency": str(pg.effective_io_concurrency),
+        # The notes' "slow queries > 1s": statements slower than postgres.slowQueryMs are
+        # logged with their duration (milliseconds).
+        "log_min_duration_statement": str(pg.slow_query_ms),
+        "log_lock_waits": "on",
+        "log_temp_files": "10MB",
+        "track_io_timing": "on",
+        # With transaction pooling an idle open transaction pins one of only
+        # default_pool_size server connections; end it after
+        # postgres.idleInTransactionTimeoutSeconds.  There is no global statement_timeout:
+        # backups, migrations and VACUUM legitimately run long, so the application sets one
+        # per session or role instead.
+        "idle_in_transaction_session_timeout": f"{pg.idle_in_transaction_timeout_seconds}s",
+        # PgBouncer's SCRAM pass-through needs SCRAM verifiers on the server side.
+        "password_encryption": "scram-sha-256",
+    }
+
+
+def postgres_parameters(s: settings.Settings) -> dict[str, str]:
+    """``spec.postgresql.parameters``: derived values merged with ``postgres.parameters``
+    (already checked by settings.load() against ``parameters_problem``)."""
+    # GUC names are case-insensitive: lower-case them so an override replaces, not duplicates.
+    overrides = {name.lower(): value for name, value in s.postgres.parameters.items()}
+    merged = {**derived_parameters(s), **overrides}
+    return dict(sorted(merged.items()))

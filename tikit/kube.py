@@ -1,0 +1,295 @@
+"""Kubernetes boilerplate, written once: labels, metadata, the Pod Security "restricted"
+contexts, probes, resource blocks, spread constraints, PDBs and custom resources.
+
+Components pass parameters for the shapes they need; they never copy these blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from tikit import names
+
+if TYPE_CHECKING:
+    from tikit.settings import HealthChecks
+
+MANAGED_BY = "pulumi"
+ZONE_KEY = "topology.kubernetes.io/zone"
+HOST_KEY = "kubernetes.io/hostname"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a component's objects go: one region's cluster and namespace."""
+
+    region: str
+    namespace: str
+    provider: pulumi.ProviderResource
+    environment: str
+    # Resources every object of the region waits for (the Namespace).  Carried here, not
+    # as a component's depends_on: Pulumi records depends_on per resource and does not
+    # hand a component's list down to its children.
+    requires: tuple[pulumi.Resource, ...] = ()
+
+    def opts(
+        self, parent: pulumi.Resource, *, depends_on: Sequence[pulumi.Resource] = (), **kwargs: Any
+    ) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(
+            parent=parent, provider=self.provider, depends_on=[*self.requires, *depends_on], **kwargs
+        )
+
+    def rname(self, name: str) -> str:
+        """Pulumi resource name: unique per region, so URNs never collide."""
+        return f"{name}-{self.region}"
+
+
+def labels(name: str, component: str, target: Target, version: str = "") -> dict[str, str]:
+    """The app.kubernetes.io recommended labels."""
+    out = {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/instance": f"{name}-{target.region}",
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": names.PART_OF,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "tikit.app/region": target.region,
+        "tikit.app/environment": target.environment,
+    }
+    if version:
+        out["app.kubernetes.io/version"] = version
+    return out
+
+
+def selector(name: str, target: Target) -> dict[str, str]:
+    """Stable selector labels (a subset of labels(); never includes the version)."""
+    return {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": f"{name}-{target.region}"}
+
+
+def image_version(image: str) -> str:
+    """Tag of an image reference, for app.kubernetes.io/version (label-safe)."""
+    ref = image.partition("@")[0].rsplit("/", 1)[-1]
+    tag = ref.partition(":")[2] or image.partition("@sha256:")[2][:12]
+    return tag[:63]
+
+
+def metadata(
+    name: str,
+    component: str,
+    target: Target,
+    *,
+    app: Optional[str] = None,
+    version: str = "",
+    extra_labels: Optional[Mapping[str, str]] = None,
+    annotations: Optional[Mapping[str, str]] = None,
+    namespaced: bool = True,
+) -> dict[str, Any]:
+    """ObjectMeta with an explicit name and the recommended labels.
+
+    ``app`` is the application the object belongs to (defaults to ``name``), so that a
+    Service named ``redis-headless`` still carries ``app.kubernetes.io/name: redis``.
+    """
+    meta: dict[str, Any] = {"name": name, "labels": {**labels(app or name, component, target, version), **(extra_labels or {})}}
+    if namespaced:
+        meta["namespace"] = target.namespace
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
+
+
+# --- Pod Security "restricted" ---------------------------------------------------------
+
+
+def pod_security(run_as_user: int = 10001, fs_group: Optional[int] = None) -> dict[str, Any]:
+    ctx: dict[str, Any] = {
+        "runAsNonRoot": True,
+        "runAsUser": run_as_user,
+        "runAsGroup": run_as_user,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    ctx["fsGroup"] = fs_group if fs_group is not None else run_as_user
+    return ctx
+
+
+def container_security(read_only_root: bool = True) -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": read_only_root,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+# --- Probes and resources --------------------------------------------------------------
+
+
+def http_probe(path: str, port: Any, *, period: int, timeout: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+        "successThreshold": 1,
+    }
+
+
+def health_probes(checks: HealthChecks, port: Any) -> dict[str, Any]:
+    """Liveness and readiness of a Node.js process from its settings.HealthChecks section:
+    liveness GETs health_path (event loop alive), readiness GETs ready_path (its
+    dependencies reachable), both on the named ``port``."""
+    return {
+        "livenessProbe": http_probe(
+            checks.health_path,
+            port,
+            period=checks.liveness_period_seconds,
+            timeout=checks.liveness_timeout_seconds,
+            failures=checks.liveness_failure_threshold,
+        ),
+        "readinessProbe": http_probe(
+            checks.ready_path,
+            port,
+            period=checks.readiness_period_seconds,
+            timeout=checks.readiness_timeout_seconds,
+            failures=checks.readiness_failure_threshold,
+        ),
+    }
+
+
+def tcp_probe(port: Any, *, period: int, timeout: int, failures: int) -> dict[str, Any]:
+    return {
+        "tcpSocket": {"port": port},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+        "successThreshold": 1,
+    }
+
+
+def exec_probe(command: Sequence[str], *, period: int, timeout: int, failures: int) -> dict[str, Any]:
+    return {
+        "exec": {"command": list(command)},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+        "successThreshold": 1,
+    }
+
+
+def resources(cpu: str, memory: str, *, guaranteed: bool = False) -> dict[str, Any]:
+    """Memory request == limit always (no OOM surprises); CPU limited only for Guaranteed QoS."""
+    limits = {"memory": memory}
+    if guaranteed:
+        limits["cpu"] = cpu
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": limits}
+
+
+def env_from_secret(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+# --- Rollouts and shutdown -------------------------------------------------------------
+
+
+def rolling_surge() -> dict[str, Any]:
+    """Deployment strategy that surges first: a new pod must be ready before an old one
+    goes, so a rollout never runs below the current replica count."""
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+
+
+def pre_stop_sleep(seconds: int) -> Optional[dict[str, Any]]:
+    """Container lifecycle with a preStop sleep: endpoint removal reaches the gateway,
+    kube-proxy and Service clients while the pod still serves, so a scale-down or rollout
+    drops no request.  The kubelet's own sleep action (beta and on by default since
+    Kubernetes 1.30, GA in 1.34) needs no shell or `sleep` binary in the image.  A zero
+    sleep is valid only from 1.33 on, so 0 means no hook (None)."""
+    if seconds == 0:
+        return None
+    return {"preStop": {"sleep": {"seconds": seconds}}}
+
+
+# --- Placement -------------------------------------------------------------------------
+
+
+# Weights of preferred scheduling terms (the scheduler accepts 1-100): a strong
+# preference outweighs a weak one when both cannot be met.
+STRONG_PREFERENCE = 100
+WEAK_PREFERENCE = 50
+
+
+def spread(sel: Mapping[str, str], *, zone_skew: int = 1, node_skew: int = 1) -> list[dict[str, Any]]:
+    """Spread over zones (best effort: a region may have one zone) and nodes."""
+    return [
+        {
+            "maxSkew": zone_skew,
+            "topologyKey": ZONE_KEY,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": dict(sel)},
+        },
+        {
+            "maxSkew": node_skew,
+            "topologyKey": HOST_KEY,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": dict(sel)},
+        },
+    ]
+
+
+def anti_affinity(sel: Mapping[str, str], *, required_on_nodes: bool = False) -> dict[str, Any]:
+    """Keep replicas of one workload apart: across zones preferred, across nodes required or preferred."""
+    term_zone = {"labelSelector": {"matchLabels": dict(sel)}, "topologyKey": ZONE_KEY}
+    term_node = {"labelSelector": {"matchLabels": dict(sel)}, "topologyKey": HOST_KEY}
+    affinity: dict[str, Any] = {
+        "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": STRONG_PREFERENCE, "podAffinityTerm": term_zone}]
+    }
+    if required_on_nodes:
+        affinity["requiredDuringSchedulingIgnoredDuringExecution"] = [term_node]
+    else:
+        affinity["preferredDuringSchedulingIgnoredDuringExecution"].append({"weight": WEAK_PREFERENCE, "podAffinityTerm": term_node})
+    return {"podAntiAffinity": affinity}
+
+
+# --- Objects ---------------------------------------------------------------------------
+
+
+def disruption_rule() -> dict[str, Any]:
+    """The one disruption rule of every PodDisruptionBudget Tikit declares (its own, and the
+    one Envoy Gateway creates from envoyPDB): maxUnavailable 1, never minAvailable.  A drain
+    can always evict one pod, even at the minimum replica count or at 0 and 1 replicas, so
+    node maintenance never blocks; and voluntary evictions still go one pod at a time."""
+    return {"maxUnavailable": 1}
+
+
+def pdb(
+    resource_name: str,
+    name: str,
+    component: str,
+    target: Target,
+    sel: Mapping[str, str],
+    opts: pulumi.ResourceOptions,
+    *,
+    app: Optional[str] = None,
+) -> k8s.policy.v1.PodDisruptionBudget:
+    """A PodDisruptionBudget with disruption_rule() over the pods ``sel`` selects."""
+    return k8s.policy.v1.PodDisruptionBudget(
+        resource_name,
+        metadata=metadata(name, component, target, app=app),
+        spec={**disruption_rule(), "selector": {"matchLabels": dict(sel)}},
+        opts=opts,
+    )
+
+
+def custom(
+    resource_name: str,
+    api_version: str,
+    kind: str,
+    meta: Mapping[str, Any],
+    spec: Any,
+    opts: pulumi.ResourceOptions,
+) -> k8s.apiextensions.CustomResource:
+    return k8s.apiextensions.CustomResource(
+        resource_name, api_version=api_version, kind=kind, metadata=dict(meta), spec=spec, opts=opts
+    )

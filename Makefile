@@ -11,7 +11,12 @@ POLICY_CONFIG ?=
 # The oldest Python the project runs on (scripts/bootstrap.sh says the same).
 MIN_PYTHON := 3.11
 
-.PHONY: preview preview-all test test-fast system-deps diff clean FORCE
+.PHONY: help preview preview-all test check test-fast system-deps diff clean FORCE
+.DEFAULT_GOAL := help
+
+## help: list the targets (the default)
+help:
+	@awk '/^## / { sub(/^## /, ""); i = index($$0, ": "); printf "  make %-14s %s\n", substr($$0, 1, i - 1), substr($$0, i + 2) }' $(MAKEFILE_LIST)
 
 # A .venv whose interpreter is missing or older than MIN_PYTHON is rebuilt whatever its
 # stamps say (bootstrap.sh recreates it).
@@ -46,13 +51,18 @@ diff: $(VENV)/.runtime
 system-deps:
 	scripts/install-system-deps.sh
 
-## test: the whole suite, integration tests included
+## test: the whole suite, integration tests included, on every core
 test: $(VENV)/.dev system-deps
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
+
+## check: the fast tier: no daemons, no slow end-to-end runs
+check: $(VENV)/.dev
+	$(PY) -m pytest -n auto -m "not integration and not slow"
 
 ## test-fast: everything but the daemons
 test-fast: $(VENV)/.dev
-	$(PY) -m pytest -m "not integration"
+	$(PY) -m pytest -n auto -m "not integration"
 
+## clean: remove build/ and the test caches
 clean:
 	rm -rf build .pytest_cache .hypothesis

@@ -1,7 +1,8 @@
 """Benchmark the PostgreSQL tier as rendered for a stack (not a test; prints figures).
 
 Starts the same daemons as tests/integration/test_postgres_pgbouncer.py: PostgreSQL with
-postgres_parameters(settings) and PgBouncer with pgbouncer_ini(settings) in front of it.  Then
+postgres_parameters(settings.postgres, settings.derived) and PgBouncer with
+pgbouncer_ini(settings.pgbouncer) in front of it.  Then
 runs pgbench twice and prints TPS and latency percentiles (from per-transaction logs):
 
   direct     against PostgreSQL with the most clients it admits for the app role
@@ -22,12 +23,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-from tikit import settings  # noqa: E402
-from tikit.conf.postgres import postgres_parameters  # noqa: E402
 from harness import postgres as pgd
+from tikit import settings
+from tikit.conf.pgbouncer import POOL_MODE
+from tikit.conf.postgres import postgres_parameters
 
 THREADS = 2  # pgbench worker threads; more than the CPUs would only add scheduling noise
 
@@ -97,7 +96,7 @@ def main() -> int:
         return 2
     bin_dir, bouncer = pgd.pg_bin_dir(), pgd.pgbouncer_bin()
     s = settings.load({}, stack=args.stack)
-    params = postgres_parameters(s)
+    params = postgres_parameters(s.postgres, s.derived)
     direct_clients = int(params["max_connections"]) - int(params["superuser_reserved_connections"])
     bouncer_clients = s.pgbouncer.max_client_conn
 
@@ -127,7 +126,7 @@ def main() -> int:
     print(f"stack {args.stack}: pgbench {args.mode}, {args.duration}s per run, scale {args.scale}, "
           f"{THREADS} pgbench threads, {os.cpu_count()} CPUs ({platform.machine()})")
     print(f"PostgreSQL {bin_dir.parent.name} max_connections {params['max_connections']}; "
-          f"PgBouncer {bouncer_version} {pb.pool_mode} pool {pb.default_pool_size}+{pb.reserve_pool_size}")
+          f"PgBouncer {bouncer_version} {POOL_MODE} pool {pb.default_pool_size}+{pb.reserve_pool_size}")
     header = f"{'target':<10} {'clients':>7} {'tps':>10} {'txns':>8} {'failed':>6} " \
              f"{'avg ms':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
     print(header)

@@ -34,11 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-from tikit import settings  # noqa: E402
-from tikit.conf import redis as rconf  # noqa: E402
+from tikit import settings
+from tikit.conf import redis as rconf
 
 HOST = "127.0.0.1"
 TESTS = ("SET", "LPUSH", "GET")
@@ -132,7 +129,7 @@ def main() -> int:
         version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2].removeprefix("v=")
         fs = subprocess.run(["df", "-T", str(root)], capture_output=True, text=True).stdout.splitlines()[-1].split()[1]
         print(
-            f"stack {args.stack}: appendfsync {s.redis.appendfsync}, save {' '.join(s.redis.save_rules)},"
+            f"stack {args.stack}: appendfsync {rconf.APPENDFSYNC}, save {' '.join(rconf.SAVE_RULES)},"
             f" maxmemory {s.derived.redis_maxmemory_bytes} bytes"
         )
         print(

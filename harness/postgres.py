@@ -32,6 +32,7 @@ from typing import Callable, Iterator, Mapping, Optional, Sequence
 import psycopg
 from psycopg import sql
 
+from tikit import names
 from tikit import settings
 from tikit.conf.pgbouncer import (
     DEFAULT_ADMIN_USER,
@@ -408,11 +409,11 @@ class PgTier:
 
     @property
     def app_user(self) -> str:
-        return self.s.postgres.owner
+        return names.PG_OWNER
 
     @property
     def database(self) -> str:
-        return self.s.postgres.database
+        return names.PG_DATABASE
 
     def direct(self) -> psycopg.Connection:
         """The app's connection straight to PostgreSQL."""
@@ -436,13 +437,13 @@ class PgTier:
 
 @contextlib.contextmanager
 def pg_tier(template: PgTemplate, bouncer: str, s: settings.Settings) -> Iterator[PgTier]:
-    """PostgreSQL running ``postgres_parameters(s)`` with the app role and database, and
+    """PostgreSQL running ``postgres_parameters(s.postgres, s.derived)`` with the app role and database, and
     PgBouncer running ``pgbouncer_ini(s.pgbouncer)`` in front of it, authenticating the app,
     the exporter's stats user and the admin user with SCRAM verifiers from userlist.txt."""
-    app, db = s.postgres.owner, s.postgres.database
+    app, db = names.PG_OWNER, names.PG_DATABASE
     # pgbench holds one socket per client, PgBouncer one per client plus its pools.
     with nofile_limit(2 * s.pgbouncer.max_client_conn + 1024), \
-            PostgresServer(template, postgres_parameters(s)) as pg, \
+            PostgresServer(template, postgres_parameters(s.postgres, s.derived)) as pg, \
             PgBouncerServer(bouncer) as pb:
         users = (app, DEFAULT_STATS_USER, DEFAULT_ADMIN_USER)
         passwords = {user: secrets.token_urlsafe(30) for user in users}

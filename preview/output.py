@@ -28,7 +28,9 @@ class OutputDirError(Exception):
     """The output directory holds something the preview did not write: left alone."""
 
 
-class _Dumper(yaml.SafeDumper):
+# libyaml's emitter (yaml.CSafeDumper) writes the same bytes as PyYAML's pure-Python one for
+# these documents, several times faster; PyYAML built without libyaml falls back to it.
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
     pass
 
 

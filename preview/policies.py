@@ -25,10 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from .engine import REPO_ROOT, StackConfigError
-from .plan import Plan
-from .report import Finding, PolicyResult
-
+import tikit_policies
 from pulumi_policy import (
     EnforcementLevel,
     Policy,
@@ -42,7 +39,9 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
-import tikit_policies
+from .engine import StackConfigError
+from .plan import Plan
+from .report import Finding, PolicyResult
 
 LEVELS = {level.value: level for level in EnforcementLevel}
 
@@ -65,42 +64,52 @@ class Resolved:
 # The policy config file
 # --------------------------------------------------------------------------------------
 
-_JSON_TYPES = {
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "string": (str,),
-    "array": (list,),
-    "object": (dict,),
-}
+def _settings_schema(p: Policy) -> dict[str, Any]:
+    """A policy's entry in the config file as JSON Schema: its config schema's properties
+    plus enforcementLevel, nothing else."""
+    schema = p.config_schema
+    return {
+        "type": "object",
+        "properties": {"enforcementLevel": {"enum": list(LEVELS)}, **(dict(schema.properties) if schema else {})},
+        "additionalProperties": False,
+    }
 
 
-def _schema_problem(value: Any, prop: Mapping[str, Any]) -> Optional[str]:
-    """The JSON-schema subset policy config schemas use: type, enum, minimum, maximum, items."""
-    type_ = prop.get("type")
-    if type_:
-        ok = isinstance(value, _JSON_TYPES[type_]) and not (type_ in ("integer", "number") and isinstance(value, bool))
-        if type_ == "integer" and isinstance(value, float) and value.is_integer():
-            ok = True
-        if not ok:
-            return f"must be {'an' if type_[0] in 'aeio' else 'a'} {type_}, got {json.dumps(value)}"
-    if "enum" in prop and value not in prop["enum"]:
-        return f"must be one of {', '.join(map(str, prop['enum']))}; got {json.dumps(value)}"
-    if "minimum" in prop and isinstance(value, (int, float)) and value < prop["minimum"]:
-        return f"must be >= {prop['minimum']}, got {value}"
-    if "maximum" in prop and isinstance(value, (int, float)) and value > prop["maximum"]:
-        return f"must be <= {prop['maximum']}, got {value}"
-    if type_ == "array" and "items" in prop:
-        for i, item in enumerate(value):
-            problem = _schema_problem(item, prop["items"])
-            if problem:
-                return f"item {i} {problem}"
-    return None
+def _article(word: str) -> str:
+    return f"{'an' if word[0] in 'aeio' else 'a'} {word}"
+
+
+def _message(error: Any) -> str:
+    """jsonschema's complaint in the words of a settings error."""
+    value, kind, arg = error.instance, error.validator, error.validator_value
+    item = f"item {error.path[-1]} " if error.path and isinstance(error.path[-1], int) else ""
+    if kind == "type":
+        return f"{item}must be {_article(str(arg))}, got {json.dumps(value)}"
+    if kind == "enum":
+        return f"{item}must be one of {', '.join(map(str, arg))}; got {json.dumps(value)}"
+    if kind == "minimum":
+        return f"{item}must be >= {arg}, got {value}"
+    if kind == "maximum":
+        return f"{item}must be <= {arg}, got {value}"
+    return f"{item}{error.message}"
+
+
+def _check(where: str, value: Any, schema: Mapping[str, Any]) -> None:
+    import jsonschema  # only when a config file is given: the common run never pays for it
+
+    error = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(schema).iter_errors(value))
+    if error is None:
+        return
+    key = ".".join([where, *(str(k) for k in error.path if not isinstance(k, int))])
+    if error.validator == "additionalProperties":
+        (extra,) = sorted(set(value) - set(schema["properties"]))[:1]
+        allowed = ", ".join(["enforcementLevel", *sorted(k for k in schema["properties"] if k != "enforcementLevel")])
+        raise PolicyConfigError(f"{where}.{extra}", f"unknown setting; allowed: {allowed}")
+    raise PolicyConfigError(key, _message(error))
 
 
 def _level(where: str, value: Any) -> EnforcementLevel:
-    if not isinstance(value, str) or value not in LEVELS:
-        raise PolicyConfigError(where, f"must be one of {', '.join(LEVELS)}; got {json.dumps(value)}")
+    _check(where, value, {"enum": list(LEVELS)})
     return LEVELS[value]
 
 
@@ -148,17 +157,9 @@ def resolve(policies: list[Policy], default: EnforcementLevel, config: Mapping[s
         if isinstance(entry, str):
             level = _level(where, entry)
         elif isinstance(entry, dict):
-            for key, value in entry.items():
-                if key == "enforcementLevel":
-                    level = _level(f"{where}.enforcementLevel", value)
-                    continue
-                if key not in props:
-                    allowed = ", ".join(["enforcementLevel", *sorted(props)])
-                    raise PolicyConfigError(f"{where}.{key}", f"unknown setting; allowed: {allowed}")
-                problem = _schema_problem(value, props[key])
-                if problem:
-                    raise PolicyConfigError(f"{where}.{key}", problem)
-                settings[key] = value
+            _check(where, entry, _settings_schema(p))
+            settings.update(entry)
+            level = LEVELS[settings.pop("enforcementLevel")] if "enforcementLevel" in entry else level
         elif entry is not None:
             raise PolicyConfigError(where, f"must be an enforcement level or an object, got {json.dumps(entry)}")
         for key in (p.config_schema.required or []) if p.config_schema else []:

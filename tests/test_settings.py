@@ -7,7 +7,9 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from tikit import settings
+from tikit import cron, settings
+from tikit.components import autoscaling, redis as redis_tier
+from tikit.conf import redis as redis_conf
 from tikit.settings import ConfigError, load
 
 
@@ -24,7 +26,8 @@ def test_presets_follow_the_notes(env, replicas, memory, cpu):
 
 def test_prod_has_the_peak_hour_schedule():
     b = load({}, stack="prod").backend
-    assert (b.peak_min_replicas, b.peak_start, b.peak_end, b.timezone) == (5, "0 18 * * *", "0 0 * * *", "Africa/Lagos")
+    assert (b.peak_min_replicas, b.peak_start, b.peak_end) == (5, "0 18 * * *", "0 0 * * *")
+    assert autoscaling.PEAK_TIMEZONE == "Africa/Lagos"  # the notes' "6 PM - 11 PM WAT"
 
 
 def test_regions_per_environment():
@@ -125,7 +128,7 @@ _values = st.recursive(_scalars, lambda c: st.lists(c, max_size=3) | st.dictiona
 
 
 def _section_overrides():
-    keys = {name: [settings.camel(f.name) for f in settings.dataclasses.fields(cls)] for name, cls in settings.SECTIONS.items()}
+    keys = {name: [f.alias for f in cls.model_fields.values()] for name, cls in settings.SECTIONS.items()}
     return st.dictionaries(
         st.sampled_from(sorted(keys)),
         st.dictionaries(st.sampled_from(sorted({k for ks in keys.values() for k in ks} | {"bogus"})), _values, max_size=3),
@@ -183,30 +186,23 @@ def test_postgres_parameter_overrides_fail_in_settings(parameters, message):
     assert str(err.value).startswith(message) and err.value.key == "postgres.parameters"
 
 
-def test_postgres_tuning_fields_are_validated():
-    s = load({"postgres": {"slowQueryMs": 250, "randomPageCost": 2, "walKeepSizeMaxMb": 128}}, stack="prod").postgres
-    assert (s.slow_query_ms, s.random_page_cost, s.wal_keep_size_max_mb) == (250, 2.0, 128)
-    with pytest.raises(ConfigError, match=r"^postgres\.slowQueryMs: must be >= -1"):
-        load({"postgres": {"slowQueryMs": -5}}, stack="prod")
-    with pytest.raises(ConfigError, match=r"^postgres\.effectiveIoConcurrency: must be <= 1000"):
-        load({"postgres": {"effectiveIoConcurrency": 5000}}, stack="prod")
+def test_postgres_tuning_goes_through_parameters():
+    """Planner and logging knobs are fixed facts with a default (conf/postgres.py); a stack
+    tunes them through postgres.parameters, not through settings of their own."""
+    s = load({"postgres": {"parameters": {"random_page_cost": "2", "log_min_duration_statement": "250"}}}, stack="prod")
+    assert s.postgres.parameters == {"log_min_duration_statement": "250", "random_page_cost": "2"}
+    for key in ("slowQueryMs", "randomPageCost", "walKeepSizeMaxMb"):
+        with pytest.raises(ConfigError, match=rf"^postgres\.{key}: unknown key"):
+            load({"postgres": {key: 1}}, stack="prod")
+    with pytest.raises(ConfigError, match=r"^postgres\.parameters\.random_page_cost: must be a string"):
+        load({"postgres": {"parameters": {"random_page_cost": 2}}}, stack="prod")
 
 
 def test_redis_deadlines_cover_the_waits_they_wrap():
-    r = load({}, stack="prod").redis
-    assert r.backup_active_deadline_seconds >= r.backup_wait_seconds + settings.REDIS_BACKUP_UPLOAD_MARGIN_SECONDS
-    assert r.termination_grace_seconds >= r.shutdown_timeout_seconds + settings.REDIS_SHUTDOWN_SAVE_MARGIN_SECONDS
-    # The deadline follows the wait, not a fixed minimum: a short wait allows a short deadline...
-    assert load({"redis": {"backupWaitSeconds": 60, "backupActiveDeadlineSeconds": 120}}, stack="prod")
-    # ...and a long wait needs a longer one.
-    with pytest.raises(ConfigError) as err:
-        load({"redis": {"backupWaitSeconds": 1800}}, stack="prod")
-    assert str(err.value) == (
-        "redis.backupActiveDeadlineSeconds: 1800 must be at least redis.backupWaitSeconds 1800 + 60 s for the upload (1860)"
-    )
-    assert load({"redis": {"shutdownTimeoutSeconds": 2, "terminationGraceSeconds": 7}}, stack="prod")
-    with pytest.raises(ConfigError, match=r"^redis\.terminationGraceSeconds: 60 must be at least redis\.shutdownTimeoutSeconds 58"):
-        load({"redis": {"shutdownTimeoutSeconds": 58}}, stack="prod")
+    """Fixed facts now, but still related: the backup job's deadline covers its BGSAVE wait
+    plus the upload, the data pods' grace period covers shutdown-timeout plus the final save."""
+    assert redis_tier.BACKUP_ACTIVE_DEADLINE_SECONDS >= redis_conf.BACKUP_WAIT_SECONDS + redis_tier.BACKUP_UPLOAD_MARGIN_SECONDS
+    assert redis_tier.TERMINATION_GRACE_SECONDS >= redis_conf.SHUTDOWN_TIMEOUT_SECONDS + redis_tier.SHUTDOWN_SAVE_MARGIN_SECONDS
 
 
 def test_object_storage_endpoint_per_region():
@@ -242,7 +238,7 @@ def test_replication_peer_cidr_is_gone():
     ("0 */24 * * *", 86400),
 ])
 def test_backup_schedule_periods(schedule, period):
-    assert settings.cron_period_seconds(schedule) == period
+    assert cron.period_seconds(schedule) == period
 
 
 @pytest.mark.parametrize("schedule", [
@@ -259,7 +255,7 @@ def test_backup_schedule_periods(schedule, period):
     "",
 ])
 def test_backup_schedules_without_a_known_period(schedule):
-    assert settings.cron_period_seconds(schedule) is None
+    assert cron.period_seconds(schedule) is None
 
 
 @pytest.mark.parametrize("config, message", [
@@ -290,19 +286,30 @@ def test_a_daily_redis_backup_needs_a_limit_above_a_day():
 
 
 def test_prometheus_address_follows_the_monitoring_namespace():
-    assert load({}, stack="prod").monitoring.prometheus_address == (
+    assert load({}, stack="prod").derived.prometheus_address == (
         "http://kube-prometheus-stack-prometheus.monitoring.svc:9090"
     )
-    moved = load({"monitoring": {"namespace": "observability"}}, stack="prod").monitoring
+    moved = load({"addons": {"monitoringNamespace": "observability"}}, stack="prod").derived
     assert moved.prometheus_address == "http://kube-prometheus-stack-prometheus.observability.svc:9090"
     explicit = "http://prometheus.elsewhere.svc:9090"
-    assert load({"monitoring": {"prometheusAddress": explicit}}, stack="prod").monitoring.prometheus_address == explicit
+    assert load({"monitoring": {"prometheusAddress": explicit}}, stack="prod").derived.prometheus_address == explicit
     with pytest.raises(ConfigError, match="^monitoring.prometheusAddress: must be an http"):
         load({"monitoring": {"prometheusAddress": "prometheus:9090"}}, stack="prod")
 
 
-def test_keda_namespace_is_one_setting():
-    """network.kedaNamespace serves the NetworkPolicies and the KEDA PodMonitor alike."""
-    assert load({"network": {"kedaNamespace": "autoscaling"}}, stack="prod").network.keda_namespace == "autoscaling"
-    with pytest.raises(ConfigError, match="^monitoring.kedaNamespace: unknown key"):
-        load({"monitoring": {"kedaNamespace": "keda"}}, stack="prod")
+def test_operator_namespaces_are_one_setting_each():
+    """addons.kedaNamespace serves the NetworkPolicies and the KEDA PodMonitor alike."""
+    assert load({"addons": {"kedaNamespace": "autoscaling"}}, stack="prod").addons.keda_namespace == "autoscaling"
+    with pytest.raises(ConfigError, match="^network.kedaNamespace: unknown key"):
+        load({"network": {"kedaNamespace": "keda"}}, stack="prod")
+    with pytest.raises(ConfigError, match="^monitoring.namespace: unknown key"):
+        load({"monitoring": {"namespace": "monitoring"}}, stack="prod")
+
+
+def test_unknown_keys_suggest_the_closest_one():
+    with pytest.raises(ConfigError) as err:
+        load({"backend": {"maxReplica": 3}}, stack="prod")
+    assert str(err.value) == "backend.maxReplica: unknown key; did you mean 'maxReplicas'?"
+    with pytest.raises(ConfigError) as err:
+        load({"backnd": {}}, stack="prod")
+    assert str(err.value) == "backnd: unknown key; did you mean 'backend'?"

@@ -7,15 +7,12 @@ Components pass parameters for the shapes they need; they never copy these block
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from tikit import names
-
-if TYPE_CHECKING:
-    from tikit.settings import HealthChecks
 
 MANAGED_BY = "pulumi"
 ZONE_KEY = "topology.kubernetes.io/zone"
@@ -127,6 +124,15 @@ def container_security(read_only_root: bool = True) -> dict[str, Any]:
 # --- Probes and resources --------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ProbeTiming:
+    """How often a probe runs, how long one try may take, how many failures in a row count."""
+
+    period: int
+    timeout: int
+    failures: int
+
+
 def http_probe(path: str, port: Any, *, period: int, timeout: int, failures: int) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": port},
@@ -134,28 +140,6 @@ def http_probe(path: str, port: Any, *, period: int, timeout: int, failures: int
         "timeoutSeconds": timeout,
         "failureThreshold": failures,
         "successThreshold": 1,
-    }
-
-
-def health_probes(checks: HealthChecks, port: Any) -> dict[str, Any]:
-    """Liveness and readiness of a Node.js process from its settings.HealthChecks section:
-    liveness GETs health_path (event loop alive), readiness GETs ready_path (its
-    dependencies reachable), both on the named ``port``."""
-    return {
-        "livenessProbe": http_probe(
-            checks.health_path,
-            port,
-            period=checks.liveness_period_seconds,
-            timeout=checks.liveness_timeout_seconds,
-            failures=checks.liveness_failure_threshold,
-        ),
-        "readinessProbe": http_probe(
-            checks.ready_path,
-            port,
-            period=checks.readiness_period_seconds,
-            timeout=checks.readiness_timeout_seconds,
-            failures=checks.readiness_failure_threshold,
-        ),
     }
 
 

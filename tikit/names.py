@@ -13,6 +13,8 @@ APP_NAME_LABEL = "app.kubernetes.io/name"
 BACKEND = "api"
 WORKERS = "workers"
 BACKEND_CONFIG = "api-config"            # ConfigMap: non-secret environment
+# The Redis list the API pushes jobs onto and the workers drain (KEDA reads its length).
+JOB_QUEUE = "tikit:jobs"
 WORKERS_CONFIG = "workers-config"        # ConfigMap: the workers' non-secret environment
 
 # PostgreSQL (CloudNativePG).  The cluster name carries the region because clusters of
@@ -25,6 +27,9 @@ def pg_object_store(region: str) -> str:
     return f"pg-backups-{region}"
 
 
+# The application's database and the role that owns it (the same in every region).
+PG_DATABASE = "tikit"
+PG_OWNER = "tikit"
 PG_APP_SECRET = "pg-app"                 # basic-auth Secret for bootstrap.initdb (username, password)
 # Label the CNPG operator puts on every instance pod (and its jobs): the cluster's name.
 CNPG_CLUSTER_LABEL = "cnpg.io/cluster"
@@ -65,7 +70,10 @@ REDIS_PASSWORD = "REDIS_PASSWORD"
 REDIS_SENTINELS = "REDIS_SENTINELS"
 REDIS_SENTINEL_MASTER = "REDIS_SENTINEL_MASTER"
 
-# Traffic
+# Traffic.  The API's own routes: REST under API_PREFIX, WebSocket (Socket.IO) upgrades
+# under WEBSOCKET_PATHS.
+API_PREFIX = "/api"
+WEBSOCKET_PATHS = ("/socket.io",)
 GATEWAY = "tikit"
 TLS_SECRET = "tikit-tls"
 GSLB = "tikit"

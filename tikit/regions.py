@@ -16,6 +16,7 @@ import pulumi_random as random
 
 from tikit import kube
 from tikit import names
+from tikit.components import nodeapp
 from tikit.components.backend import Backend, BackendArgs
 from tikit.components.failover import Failover, FailoverArgs
 from tikit.components.gateway import Gateway, GatewayArgs
@@ -25,11 +26,14 @@ from tikit.components.pgbouncer import PgBouncer, PgBouncerArgs
 from tikit.components.postgres import Postgres, PostgresArgs
 from tikit.components.redis import Redis, RedisArgs
 from tikit.components.resilience import Resilience, ResilienceArgs
+from tikit.components.postgres import Store
 from tikit.components.workers import Workers, WorkersArgs
 from tikit.settings import Region as RegionSettings
 from tikit.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Length of every generated password: letters and digits only, about 238 bits.
+PASSWORD_LENGTH = 40
 
 
 def render_dir(stack: str, region: str) -> str:
@@ -47,21 +51,19 @@ class Credentials(pulumi.ComponentResource):
     and passwords are Lagos's; PgBouncer and the apps must use the same ones there.
     """
 
-    def __init__(self, cfg: Settings, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("tikit:platform:Credentials", "credentials", None, opts)
         child = pulumi.ResourceOptions(parent=self)
         # Alphanumeric only: the passwords go into connection URLs unescaped.
-        self.postgres = random.RandomPassword(
-            "postgres-app-password", length=cfg.postgres.password_length, special=False, opts=child
-        )
-        self.redis = random.RandomPassword("redis-password", length=cfg.redis.password_length, special=False, opts=child)
+        self.postgres = random.RandomPassword("postgres-app-password", length=PASSWORD_LENGTH, special=False, opts=child)
+        self.redis = random.RandomPassword("redis-password", length=PASSWORD_LENGTH, special=False, opts=child)
         self.postgres_password: pulumi.Output[str] = pulumi.Output.secret(self.postgres.result)
         self.redis_password: pulumi.Output[str] = pulumi.Output.secret(self.redis.result)
         # PgBouncer's stats user (the metrics exporter) and one SCRAM salt per role: stable,
         # so every region computes identical verifiers, and distinct, as PostgreSQL would pick
         # them: with one salt for two roles, one precomputed guess list attacks both verifiers.
         self.pgbouncer_stats = random.RandomPassword(
-            "pgbouncer-stats-password", length=cfg.postgres.password_length, special=False, opts=child
+            "pgbouncer-stats-password", length=PASSWORD_LENGTH, special=False, opts=child
         )
         self.scram_salt = random.RandomBytes("scram-salt", length=16, opts=child)
         self.pgbouncer_stats_salt = random.RandomBytes("pgbouncer-stats-scram-salt", length=16, opts=child)
@@ -139,7 +141,7 @@ class Region(pulumi.ComponentResource):
         cfg, t = self.settings, self.target
         self.backend = Backend(
             t.rname("backend"),
-            BackendArgs(target=t, backend=cfg.backend, monitoring=cfg.monitoring, queue_name=cfg.workers.queue_name),
+            BackendArgs(target=t, backend=cfg.backend, prometheus_address=cfg.derived.prometheus_address),
             opts=self.tier_opts,
         )
         self.workers = Workers(
@@ -147,17 +149,22 @@ class Region(pulumi.ComponentResource):
             WorkersArgs(target=t, workers=cfg.workers, redis=cfg.redis),
             opts=self.tier_opts,
         )
-        self.entry_points["apiService"] = f"{names.service_host(names.BACKEND, cfg.namespace)}:{cfg.backend.port}"
+        self.entry_points["apiService"] = f"{names.service_host(names.BACKEND, cfg.namespace)}:{self.backend.port}"
         c = self.credentials
         self.postgres = Postgres(
             t.rname("postgres"),
-            PostgresArgs(target=t, settings=cfg, region=self.region, password=c.postgres_password, scram_salt=c.scram_salt_base64),
+            PostgresArgs(
+                target=t, postgres=cfg.postgres, derived=cfg.derived, object_storage=cfg.object_storage,
+                region=self.region.name, primary=cfg.primary.name,
+                stores={r.name: Store(cfg.bucket(r.name), cfg.object_storage_endpoint(r.name)) for r in cfg.regions},
+                password=c.postgres_password, scram_salt=c.scram_salt_base64,
+            ),
             opts=self.tier_opts,
         )
         self.pgbouncer = PgBouncer(
             t.rname("pgbouncer"),
             PgBouncerArgs(
-                target=t, pgbouncer=cfg.pgbouncer, database=cfg.postgres.database, owner=cfg.postgres.owner,
+                target=t, pgbouncer=cfg.pgbouncer, database=names.PG_DATABASE, owner=names.PG_OWNER,
                 write_service=self.postgres.write_service, read_service=self.postgres.read_service,
                 owner_password=c.postgres_password, owner_verifier=self.postgres.verifier,
                 stats_password=c.pgbouncer_stats_password, stats_salt=c.pgbouncer_stats_salt_base64,
@@ -182,7 +189,7 @@ class Region(pulumi.ComponentResource):
                 gateway=cfg.gateway,
                 backend_service=self.backend.service_name,
                 backend_port=self.backend.port,
-                health_path=cfg.backend.health_path,
+                health_path=nodeapp.HEALTH_PATH,
             ),
             opts=self.tier_opts,
         )
@@ -190,7 +197,7 @@ class Region(pulumi.ComponentResource):
         if len(cfg.regions) > 1:
             self.failover = Failover(
                 t.rname("failover"),
-                FailoverArgs(target=t, gslb=cfg.gslb, route=self.gateway.rest_route_name),
+                FailoverArgs(target=t, gslb=cfg.gslb, primary_geo_tag=cfg.primary.tag, route=self.gateway.rest_route_name),
                 opts=self.tier_opts,
             )
         self.network = NetworkPolicies(
@@ -198,9 +205,8 @@ class Region(pulumi.ComponentResource):
             NetworkArgs(
                 target=t,
                 network=cfg.network,
-                envoy_namespace=cfg.gateway.envoy_namespace,
-                monitoring_namespace=cfg.monitoring.namespace,
-                backend_port=cfg.backend.port,
+                addons=cfg.addons,
+                backend_port=self.backend.port,
                 redis_sentinels=cfg.redis.sentinels,
                 pg_cluster=names.pg_cluster(self.region.name),
                 k6=cfg.resilience.enabled and self.region.role == "primary",
@@ -221,7 +227,11 @@ class Region(pulumi.ComponentResource):
             )
         self.monitoring = Monitoring(
             t.rname("monitoring"),
-            MonitoringArgs(target=t, settings=cfg, region=self.region, gslb=len(cfg.regions) > 1),
+            MonitoringArgs(
+                target=t, monitoring=cfg.monitoring, addons=cfg.addons, derived=cfg.derived, backend=cfg.backend,
+                workers=cfg.workers, backup_schedule=cfg.postgres.backup_schedule, role=self.region.role,
+                gslb=len(cfg.regions) > 1,
+            ),
             opts=self.tier_opts,
         )
 
@@ -231,7 +241,7 @@ class Platform:
 
     def __init__(self, cfg: Settings) -> None:
         self.settings = cfg
-        self.credentials = Credentials(cfg)
+        self.credentials = Credentials()
         self.regions = [Region(cfg, r, self.credentials) for r in cfg.regions]
 
     def endpoints(self) -> dict[str, Any]:

@@ -69,6 +69,17 @@ def config_of(config: Mapping[str, Any], config_schema: Optional[PolicyConfigSch
     return out
 
 
+_LAST_OBJ: list = []  # [(props, Obj)]: resource policies called with the same props share one Obj
+
+
+def _obj(args: ResourceValidationArgs) -> Optional[Obj]:
+    if _LAST_OBJ and _LAST_OBJ[0][0] is args.props:
+        return _LAST_OBJ[0][1]
+    obj = to_obj(args.resource_type, args.props, args.urn)
+    _LAST_OBJ[:] = [(args.props, obj)]
+    return obj
+
+
 def resource_policy(
     *,
     name: str,
@@ -82,7 +93,7 @@ def resource_policy(
     """A policy over each Kubernetes object on its own."""
 
     def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-        obj = to_obj(args.resource_type, args.props, args.urn)
+        obj = _obj(args)
         if obj is None:
             return
         check(obj, config_of(args.get_config(), config), lambda message: report_violation(message, None))

@@ -595,7 +595,7 @@ redis_persistence = resource_policy(
     name="redis-persistence",
     description="Redis persists: AOF on (appendonly yes, fsync everysec or always) and explicit RDB save rules.",
     check=_redis,
-    remediation="Render redis.conf with tikit/conf/redis.py (appendonly yes, appendfsync everysec, settings.redis.saveRules).",
+    remediation="Render redis.conf with tikit/conf/redis.py (appendonly yes, appendfsync everysec, SAVE_RULES).",
     area=AREA,
 )
 
@@ -626,7 +626,7 @@ pgbouncer_transaction_mode = resource_policy(
     name="pgbouncer-transaction-mode",
     description="PgBouncer pools in transaction mode, so a handful of server connections serve many clients.",
     check=_pool_mode,
-    remediation="Keep settings.pgbouncer.poolMode at 'transaction' (pgbouncer.ini pool_mode).",
+    remediation="Keep pool_mode at 'transaction' (POOL_MODE in tikit/conf/pgbouncer.py).",
     area=AREA,
     config=schema(mode=choice("transaction", ["transaction", "session", "statement"], "Required pool_mode.")),
 )

@@ -83,29 +83,32 @@ HPA_SYNC_SECONDS = 15
 
 def test_peak_floor_arrival_in_the_docs_matches_the_settings():
     """The cron floor is ready minutes after peakStart, not before it: the doc's arithmetic
-    is the prod settings' (a changed window or startup budget must change the doc)."""
+    is the prod settings' and the named constants' (a changed window or startup budget
+    must change the doc)."""
     import re
 
     from tikit import settings
+    from tikit.components import autoscaling, backend
     from conftest import REPO
 
     text = (REPO / "docs" / "autoscaling.md").read_text()
     b = settings.load({}, stack="prod").backend
     minute, hour = (int(f) for f in b.peak_start.split()[:2])
-    startup = b.startup_period_seconds * b.startup_failure_threshold
-    worst = KEDA_POLLING_SECONDS + b.scale_up_window_seconds + HPA_SYNC_SECONDS + startup
+    up_window = autoscaling.SCALE_UP_WINDOW_SECONDS
+    startup = backend.STARTUP.period * backend.STARTUP.failures
+    worst = KEDA_POLLING_SECONDS + up_window + HPA_SYNC_SECONDS + startup
 
     def clock(seconds_after_start: int) -> str:
         total = hour * 3600 + minute * 60 + seconds_after_start
         return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
 
     assert f"(`backend.peakStart`, `{b.peak_start}`)" in text
-    assert f"{b.startup_period_seconds} x {b.startup_failure_threshold} = {startup} s" in text
+    assert f"{backend.STARTUP.period} x {backend.STARTUP.failures} = {startup} s" in text
     assert (
-        f"worst case = {KEDA_POLLING_SECONDS} s + {b.scale_up_window_seconds} s + {HPA_SYNC_SECONDS} s + "
+        f"worst case = {KEDA_POLLING_SECONDS} s + {up_window} s + {HPA_SYNC_SECONDS} s + "
         f"{startup} s = {worst} s   -> ready by {clock(worst)}"
     ) in text
-    assert f"-> ready from about {clock(b.scale_up_window_seconds)}" in text
+    assert f"-> ready from about {clock(up_window)}" in text
     assert "before the load arrives" not in text
     # The lead-time example: ready before the notes' 18:00 even in the worst case.
     example = re.search(r'`backend\.peakStart: "(\d+) (\d+) \* \* \*"`: the floor is then ready by (\S+) at the latest', text)

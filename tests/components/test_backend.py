@@ -7,6 +7,9 @@ import pytest
 
 from tikit import names
 from tikit import settings
+from tikit import checks
+from tikit.components import backend
+from tikit.conf import metrics
 from conftest import named, objects, regional
 from preview.validate import validate
 
@@ -45,7 +48,7 @@ def test_image_is_pinned_and_from_settings(plan, stack):
     for _, dep in regional(plan, "Deployment", names.BACKEND):
         image = container(dep)["image"]
         assert image == settings.load({}, stack=stack).backend.image
-        assert settings.image_problem(image) is None and not image.endswith(":latest")
+        assert checks.image_problem(image) is None and not image.endswith(":latest")
 
 
 def test_probes_are_the_notes_values(plan):
@@ -100,7 +103,7 @@ def test_env_comes_from_secrets_and_the_config_map(plan, stack):
         assert data == {
             "NODE_ENV": "production",
             "PORT": str(c["ports"][0]["containerPort"]),
-            "JOB_QUEUE": s.workers.queue_name,
+            "JOB_QUEUE": names.JOB_QUEUE,
             "METRICS_PATH": names.BACKEND_METRICS_PATH,
             "TIKIT_ENVIRONMENT": s.environment,
             "TIKIT_REGION": region,
@@ -110,14 +113,14 @@ def test_env_comes_from_secrets_and_the_config_map(plan, stack):
         assert dep["spec"]["template"]["spec"]["enableServiceLinks"] is False
 
 
-def test_graceful_shutdown(plan, stack):
-    b = settings.load({}, stack=stack).backend
+def test_graceful_shutdown(plan):
     for _, dep in regional(plan, "Deployment", names.BACKEND):
         pre_stop = container(dep)["lifecycle"]["preStop"]
-        assert pre_stop == {"sleep": {"seconds": b.pre_stop_seconds}} and b.pre_stop_seconds > 0
+        assert pre_stop == {"sleep": {"seconds": backend.PRE_STOP_SECONDS}} and backend.PRE_STOP_SECONDS > 0
         grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         # The grace period covers the preStop sleep plus the app's own drain after SIGTERM.
-        assert grace == b.pre_stop_seconds + b.shutdown_seconds > pre_stop["sleep"]["seconds"]
+        assert grace == backend.PRE_STOP_SECONDS + backend.SHUTDOWN_SECONDS > pre_stop["sleep"]["seconds"]
+        assert grace == backend.TERMINATION_GRACE_SECONDS
         rolling = dep["spec"]["strategy"]["rollingUpdate"]
         assert rolling["maxUnavailable"] == 0 and rolling["maxSurge"] >= 1
 
@@ -158,8 +161,8 @@ def test_pdb_never_blocks_a_drain_at_minimum_replicas(plan, stack):
             assert pdb["minAvailable"] < low
 
 
-def test_service_exposes_the_http_port(plan, stack):
-    port = settings.load({}, stack=stack).backend.port
+def test_service_exposes_the_http_port(plan):
+    port = backend.PORT
     for region, dep in regional(plan, "Deployment", names.BACKEND):
         svc = named(plan, "Service", names.BACKEND, region)
         assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
@@ -192,11 +195,11 @@ def test_scaled_object_triggers(plan, stack):
         assert t["memory"] == {"type": "memory", "metricType": "Utilization", "metadata": {"value": "80"}}
         prom = t["prometheus"]
         assert prom.get("metricType", "AverageValue") == "AverageValue"
-        assert prom["metadata"]["serverAddress"] == s.monitoring.prometheus_address
+        assert prom["metadata"]["serverAddress"] == s.derived.prometheus_address
         assert prom["metadata"]["threshold"] == "1000"
         query = prom["metadata"]["query"]
         assert query.startswith("sum(") and query.endswith("* 60"), "requests per minute over all API pods"
-        assert s.monitoring.request_metric in query and f'namespace="{s.namespace}"' in query
+        assert metrics.API_REQUESTS in query and f'namespace="{s.namespace}"' in query
         if stack in PEAK_MIN:
             assert t["cron"]["metadata"] == {
                 "timezone": "Africa/Lagos",

@@ -14,6 +14,7 @@ import yaml
 
 from tikit import names
 from tikit import settings
+from tikit import cron
 from tikit.components import autoscaling
 from tikit.components import monitoring as mon
 from tikit.conf import alerts, dashboard, metrics
@@ -90,7 +91,7 @@ def test_every_monitoring_object_validates(plan):
 
 
 def test_scrape_objects_carry_the_release_label(plan, stack):
-    release = stack_settings(stack).monitoring.release_label
+    release = stack_settings(stack).addons.prometheus_release
     for region in plan.regions:
         found = [o for o in mine(plan, region) if o["kind"] in SCRAPE_KINDS]
         assert len(found) >= 10
@@ -146,26 +147,26 @@ def test_operator_monitors_look_in_the_operators_namespaces(plan, stack):
     cfg = stack_settings(stack)
     for region in plan.regions:
         proxy = named(plan, "PodMonitor", alerts.MON_ENVOY_PROXY, region)
-        assert proxy["spec"]["namespaceSelector"] == {"matchNames": [cfg.gateway.envoy_namespace]}
+        assert proxy["spec"]["namespaceSelector"] == {"matchNames": [cfg.addons.envoy_gateway_namespace]}
         # The same pods the gateway's own spread constraints and the NetworkPolicies name.
         envoy_proxy = named(plan, "EnvoyProxy", names.GATEWAY_PROXY, region)
         spread = envoy_proxy["spec"]["provider"]["kubernetes"]["envoyDeployment"]["pod"]["topologySpreadConstraints"][0]
         assert proxy["spec"]["selector"]["matchLabels"] == spread["labelSelector"]["matchLabels"]
         assert proxy["spec"]["podMetricsEndpoints"][0]["path"] == "/stats/prometheus"
         controller = named(plan, "PodMonitor", alerts.MON_ENVOY_GATEWAY, region)
-        assert controller["spec"]["namespaceSelector"] == {"matchNames": [cfg.gateway.envoy_namespace]}
+        assert controller["spec"]["namespaceSelector"] == {"matchNames": [cfg.addons.envoy_gateway_namespace]}
         keda = named(plan, "PodMonitor", alerts.MON_KEDA, region)
-        # One KEDA namespace for the PodMonitor and the NetworkPolicies (network.kedaNamespace).
-        assert keda["spec"]["namespaceSelector"] == {"matchNames": [cfg.network.keda_namespace]}
+        # One KEDA namespace for the PodMonitor and the NetworkPolicies (addons.kedaNamespace).
+        assert keda["spec"]["namespaceSelector"] == {"matchNames": [cfg.addons.keda_namespace]}
         assert keda["spec"]["podMetricsEndpoints"] == [
-            {"port": cfg.monitoring.keda_metrics_port, "path": "/metrics", "interval": cfg.monitoring.scrape_interval, "honorLabels": True}
+            {"port": mon.KEDA_METRICS_PORT, "path": "/metrics", "interval": cfg.monitoring.scrape_interval, "honorLabels": True}
         ]
         gslbs = objects(plan, "Gslb", region)
         k8gb = [o for o in objects(plan, "ServiceMonitor", region) if o["metadata"]["name"] == alerts.MON_K8GB]
         # k8gb is scraped exactly where a Gslb exists (not in the single-region dev stack).
         assert len(k8gb) == (1 if gslbs else 0)
         if k8gb:
-            assert k8gb[0]["spec"]["namespaceSelector"] == {"matchNames": [cfg.monitoring.k8gb_namespace]}
+            assert k8gb[0]["spec"]["namespaceSelector"] == {"matchNames": [cfg.addons.k8gb_namespace]}
             assert k8gb[0]["spec"]["endpoints"][0]["honorLabels"] is True
 
 
@@ -278,7 +279,7 @@ def test_whole_chain_alerts(plan, stack):
 
         backup = rules_named(plan, region, "TikitPostgresBackupTooOld")["warning"]
         schedule = named(plan, "ScheduledBackup", names.PG_SCHEDULED_BACKUP, region)["spec"]["schedule"]
-        limit_h = (settings.cron_period_seconds(schedule) + m.backup_age_margin_seconds) / 3600
+        limit_h = (cron.period_seconds(schedule) + m.backup_age_margin_seconds) / 3600
         assert backup["expr"].endswith(f"> {limit_h:g}") and limit_h == 24 + m.backup_age_margin_seconds / 3600
 
         missing = rules_named(plan, region, "TikitRedisBackupMissing")["critical"]
@@ -290,7 +291,7 @@ def test_whole_chain_alerts(plan, stack):
         assert slo["expr"].endswith(f"> {m.latency_slo_ms / 1000:g}") and "p95" in slo["expr"]
 
         at_max = rules_named(plan, region, "TikitAutoscalerAtMaxReplicas")["warning"]
-        assert at_max["for"] == m.at_max_replicas_for == "15m"
+        assert at_max["for"] == alerts.AT_MAX_REPLICAS_FOR == "15m"
         hpas = set(re.search(r'horizontalpodautoscaler=~"([^"]+)"', at_max["expr"]).group(1).split("|"))
         rendered = {
             so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["name"]: so["spec"]
@@ -316,9 +317,8 @@ def test_burn_rate_alerts_follow_the_sre_workbook(plan, stack):
                 assert re.search(rf"ratio_rate{short}\{{[^}}]*\}} > {re.escape(limit)}\b", rule["expr"]), (short, limit)
 
 
-def test_rules_and_dashboard_read_only_metrics_that_exist(plan, stack):
-    cfg = stack_settings(stack)
-    known = metrics.exporter_metrics(cfg.monitoring)
+def test_rules_and_dashboard_read_only_metrics_that_exist(plan):
+    known = metrics.exporter_metrics()
     for region in plan.regions:
         groups = rule_groups(plan, region)
         recorded = alerts.recorded(groups)
@@ -326,7 +326,7 @@ def test_rules_and_dashboard_read_only_metrics_that_exist(plan, stack):
         for g in groups:
             for rule in g["rules"]:
                 assert metrics.metric_names(rule["expr"]), rule
-        assert alerts.unknown_metrics(cfg, groups) == {}
+        assert alerts.unknown_metrics(groups) == {}
         board = dashboard_of(plan, region)
         for panel in board["panels"]:
             for target in panel["targets"]:
@@ -356,7 +356,8 @@ def test_dashboard_config_map_is_picked_up_by_the_sidecar(plan, stack):
     cfg = stack_settings(stack)
     for region in plan.regions:
         cm = named(plan, "ConfigMap", "grafana-dashboard", region)
-        assert cm["metadata"]["labels"][cfg.monitoring.dashboard_label] == "1"
+        # kube-prometheus-stack's Grafana sidecar looks for this label by default.
+        assert cm["metadata"]["labels"][mon.DASHBOARD_LABEL] == "1" and mon.DASHBOARD_LABEL == "grafana_dashboard"
         board = dashboard_of(plan, region)
         assert board["uid"] == f"tikit-{cfg.environment}-{region}" and len(board["uid"]) <= 40
         assert [v["name"] for v in board["templating"]["list"]] == ["datasource"]
@@ -385,15 +386,30 @@ def test_dashboard_shows_what_the_issue_lists(plan):
         assert "last_available_backup_timestamp" in exprs["Backup age"] and names.REDIS_BACKUP in exprs["Backup age"]
 
 
-def test_dashboard_quotes_the_at_max_window_from_the_setting(plan, stack):
-    m = stack_settings(stack).monitoring
+def primary_scope(cfg: settings.Settings) -> alerts.Scope:
+    """The primary region's alert scope, built as the Monitoring component builds it."""
+    return alerts.scope(
+        region=cfg.primary.name,
+        role=cfg.primary.role,
+        namespace=cfg.namespace,
+        backup_schedule=cfg.postgres.backup_schedule,
+        server_connections_per_pod=cfg.derived.pgbouncer_server_connections_per_pod,
+        autoscaled=mon.autoscaled(cfg.backend, cfg.workers),
+    )
+
+
+def test_dashboard_quotes_the_at_max_window_from_the_constant(plan, monkeypatch):
     for region in plan.regions:
         [replicas] = [p for p in dashboard_of(plan, region)["panels"] if p["title"] == "Replicas against autoscaler bounds"]
-        assert f"pinned at max for {m.at_max_replicas_for} raises TikitAutoscalerAtMaxReplicas" in replicas["description"]
-    cfg = settings.load({"monitoring": {"atMaxReplicasFor": "30m"}}, stack="prod")
-    sc = alerts.scope(cfg, cfg.primary, autoscaled=mon.autoscaled(cfg))
-    [replicas] = [p for p in dashboard.panels(cfg, sc) if p["title"] == "Replicas against autoscaler bounds"]
+        assert f"pinned at max for {alerts.AT_MAX_REPLICAS_FOR} raises TikitAutoscalerAtMaxReplicas" in replicas["description"]
+    # The panel and the alert read the one constant: change it and both follow.
+    monkeypatch.setattr(alerts, "AT_MAX_REPLICAS_FOR", "30m")
+    cfg = settings.load({}, stack="prod")
+    sc = primary_scope(cfg)
+    [replicas] = [p for p in dashboard.panels(cfg.monitoring, sc) if p["title"] == "Replicas against autoscaler bounds"]
     assert "for 30m raises" in replicas["description"] and "15" not in replicas["description"]
+    [at_max] = [r for g in alerts.rule_groups(cfg.monitoring, sc) for r in g["rules"] if r.get("alert") == "TikitAutoscalerAtMaxReplicas"]
+    assert at_max["for"] == "30m"
 
 
 # --- settings --------------------------------------------------------------------------------
@@ -403,13 +419,27 @@ def test_dashboard_quotes_the_at_max_window_from_the_setting(plan, stack):
     ({"cpuWarningPercent": 95}, "monitoring.cpuWarningPercent"),
     ({"latencyP99WarningSeconds": 3.0}, "monitoring.latencyP99WarningSeconds"),
     ({"cacheHitWarningPercent": 50}, "monitoring.cacheHitWarningPercent"),
-    ({"alertFor": "soon"}, "monitoring.alertFor"),
+    ({"scrapeInterval": "soon"}, "monitoring.scrapeInterval"),
     ({"runbookBaseUrl": "docs/runbooks"}, "monitoring.runbookBaseUrl"),
 ])
 def test_bad_monitoring_settings_are_refused(override, key):
     with pytest.raises(settings.ConfigError) as err:
         settings.load({"monitoring": override}, stack="dev")
     assert err.value.key == key
+
+
+@pytest.mark.parametrize("key", [
+    "alertFor", "fastAlertFor", "utilizationAlertFor", "atMaxReplicasFor", "cacheMinLookupsPerSecond",
+    "requestMetric", "latencyMetric", "requestCodeLabel", "dashboardLabel", "kedaMetricsPort",
+    "releaseLabel", "namespace", "k8gbNamespace",
+])
+def test_former_monitoring_settings_are_unknown_keys(key):
+    """These became constants (or addons.* settings): a stack file that still sets one is
+    told so, instead of the value being silently ignored."""
+    with pytest.raises(settings.ConfigError) as err:
+        settings.load({"monitoring": {key: "5m"}}, stack="dev")
+    assert err.value.key == f"monitoring.{key}"
+    assert err.value.message.startswith("unknown key")
 
 
 def test_backup_limits_are_settings_errors_before_any_resource():
@@ -423,7 +453,7 @@ def test_backup_limits_are_settings_errors_before_any_resource():
         settings.load({"postgres": {"backupSchedule": "0 0 2 * * 1-5"}}, stack="dev")
     assert err.value.key == "postgres.backupSchedule"
     cfg = settings.load({"postgres": {"backupSchedule": "0 0 */6 * * *"}}, stack="dev")
-    assert alerts.scope(cfg, cfg.primary, autoscaled=mon.autoscaled(cfg)).backup_period_seconds == 6 * 3600
+    assert primary_scope(cfg).backup_period_seconds == 6 * 3600
 
 
 # --- findings the rule expressions must not regress on -------------------------------------
@@ -454,14 +484,13 @@ def test_pool_saturation_reads_metrics_the_pinned_exporter_emits(plan, stack):
 
 
 def test_unknown_metrics_names_what_no_exporter_emits():
-    cfg = settings.load({}, stack="dev")
     groups = [{"name": "g", "rules": [
         {"record": "tikit:x:sum", "expr": "sum(pgbouncer_databases_pool_size)"},
         {"alert": "A", "expr": "tikit:x:sum + pgbouncer_databases_reserve_pool > 0"},
         {"alert": "B", "expr": "redis_up == 0"},
     ]}]
-    assert alerts.unknown_metrics(cfg, groups) == {"A": {"pgbouncer_databases_reserve_pool"}}
-    assert set(metrics.NOT_EMITTED).isdisjoint(metrics.exporter_metrics(cfg.monitoring))
+    assert alerts.unknown_metrics(groups) == {"A": {"pgbouncer_databases_reserve_pool"}}
+    assert set(metrics.NOT_EMITTED).isdisjoint(metrics.exporter_metrics())
 
 
 def test_pgbouncer_metric_list_names_the_versions_it_was_checked_against():

@@ -130,11 +130,11 @@ class Region:
             p["port"] for p in named(plan, "Service", names.BACKEND, region)["spec"]["ports"]
         )
         cfg = self.cfg
-        self.envoy = Pod(cfg.gateway.envoy_namespace, {**gw.envoy_pod_labels(self.ns), NAME: "envoy"})
-        self.other_gateway = Pod(cfg.gateway.envoy_namespace, {gw.OWNING_GATEWAY_NAME: "other", NAME: "envoy"})
-        self.prometheus = Pod(cfg.monitoring.namespace, {NAME: "prometheus"})
-        self.keda = Pod(cfg.network.keda_namespace, {"app": "keda-operator"})
-        self.operator = Pod(cfg.network.cnpg_operator_namespace, {NAME: net.CNPG_OPERATOR_NAME})
+        self.envoy = Pod(cfg.addons.envoy_gateway_namespace, {**gw.envoy_pod_labels(self.ns), NAME: "envoy"})
+        self.other_gateway = Pod(cfg.addons.envoy_gateway_namespace, {gw.OWNING_GATEWAY_NAME: "other", NAME: "envoy"})
+        self.prometheus = Pod(cfg.addons.monitoring_namespace, {NAME: "prometheus"})
+        self.keda = Pod(cfg.addons.keda_namespace, {"app": "keda-operator"})
+        self.operator = Pod(cfg.addons.cnpg_namespace, {NAME: net.CNPG_OPERATOR_NAME})
         self.dns = Pod(cfg.network.dns_namespace, dict(net.DNS_LABELS))
         self.stranger = Pod("default", {NAME: "something"})
         self.internet = Pod(None, ip="52.95.150.10")

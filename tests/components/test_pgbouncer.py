@@ -89,7 +89,7 @@ def test_write_pool_targets_rw_and_read_pool_ro_or_r(plan, stack):
         read = parse_ini(ini_text(plan, names.PGBOUNCER_RO, region))
         (db_w,) = write["databases"].items()
         (db_r,) = read["databases"].items()
-        assert db_w[0] == db_r[0] == cfg.postgres.database
+        assert db_w[0] == db_r[0] == names.PG_DATABASE
         # A single instance has no -ro endpoints: the read pool uses -r there (dev).
         read_service = f"{cluster}-ro" if cfg.postgres.instances > 1 else f"{cluster}-r"
         for (_, target), service in ((db_w, f"{cluster}-rw"), (db_r, read_service)):
@@ -97,7 +97,7 @@ def test_write_pool_targets_rw_and_read_pool_ro_or_r(plan, stack):
             assert params == {
                 "host": names.service_host(service, cfg.namespace),
                 "port": str(names.POSTGRES_PORT),
-                "dbname": cfg.postgres.database,
+                "dbname": names.PG_DATABASE,
             }  # no user=: SCRAM pass-through logs in as the client's own role
 
 
@@ -112,7 +112,7 @@ def test_ini_is_the_pure_function_output_with_the_notes_values(plan, stack):
             text = ini_text(plan, pool, region)
             assert text == conf.pgbouncer_ini(
                 cfg.pgbouncer,
-                database=cfg.postgres.database,
+                database=names.PG_DATABASE,
                 host=names.service_host(services[pool], cfg.namespace),
                 port=names.POSTGRES_PORT,
                 listen_port=names.PGBOUNCER_PORT,
@@ -207,10 +207,10 @@ def test_probes_security_spread_and_shutdown(plan, stack):
             bouncer = container(spec, "pgbouncer")
             for probe in ("livenessProbe", "readinessProbe"):
                 assert port_number(bouncer, bouncer[probe]["tcpSocket"]["port"]) == names.PGBOUNCER_PORT
-                assert bouncer[probe]["periodSeconds"] == pb.probe_period_seconds
+                assert bouncer[probe]["periodSeconds"] == pgb.PROBE.period
             assert bouncer["image"] == pb.image
             assert {t["topologyKey"] for t in spec["topologySpreadConstraints"]} >= {"topology.kubernetes.io/zone"}
-            assert spec["terminationGracePeriodSeconds"] == pb.pre_stop_seconds + pb.shutdown_seconds
+            assert spec["terminationGracePeriodSeconds"] == pgb.PRE_STOP_SECONDS + pgb.SHUTDOWN_SECONDS
 
 
 def test_exporter_sidecar(plan, stack):
@@ -321,7 +321,7 @@ def test_secret_values_are_pulumi_secrets(staging_secrets):
 
 def test_one_verifier_for_postgres_and_pgbouncer_in_every_region(staging_secrets):
     cfg = stack_settings("staging")
-    owner, database = cfg.postgres.owner, cfg.postgres.database
+    owner, database = names.PG_OWNER, names.PG_DATABASE
     verifiers = set()
     for region in ("lagos", "london"):
         stored = staging_secrets[(region, names.PG_APP_SECRET)][1]
@@ -355,7 +355,7 @@ def test_every_role_has_its_own_scram_salt(plan, staging_secrets):
     salts = [r for r in plan.resources if r.type == "random:index/randomBytes:RandomBytes"]
     assert sorted(r.name for r in salts) == ["pgbouncer-stats-scram-salt", "scram-salt"]
     assert all(r.inputs["length"] >= 16 for r in salts)
-    owner = stack_settings("staging").postgres.owner
+    owner = names.PG_OWNER
     per_role = {}
     for region in ("lagos", "london"):
         users = userlist(staging_secrets[(region, names.PGBOUNCER_AUTH_SECRET)][1][pgb.USERLIST_KEY])

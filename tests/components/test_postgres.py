@@ -12,8 +12,10 @@ import re
 import pytest
 import yaml
 
+from tikit import kube
 from tikit import names
 from tikit import settings
+from tikit import units
 from tikit.components import postgres as pgc
 from tikit.conf import postgres as pg_conf
 from conftest import REPO, named, objects
@@ -109,7 +111,7 @@ def test_parameters_are_the_pure_function_output(plan, stack):
     cfg = stack_settings(stack)
     for region in plan.regions:
         params = cluster_of(plan, region)["spec"]["postgresql"]["parameters"]
-        assert params == pg_conf.postgres_parameters(cfg)
+        assert params == pg_conf.postgres_parameters(cfg.postgres, cfg.derived)
         assert all(isinstance(v, str) for v in params.values())
         assert not [k for k in params if pg_conf.is_operator_owned(k)]
         assert params["max_connections"] == str(cfg.derived.postgres_max_connections)
@@ -120,7 +122,7 @@ def test_max_connections_holds_both_pools_and_the_reserved_slots(plan, stack):
     max_connections, from the rendered Deployments, pgbouncer.ini files and cluster
     parameters of each region.  WAL senders are not counted: since PostgreSQL 12 they have
     slots of their own (max_wal_senders), outside max_connections."""
-    admin = stack_settings(stack).postgres.admin_connections
+    admin = pg_conf.ADMIN_CONNECTIONS
     for region in plan.regions:
         params = cluster_of(plan, region)["spec"]["postgresql"]["parameters"]
         pooled = 0
@@ -131,15 +133,15 @@ def test_max_connections_holds_both_pools_and_the_reserved_slots(plan, stack):
             assert int(ini["max_db_connections"]) == per_pod  # the cap PgBouncer enforces
             pooled += replicas * per_pod
         reserved = int(params["superuser_reserved_connections"])
+        assert reserved == pg_conf.SUPERUSER_RESERVED_CONNECTIONS
         assert pooled + reserved + admin == int(params["max_connections"])
 
 
 def test_bootstrap_and_app_secret(plan, stack):
     cfg = stack_settings(stack)
-    pg = cfg.postgres
     for region in plan.regions:
         boot = cluster_of(plan, region)["spec"]["bootstrap"]
-        role = {"database": pg.database, "owner": pg.owner, "secret": {"name": names.PG_APP_SECRET}}
+        role = {"database": names.PG_DATABASE, "owner": names.PG_OWNER, "secret": {"name": names.PG_APP_SECRET}}
         if region == cfg.primary.name:
             assert boot == {"initdb": {**role, "dataChecksums": True}}
         else:
@@ -182,8 +184,8 @@ def test_object_stores_use_settings_and_each_region_its_own_bucket(plan, stack):
                 "accessKeyId": {"name": o.credentials_secret, "key": o.access_key_id_key},
                 "secretAccessKey": {"name": o.credentials_secret, "key": o.secret_access_key_key},
             }
-            assert conf["wal"]["compression"] == o.wal_compression
-            assert conf["data"]["compression"] == o.data_compression
+            assert conf["wal"]["compression"] == pgc.WAL_COMPRESSION
+            assert conf["data"]["compression"] == pgc.DATA_COMPRESSION
             assert "serverName" not in conf  # the plugin takes it from the Cluster
         own = stores[names.pg_object_store(region)]["spec"]
         assert own["retentionPolicy"] == cfg.postgres.retention
@@ -306,12 +308,12 @@ TOKEN = "eyJzeXN0ZW1JRCI6IjEyMyJ9"  # base64 JSON, as CNPG writes status.demotio
 
 
 def flipped(primary: str, token: str = "") -> dict:
-    """prod's stack config after the runbook's change: `primary` is the primary region."""
+    """prod's stack config after the runbook's change: `primary` is the primary region
+    (the GSLB's primary geo tag follows from it: the primary region's tag)."""
     other = "lagos" if primary == "london" else "london"
     return {
         "environment": "prod",
         "regions": [{"name": primary, "role": "primary"}, {"name": other, "role": "backup"}],
-        "gslb": {"primaryGeoTag": primary},
         "postgres": {"promotionToken": token} if token else {},
     }
 
@@ -338,15 +340,34 @@ def test_swapping_roles_makes_london_the_primary_of_the_topology(switched_plan):
     }
     for region in ("lagos", "london"):
         assert validate(cluster_of(switched_plan, region)) == []
+        # DNS follows the same change: the GSLB's primary geo tag is the new primary region's.
+        gslb = named(switched_plan, "Gslb", names.GSLB, region)
+        assert gslb["spec"]["strategy"]["primaryGeoTag"] == "london"
+
+
+def pg_args(cfg: settings.Settings, region: str) -> pgc.PostgresArgs:
+    """The component's arguments for ``region``, built the way tikit/regions.py builds them
+    (the target's provider and the credentials play no part in the pure spec functions)."""
+    return pgc.PostgresArgs(
+        target=kube.Target(region=region, namespace=cfg.namespace, provider=None, environment=cfg.environment),
+        postgres=cfg.postgres,
+        derived=cfg.derived,
+        object_storage=cfg.object_storage,
+        region=region,
+        primary=cfg.primary.name,
+        stores={r.name: pgc.Store(cfg.bucket(r.name), cfg.object_storage_endpoint(r.name)) for r in cfg.regions},
+        password="",
+        scram_salt="",
+    )
 
 
 def test_without_a_token_the_promotion_is_an_unplanned_failover():
     cfg = settings.load(flipped("london"), stack="prod")
-    assert "promotionToken" not in pgc.replica(cfg, "london")
+    assert "promotionToken" not in pgc.replica(pg_args(cfg, "london"))
     # The token only ever goes to the primary region's cluster.
     back = settings.load({"postgres": {"promotionToken": TOKEN}}, stack="prod")
-    assert "promotionToken" not in pgc.replica(back, "london")
-    assert pgc.replica(back, "lagos")["promotionToken"] == TOKEN
+    assert "promotionToken" not in pgc.replica(pg_args(back, "london"))
+    assert pgc.replica(pg_args(back, "lagos"))["promotionToken"] == TOKEN
 
 
 def test_a_bad_promotion_token_is_a_config_error():
@@ -410,8 +431,8 @@ def test_sizing_doc_shows_the_derived_numbers(stack):
         pb.replicas,
         d.pgbouncer_server_connections_per_pod,
         d.pool_server_connections,
-        pg.superuser_reserved_connections,
-        pg.admin_connections,
+        pg_conf.SUPERUSER_RESERVED_CONNECTIONS,
+        pg_conf.ADMIN_CONNECTIONS,
         d.postgres_max_connections,
     ]
     assert d.pool_server_connections == 2 * pb.replicas * (pb.default_pool_size + pb.reserve_pool_size)
@@ -425,7 +446,7 @@ def test_sizing_doc_shows_the_derived_numbers(stack):
         d.pgbouncer_client_capacity,
     ]
     assert tables["Memory"][stack] == [
-        settings.mebibytes(pg.memory),
+        units.mebibytes(pg.memory),
         d.postgres_shared_buffers_mb,
         d.postgres_effective_cache_size_mb,
         d.postgres_work_mem_mb,

@@ -13,6 +13,8 @@ import yaml
 
 from tikit import names
 from tikit import settings
+from tikit import checks
+from tikit import units
 from tikit.components import redis as rc
 from tikit.conf import redis as rconf
 from conftest import REPO, named, objects
@@ -83,10 +85,10 @@ def test_redis_conf_persistence_memory_and_eviction(plan, stack):
         (save,) = conf["save"]
         pairs = save.split()
         assert len(pairs) >= 2 and len(pairs) % 2 == 0 and all(p.isdigit() and int(p) > 0 for p in pairs)
-        assert pairs == " ".join(r.save_rules).split()
+        assert pairs == " ".join(rconf.SAVE_RULES).split()
         # Only keys with a TTL (the cache) may be evicted; queue keys carry none.
         (policy,) = conf["maxmemory-policy"]
-        assert policy == r.maxmemory_policy and (policy.startswith("volatile-") or policy == "noeviction")
+        assert policy == rconf.MAXMEMORY_POLICY and (policy.startswith("volatile-") or policy == "noeviction")
         assert conf["protected-mode"] == ["yes"]
         assert {'FLUSHALL ""', 'FLUSHDB ""'} <= set(conf["rename-command"])
 
@@ -94,7 +96,7 @@ def test_redis_conf_persistence_memory_and_eviction(plan, stack):
         assert int(maxmemory) == d.redis_maxmemory_bytes
         sts = named(plan, "StatefulSet", names.REDIS, region)
         res = container(sts["spec"]["template"]["spec"], "redis")["resources"]
-        limit = settings.memory_bytes(res["limits"]["memory"])
+        limit = units.memory_bytes(res["limits"]["memory"])
         assert res["requests"]["memory"] == res["limits"]["memory"] == r.memory
         assert int(maxmemory) + d.redis_fork_headroom_bytes <= limit
         # The fork may copy up to half the dataset while clients write (docs/sizing.md).
@@ -290,15 +292,15 @@ def test_probes(plan, stack):
             assert f'REDISCLI_AUTH="${rconf.PASSWORD_ENV}" redis-cli' in text and "PING" in text
         assert "LOADING" in live  # a server replaying its AOF is alive
         assert "INFO replication" in ready and "role:master" in ready and "master_link_status:up" in ready
-        assert redis["readinessProbe"]["failureThreshold"] == cfg.redis.readiness_failure_threshold
-        assert redis["livenessProbe"]["failureThreshold"] == cfg.redis.liveness_failure_threshold
+        assert redis["readinessProbe"]["failureThreshold"] == rc.READINESS.failures
+        assert redis["livenessProbe"]["failureThreshold"] == rc.LIVENESS.failures
         exporter = container(pod, "exporter")
         assert exporter["livenessProbe"]["httpGet"]["port"] == names.METRICS_PORT_NAME
         # The grace period covers redis.conf's shutdown-timeout plus the final save.
         (timeout,) = directives(named(plan, "ConfigMap", rc.CONFIG_MAP, region)["data"][rconf.REDIS_CONF])["shutdown-timeout"]
-        assert int(timeout) == cfg.redis.shutdown_timeout_seconds
-        assert pod["terminationGracePeriodSeconds"] == cfg.redis.termination_grace_seconds
-        assert pod["terminationGracePeriodSeconds"] >= int(timeout) + settings.REDIS_SHUTDOWN_SAVE_MARGIN_SECONDS
+        assert int(timeout) == rconf.SHUTDOWN_TIMEOUT_SECONDS
+        assert pod["terminationGracePeriodSeconds"] == rc.TERMINATION_GRACE_SECONDS
+        assert pod["terminationGracePeriodSeconds"] >= int(timeout) + rc.SHUTDOWN_SAVE_MARGIN_SECONDS
         if cfg.redis.sentinels:
             sent = container(named(plan, "StatefulSet", names.REDIS_SENTINEL, region)["spec"]["template"]["spec"], "sentinel")
             assert "PING" in " ".join(sent["livenessProbe"]["exec"]["command"])
@@ -324,7 +326,7 @@ def test_restricted_pods_with_writable_mounts(plan, stack):
                 sc = c["securityContext"]
                 assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
                 assert sc["capabilities"] == {"drop": ["ALL"]}
-                assert settings.image_problem(c["image"]) is None
+                assert checks.image_problem(c["image"]) is None
                 assert {m["name"] for m in c.get("volumeMounts", [])} <= volumes | {rc.DATA_VOLUME}
         data = container(specs[0], "redis")
         mounts = {m["mountPath"] for m in data["volumeMounts"] if not m.get("readOnly")}
@@ -370,12 +372,12 @@ def test_backup_cronjob(plan, stack):
         job = cj["jobTemplate"]["spec"]
         # Long enough for the script's BGSAVE wait and the upload, short enough to end
         # before the next run.
-        assert r.backup_wait_seconds + settings.REDIS_BACKUP_UPLOAD_MARGIN_SECONDS <= job["activeDeadlineSeconds"] < 3600
-        assert job["backoffLimit"] == r.backup_backoff_limit
+        assert rconf.BACKUP_WAIT_SECONDS + rc.BACKUP_UPLOAD_MARGIN_SECONDS <= job["activeDeadlineSeconds"] < 3600
+        assert job["backoffLimit"] == rc.BACKUP_BACKOFF_LIMIT
         pod = job["template"]["spec"]
         assert pod["restartPolicy"] == "Never"
         (backup,) = pod["containers"]
-        assert backup["image"] == r.backup_image
+        assert backup["image"] == r.image
         refs = secret_refs(backup)
         assert refs["REDISCLI_AUTH"] == (names.REDIS_AUTH_SECRET, rc.PASSWORD_KEY)
         assert refs["AWS_ACCESS_KEY_ID"] == (s3.credentials_secret, s3.access_key_id_key)
@@ -394,7 +396,7 @@ def test_backup_cronjob(plan, stack):
         assert f'STORE="${{STORE:-s3://{cfg.bucket(region)}}}"' in script
         assert f"PREFIX={rconf.backup_prefix(region)}\n" in script
         assert f"RETENTION_HOURS={r.backup_retention_hours}\n" in script
-        assert f"WAIT_SECONDS={r.backup_wait_seconds}\n" in script
+        assert f"WAIT_SECONDS={rconf.BACKUP_WAIT_SECONDS}\n" in script
         # Through the endpoint of this region's bucket.
         endpoint = cfg.object_storage_endpoint(region)
         assert "BGSAVE" in script and f'RCLONE_S3_ENDPOINT="${{RCLONE_S3_ENDPOINT:-{endpoint}}}"' in script
@@ -479,4 +481,4 @@ def test_sizing_doc_shows_the_derived_redis_memory():
     for env in settings.ENVIRONMENTS:
         s = settings.load({}, stack=env)
         d = s.derived
-        assert rows[env] == [settings.memory_bytes(s.redis.memory), d.redis_maxmemory_bytes, d.redis_fork_headroom_bytes]
+        assert rows[env] == [units.memory_bytes(s.redis.memory), d.redis_maxmemory_bytes, d.redis_fork_headroom_bytes]

@@ -15,6 +15,7 @@ import pytest
 from tikit import kube
 from tikit import names
 from tikit import settings
+from tikit.components import backend as backend_tier
 from tikit.components import network as net
 from tikit.components import resilience as res
 from tikit.conf import loadtest
@@ -153,7 +154,7 @@ def test_load_test_needs_the_tier():
         ("stages", [], "at least one stage"),
         ("apiKillSchedule", "0 0 10 * * 1-5", "five-field cron"),
         ("databaseKillSchedule", "@every 1h", "five-field cron"),
-        ("networkLatency", "200", "duration such as '200ms'"),
+        ("networkLatency", "200", "must be a duration such as '200ms'"),
         ("networkDelayMode", "fixed", "must be one of all, one"),
         ("parallelism", 0, "must be >= 1"),
         ("k6Image", "grafana/k6:latest", "latest"),
@@ -199,7 +200,7 @@ def test_script_follows_the_settings():
     s = parse_script(loadtest.k6_script(cfg.resilience, cfg.gateway, monitoring))
     assert s["stages"] == (("30s", 5), ("1m", 0))
     assert s["thresholds"] == {"http_req_duration": ["p(95)<300"], "http_req_failed": ["rate<0.025"]}
-    assert s["url"] == f"https://{cfg.gateway.hostname}{cfg.gateway.api_prefix}/health"
+    assert s["url"] == f"https://{cfg.gateway.hostname}{names.API_PREFIX}/health"
     assert s["sleep"] == 3
     assert s["checks"][1] == ("response time < 300ms", "r.timings.duration < 300")
 
@@ -224,7 +225,7 @@ def test_testrun_runs_the_script_with_the_settings(switched_on, stack):
     assert ref == {"name": names.LOAD_TEST_SCRIPT, "file": loadtest.SCRIPT_FILE}
     assert named(plan, "ConfigMap", ref["name"], region)["data"][ref["file"]]
     assert spec["runner"]["resources"] == kube.resources(cfg.runner_cpu, cfg.runner_memory)
-    assert spec["starter"]["resources"] == kube.resources(cfg.starter_cpu, cfg.starter_memory)
+    assert spec["starter"]["resources"] == kube.resources(res.STARTER_CPU, res.STARTER_MEMORY)
     assert spec["runner"]["image"] == spec["initializer"]["image"] == cfg.k6_image
     assert spec["starter"]["image"] == cfg.starter_image
 
@@ -274,8 +275,8 @@ def test_schedules_follow_the_crd_and_the_settings(switched_on, stack):
             spec = named(plan, "Schedule", name, region)["spec"]
             assert spec["schedule"] == crons[name] and len(spec["schedule"].split()) == 5
             assert spec["concurrencyPolicy"] == "Forbid"
-            assert spec["historyLimit"] == cfg.history_limit
-            assert spec["startingDeadlineSeconds"] == cfg.starting_deadline_seconds
+            assert spec["historyLimit"] == res.HISTORY_LIMIT
+            assert spec["startingDeadlineSeconds"] == res.STARTING_DEADLINE_SECONDS
             embedded = [k for k in spec if k.endswith("Chaos") or k == "workflow"]
             assert len(embedded) == 1 and CHAOS_KEYS[embedded[0]] == spec["type"], (region, name)
 
@@ -285,7 +286,9 @@ def test_the_notes_scenarios(switched_on, stack):
     cfg = stack_settings(stack).resilience
     for region in plan.regions:
         kill = named(plan, "Schedule", names.CHAOS_API_KILL, region)["spec"]["podChaos"]
-        assert (kill["action"], kill["mode"], kill["gracePeriod"]) == ("pod-kill", "one", cfg.kill_grace_period_seconds)
+        # Killed outright, as a crash would.
+        assert (kill["action"], kill["mode"], kill["gracePeriod"]) == ("pod-kill", "one", res.KILL_GRACE_PERIOD_SECONDS)
+        assert res.KILL_GRACE_PERIOD_SECONDS == 0
         delay = named(plan, "Schedule", names.CHAOS_API_LATENCY, region)["spec"]["networkChaos"]
         assert delay["action"] == "delay" and delay["mode"] == cfg.network_delay_mode
         assert delay["delay"] == {"latency": cfg.network_latency} and cfg.network_latency == "200ms"
@@ -395,14 +398,14 @@ def test_k6_flows(switched_on, stack):
     runner, starter, init = pods["runner"], pods["starter"], pods["initializer"]
     ns = runner.namespace
     internet = Pod(None, ip="52.95.150.10")
-    proxies = Pod(cfg.gateway.envoy_namespace, {"gateway.envoyproxy.io/owning-gateway-name": names.GATEWAY,
+    proxies = Pod(cfg.addons.envoy_gateway_namespace, {"gateway.envoyproxy.io/owning-gateway-name": names.GATEWAY,
                                                  "gateway.envoyproxy.io/owning-gateway-namespace": ns})
-    operator = Pod(cfg.network.k6_operator_namespace, {"app.kubernetes.io/name": "k6-operator"})
+    operator = Pod(cfg.addons.k6_operator_namespace, {"app.kubernetes.io/name": "k6-operator"})
     dns = Pod(cfg.network.dns_namespace, dict(net.DNS_LABELS))
     api = Pod(ns, named(plan, "Deployment", names.BACKEND, region)["spec"]["template"]["metadata"]["labels"])
     (cluster,) = objects(plan, "Cluster", region)
     postgres = Pod(ns, cnpg_instance_labels(cluster, "primary"))
-    backend_port = cfg.backend.port
+    backend_port = backend_tier.PORT
     must = [
         ("runner -> gateway load balancer", runner, internet, 443),
         ("runner -> gateway proxies (hairpin)", runner, proxies, 443 + net.ENVOY_PORT_SHIFT),

@@ -14,6 +14,7 @@ from tikit import names
 from tikit import settings
 from tikit.components import failover as failover_mod
 from tikit.components import gateway as gw
+from tikit.components import nodeapp
 from conftest import REPO, named, objects
 from preview import engine, plan as plan_mod
 from preview.validate import validate
@@ -152,12 +153,12 @@ def test_rest_routes_cover_the_api_prefix_split_by_idempotency(plan, stack):
         assert len(route["spec"]["parentRefs"]) == 1
         idempotent, writes = rule_named(route, gw.IDEMPOTENT_RULE), rule_named(route, gw.WRITES_RULE)
         assert gw.IDEMPOTENT_RULE == "idempotent", "the rule carries PUT and DELETE too: not only reads"
-        prefixed = [m for m in idempotent["matches"] if m["path"] == {"type": "PathPrefix", "value": cfg.gateway.api_prefix}]
+        prefixed = [m for m in idempotent["matches"] if m["path"] == {"type": "PathPrefix", "value": names.API_PREFIX}]
         assert {m["method"] for m in prefixed} == set(gw.IDEMPOTENT_METHODS)
-        health = {m["method"] for m in idempotent["matches"] if m["path"]["value"] == cfg.backend.health_path}
+        health = {m["method"] for m in idempotent["matches"] if m["path"]["value"] == nodeapp.HEALTH_PATH}
         assert health == {"GET", "HEAD"}
         # Everything else under the prefix (POST, PATCH, ...) lands on the writes rule.
-        assert writes["matches"] == [{"path": {"type": "PathPrefix", "value": cfg.gateway.api_prefix}}]
+        assert writes["matches"] == [{"path": {"type": "PathPrefix", "value": names.API_PREFIX}}]
 
 
 def test_rest_policies_carry_algorithm_health_checks_and_timeout(plan, stack):
@@ -168,10 +169,11 @@ def test_rest_policies_carry_algorithm_health_checks_and_timeout(plan, stack):
             spec = p["spec"]
             assert spec["loadBalancer"] == {"type": cfg.gateway.rest_load_balancer}
             active = spec["healthCheck"]["active"]
-            assert active["type"] == "HTTP" and active["http"]["path"] == cfg.backend.health_path
-            assert active["interval"] == cfg.gateway.health_check_interval
-            assert active["timeout"] == cfg.gateway.health_check_timeout
-            assert active["unhealthyThreshold"] == cfg.gateway.health_check_unhealthy_threshold
+            assert active["type"] == "HTTP" and active["http"]["path"] == nodeapp.HEALTH_PATH
+            assert active["interval"] == gw.HEALTH_CHECK_INTERVAL
+            assert active["timeout"] == gw.HEALTH_CHECK_TIMEOUT
+            assert active["unhealthyThreshold"] == gw.HEALTH_CHECK_UNHEALTHY_THRESHOLD
+            assert active["healthyThreshold"] == gw.HEALTH_CHECK_HEALTHY_THRESHOLD
             assert spec["timeout"]["http"]["requestTimeout"] == cfg.gateway.request_timeout
 
 
@@ -215,7 +217,7 @@ def test_websocket_route_hashes_client_ip_with_long_idle_timeout(plan, stack):
     for region in plan.regions:
         route = named(plan, "HTTPRoute", names.WEBSOCKET_ROUTE, region)
         rule = rule_named(route, gw.WEBSOCKET_RULE)
-        assert [m["path"]["value"] for m in rule["matches"]] == list(cfg.gateway.websocket_paths)
+        assert [m["path"]["value"] for m in rule["matches"]] == list(names.WEBSOCKET_PATHS)
         assert all(m["path"]["type"] == "PathPrefix" and "method" not in m for m in rule["matches"])
         (p,) = policies_for(plan, region, names.WEBSOCKET_ROUTE, gw.WEBSOCKET_RULE)
         spec = p["spec"]

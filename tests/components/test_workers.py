@@ -4,8 +4,12 @@ prod, and the credentials the trigger uses."""
 
 from __future__ import annotations
 
+from tikit import kube
 from tikit import names
 from tikit import settings
+from tikit import checks
+from tikit.components import autoscaling
+from tikit.components import workers
 from conftest import named, regional
 from preview.validate import validate
 
@@ -38,7 +42,7 @@ def test_workers_resources_env_and_security(plan, stack):
     for _, dep in regional(plan, "Deployment", names.WORKERS):
         pod = dep["spec"]["template"]["spec"]
         (c,) = pod["containers"]
-        assert settings.image_problem(c["image"]) is None and c["image"] == w.image
+        assert checks.image_problem(c["image"]) is None and c["image"] == w.image
         assert c["resources"]["requests"] == {"cpu": w.cpu, "memory": w.memory}
         assert c["resources"]["limits"]["memory"] == c["resources"]["requests"]["memory"]
         secrets = {e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"] if "valueFrom" in e}
@@ -47,16 +51,15 @@ def test_workers_resources_env_and_security(plan, stack):
         assert c["securityContext"]["allowPrivilegeEscalation"] is False
         assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
         assert pod["securityContext"]["runAsNonRoot"] is True
-        assert pod["terminationGracePeriodSeconds"] == w.shutdown_seconds
+        assert pod["terminationGracePeriodSeconds"] == workers.SHUTDOWN_SECONDS == 60
         assert pod["enableServiceLinks"] is False
         assert "replicas" not in dep["spec"]
 
 
-def test_workers_have_liveness_and_readiness_probes(plan, stack):
-    w = settings.load({}, stack=stack).workers
+def test_workers_have_liveness_and_readiness_probes(plan):
     for _, dep in regional(plan, "Deployment", names.WORKERS):
         (c,) = dep["spec"]["template"]["spec"]["containers"]
-        assert c["ports"] == [{"name": "health", "containerPort": w.health_port, "protocol": "TCP"}]
+        assert c["ports"] == [{"name": "health", "containerPort": workers.HEALTH_PORT, "protocol": "TCP"}]
         live, ready = c["livenessProbe"], c["readinessProbe"]
         assert live["httpGet"] == {"path": "/health", "port": "health"}
         assert (live["periodSeconds"], live["timeoutSeconds"], live["failureThreshold"]) == (30, 5, 3)
@@ -73,7 +76,7 @@ def test_workers_scale_on_queue_length(plan, stack):
         assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (low, high)
         t = queue_trigger(so)
         md = t["metadata"]
-        assert (md["listName"], md["listLength"]) == (s.workers.queue_name, "100")
+        assert (md["listName"], md["listLength"]) == (names.JOB_QUEUE, "100")
         assert t.get("metricType", "AverageValue") == "AverageValue", "pending jobs per replica"
         if s.redis.sentinels:
             # Follows a failover: asks the Sentinels for the current primary.
@@ -85,8 +88,8 @@ def test_workers_scale_on_queue_length(plan, stack):
             assert md["address"] == f"{names.REDIS}.{s.namespace}.svc.cluster.local:{names.REDIS_PORT}"
         behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
         assert behavior["scaleDown"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 300}]
-        # KEDA's idle time before 1 -> 0: the notes' 5-minute cooldown, its own setting.
-        assert spec["cooldownPeriod"] == s.workers.cooldown_seconds == 300
+        # KEDA's idle time before 1 -> 0: the notes' 5-minute cooldown, its own constant.
+        assert spec["cooldownPeriod"] == autoscaling.COOLDOWN_SECONDS == 300
 
 
 def test_scale_to_zero_only_outside_prod(plan, stack):
@@ -124,10 +127,10 @@ def test_workers_get_their_own_config_with_the_health_port(plan, stack):
         data = named(plan, "ConfigMap", names.WORKERS_CONFIG, region)["data"]
         assert data == {
             "NODE_ENV": "production",
-            "JOB_QUEUE": s.workers.queue_name,
+            "JOB_QUEUE": names.JOB_QUEUE,
             "TIKIT_ENVIRONMENT": s.environment,
             "TIKIT_REGION": region,
-            "HEALTH_PORT": str(s.workers.health_port),
+            "HEALTH_PORT": str(workers.HEALTH_PORT),
         }
         (health,) = [p for p in c["ports"] if p["name"] == c["livenessProbe"]["httpGet"]["port"]]
         assert data["HEALTH_PORT"] == str(health["containerPort"])
@@ -146,22 +149,22 @@ def test_workers_are_told_their_pool_size_and_the_annotation_agrees(plan, stack)
         assert dep["metadata"]["annotations"][names.DB_CONNECTIONS_ANNOTATION] == str(per_replica)
 
 
-def test_cooldown_is_its_own_setting():
-    """workers.cooldownSeconds drives KEDA's cooldownPeriod; the HPA's scale-down period
-    (a different mechanism) stays where it was."""
-    from preview import engine, plan as plan_mod
-
-    project, config, _ = engine.load_stack_config("dev")
-    config = {**config, f"{project}:workers": '{"cooldownSeconds": 900}'}
-    rendered = plan_mod.build(engine.run_program("dev", config_override=config))
-    for _, so in regional(rendered, "ScaledObject", names.WORKERS):
-        spec = so["spec"]
-        assert spec["cooldownPeriod"] == 900
-        down = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
-        assert down["policies"][0]["periodSeconds"] == settings.load({}, stack="dev").workers.scale_down_period_seconds
+def test_cooldown_is_its_own_constant(monkeypatch):
+    """autoscaling.COOLDOWN_SECONDS drives KEDA's cooldownPeriod; the HPA's scale-down
+    period (a different mechanism) does not move with it.  workers.cooldownSeconds is no
+    longer a setting: a stack file that still sets it is told so."""
+    cfg = settings.load({}, stack="dev")
+    target = kube.Target(region=cfg.primary.name, namespace=cfg.namespace, provider=None, environment=cfg.environment)
+    args = workers.WorkersArgs(target=target, workers=cfg.workers, redis=cfg.redis)
+    monkeypatch.setattr(autoscaling, "COOLDOWN_SECONDS", 900)
+    spec = workers.scaled_object_spec(args)
+    assert spec["cooldownPeriod"] == 900
+    down = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+    assert down["policies"][0]["periodSeconds"] == autoscaling.SCALE_DOWN_PERIOD_SECONDS == 300
     problem = None
     try:
-        settings.load({"workers": {"cooldownSeconds": -1}}, stack="dev")
+        settings.load({"workers": {"cooldownSeconds": 900}}, stack="dev")
     except settings.ConfigError as exc:
         problem = exc
     assert problem is not None and problem.key == "workers.cooldownSeconds"
+    assert problem.message.startswith("unknown key")

@@ -11,7 +11,9 @@ import re
 import pytest
 from hypothesis import given, strategies as st
 
+from tikit import names
 from tikit import settings
+from tikit.conf import pgbouncer as pgb_conf
 from tikit.conf.pgbouncer import pgbouncer_ini, scram_sha256_verifier, userlist_txt
 
 STACKS = settings.ENVIRONMENTS
@@ -21,7 +23,7 @@ CLUSTER = dict(host="pg-lagos-rw.tikit.svc.cluster.local", port=5432, listen_por
 
 def render(stack: str, **overrides) -> str:
     s = settings.load({}, stack=stack)
-    return pgbouncer_ini(s.pgbouncer, database=s.postgres.database, **{**CLUSTER, **overrides})
+    return pgbouncer_ini(s.pgbouncer, database=names.PG_DATABASE, **{**CLUSTER, **overrides})
 
 
 def parse(ini: str) -> configparser.ConfigParser:
@@ -41,21 +43,25 @@ def test_pool_numbers_are_the_notes(stack):
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_every_value_comes_from_settings(stack):
+def test_every_value_comes_from_settings_or_the_constants(stack):
     s = settings.load({}, stack=stack)
     pb = parse(render(stack))["pgbouncer"]
-    p = s.pgbouncer
-    assert pb["max_prepared_statements"] == str(p.max_prepared_statements)
-    assert pb["server_idle_timeout"] == str(p.server_idle_timeout)
-    assert pb["query_wait_timeout"] == str(p.query_wait_timeout)
+    assert pb["pool_mode"] == pgb_conf.POOL_MODE
+    assert pb["max_prepared_statements"] == str(pgb_conf.MAX_PREPARED_STATEMENTS)
+    assert pb["server_idle_timeout"] == str(pgb_conf.SERVER_IDLE_TIMEOUT_SECONDS)
+    assert pb["query_wait_timeout"] == str(pgb_conf.QUERY_WAIT_TIMEOUT_SECONDS)
     assert pb["max_db_connections"] == str(s.derived.pgbouncer_server_connections_per_pod)
 
 
 def test_settings_overrides_reach_the_ini():
-    s = settings.load({"pgbouncer": {"defaultPoolSize": 30, "poolMode": "session", "maxPreparedStatements": 0}},
+    s = settings.load({"pgbouncer": {"defaultPoolSize": 30, "reservePoolSize": 2, "maxClientConn": 500}},
                       stack="dev")
     pb = parse(pgbouncer_ini(s.pgbouncer, database="tikit", **CLUSTER))["pgbouncer"]
-    assert (pb["default_pool_size"], pb["pool_mode"], pb["max_prepared_statements"]) == ("30", "session", "0")
+    assert (pb["default_pool_size"], pb["reserve_pool_size"], pb["max_client_conn"]) == ("30", "2", "500")
+    assert pb["max_db_connections"] == "32"
+    # Pool mode and prepared-statement tracking are fixed: transaction pooling is what the
+    # pool sizes assume.
+    assert (pb["pool_mode"], pb["max_prepared_statements"]) == ("transaction", str(pgb_conf.MAX_PREPARED_STATEMENTS))
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -9,9 +9,16 @@ import pytest
 from hypothesis import given, strategies as st
 
 from tikit import settings
-from tikit.conf.postgres import OPERATOR_OWNED, is_operator_owned, parameters_problem, postgres_parameters
+from tikit import units
+from tikit.conf import postgres as pg_conf
+from tikit.conf.postgres import OPERATOR_OWNED, is_operator_owned, parameters_problem
 
 STACKS = settings.ENVIRONMENTS
+
+
+def postgres_parameters(s: settings.Settings) -> dict[str, str]:
+    """The parameter map of a stack's settings (postgres section and derived numbers)."""
+    return pg_conf.postgres_parameters(s.postgres, s.derived)
 
 
 def with_overrides(stack: str, parameters: dict) -> settings.Settings:
@@ -37,8 +44,8 @@ def test_connection_and_memory_numbers_come_from_derived(stack):
     s = settings.load({}, stack=stack)
     d, p = s.derived, postgres_parameters(s)
     assert p["max_connections"] == str(d.postgres_max_connections)
-    assert p["superuser_reserved_connections"] == str(s.postgres.superuser_reserved_connections)
-    assert p["max_wal_senders"] == str(s.postgres.max_wal_senders)
+    assert p["superuser_reserved_connections"] == str(pg_conf.SUPERUSER_RESERVED_CONNECTIONS)
+    assert p["max_wal_senders"] == str(pg_conf.MAX_WAL_SENDERS)
     assert mb(p["shared_buffers"]) == d.postgres_shared_buffers_mb
     assert mb(p["effective_cache_size"]) == d.postgres_effective_cache_size_mb
     assert mb(p["work_mem"]) == d.postgres_work_mem_mb
@@ -57,7 +64,7 @@ def test_pools_fit_under_max_connections(stack):
 def test_memory_fits_the_container(stack):
     s = settings.load({}, stack=stack)
     p = postgres_parameters(s)
-    limit = settings.mebibytes(s.postgres.memory)
+    limit = units.mebibytes(s.postgres.memory)
     # shared_buffers + every connection using work_mem once stays within the limit.
     assert mb(p["shared_buffers"]) + int(p["max_connections"]) * mb(p["work_mem"]) < limit
 
@@ -66,7 +73,7 @@ def test_memory_fits_the_container(stack):
 def test_slots_cannot_fill_the_wal_volume(stack):
     s = settings.load({}, stack=stack)
     p = postgres_parameters(s)
-    wal_volume = settings.mebibytes(s.postgres.wal_storage_size)
+    wal_volume = units.mebibytes(s.postgres.wal_storage_size)
     max_wal_size_default = 1024
     assert mb(p["wal_keep_size"]) <= mb(p["max_slot_wal_keep_size"])
     assert mb(p["max_slot_wal_keep_size"]) + max_wal_size_default < wal_volume
@@ -75,7 +82,7 @@ def test_slots_cannot_fill_the_wal_volume(stack):
 def test_notes_slow_query_threshold_and_observability():
     s = settings.load({}, stack="prod")
     p = postgres_parameters(s)
-    assert s.postgres.slow_query_ms == 1000  # the notes' "slow queries > 1s", in milliseconds
+    assert pg_conf.SLOW_QUERY_MS == 1000  # the notes' "slow queries > 1s", in milliseconds
     assert p["log_min_duration_statement"] == "1000"
     assert p["track_io_timing"] == "on"
     assert p["password_encryption"] == "scram-sha-256"  # PgBouncer's SCRAM pass-through
@@ -88,14 +95,18 @@ def test_never_renders_an_operator_owned_parameter(stack):
     assert not [k for k in params if is_operator_owned(k)]
 
 
-def test_tuning_values_come_from_settings():
+def test_tuning_values_come_from_the_constants_and_parameters_override_them():
     defaults = postgres_parameters(settings.load({}, stack="prod"))
     assert (defaults["random_page_cost"], defaults["effective_io_concurrency"]) == ("1.1", "200")
+    assert (pg_conf.RANDOM_PAGE_COST, pg_conf.EFFECTIVE_IO_CONCURRENCY) == ("1.1", 200)
     assert defaults["idle_in_transaction_session_timeout"] == "60s"
-    assert defaults["wal_keep_size"] == "512MB"
+    assert pg_conf.IDLE_IN_TRANSACTION_TIMEOUT_SECONDS == 60
+    assert defaults["wal_keep_size"] == "512MB" == f"{pg_conf.WAL_KEEP_SIZE_MAX_MB}MB"
+    # The former tuning settings are postgres.parameters overrides now.
     tuned = settings.load(
-        {"postgres": {"slowQueryMs": 250, "idleInTransactionTimeoutSeconds": 15, "walKeepSizeMaxMb": 128,
-                      "randomPageCost": 4, "effectiveIoConcurrency": 2}},
+        {"postgres": {"parameters": {"log_min_duration_statement": "250", "idle_in_transaction_session_timeout": "15s",
+                                     "wal_keep_size": "128MB", "random_page_cost": "4",
+                                     "effective_io_concurrency": "2"}}},
         stack="prod",
     )
     p = postgres_parameters(tuned)
@@ -103,9 +114,11 @@ def test_tuning_values_come_from_settings():
     assert p["idle_in_transaction_session_timeout"] == "15s"
     assert p["wal_keep_size"] == "128MB"
     assert (p["random_page_cost"], p["effective_io_concurrency"]) == ("4", "2")
-    # The cap never lets wal_keep_size exceed what the slots may pin (dev's 2Gi volume: 512MB).
-    dev = settings.load({"postgres": {"walKeepSizeMaxMb": 4096}}, stack="dev")
-    assert mb(postgres_parameters(dev)["wal_keep_size"]) == mb(postgres_parameters(dev)["max_slot_wal_keep_size"])
+    # The cap never lets wal_keep_size exceed what the slots may pin: a 1Gi WAL volume lets
+    # slots pin 256MB, below WAL_KEEP_SIZE_MAX_MB, so wal_keep_size follows the slots' share.
+    small = settings.load({"postgres": {"walStorageSize": "1Gi"}}, stack="dev")
+    assert mb(postgres_parameters(small)["max_slot_wal_keep_size"]) < pg_conf.WAL_KEEP_SIZE_MAX_MB
+    assert mb(postgres_parameters(small)["wal_keep_size"]) == mb(postgres_parameters(small)["max_slot_wal_keep_size"])
 
 
 def test_overrides_win_and_add():

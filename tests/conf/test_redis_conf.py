@@ -17,6 +17,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from tikit import names
 from tikit import settings
+from tikit import units
 from tikit.conf import redis as rconf
 
 ENVS = settings.ENVIRONMENTS
@@ -47,12 +48,11 @@ def as_map(text: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_persistence_follows_settings(env: str) -> None:
-    s = load(env)
+def test_persistence_follows_the_constants(env: str) -> None:
     c = as_map(conf_of(env))
     assert c["appendonly"] == "yes"
-    assert c["appendfsync"] == s.redis.appendfsync == "everysec"
-    assert c["save"] == " ".join(s.redis.save_rules) == "3600 1 300 100 60 10000"
+    assert c["appendfsync"] == rconf.APPENDFSYNC == "everysec"
+    assert c["save"] == " ".join(rconf.SAVE_RULES) == "3600 1 300 100 60 10000"
     assert c["aof-use-rdb-preamble"] == "yes"
     assert c["appenddirname"] == rconf.APPENDDIRNAME and c["dbfilename"] == rconf.DBFILENAME
     assert c["stop-writes-on-bgsave-error"] == "yes"
@@ -65,10 +65,10 @@ def test_memory_comes_from_derived_settings(env: str) -> None:
     s = load(env)
     c = as_map(conf_of(env))
     assert int(c["maxmemory"]) == s.derived.redis_maxmemory_bytes
-    limit = settings.memory_bytes(s.redis.memory)
+    limit = units.memory_bytes(s.redis.memory)
     assert int(c["maxmemory"]) == limit * s.redis.maxmemory_percent // 100 < limit
     # Only keys with a TTL may be evicted: the queue never has one.
-    assert c["maxmemory-policy"] == s.redis.maxmemory_policy
+    assert c["maxmemory-policy"] == rconf.MAXMEMORY_POLICY
     assert c["maxmemory-policy"].startswith("volatile-") or c["maxmemory-policy"] == "noeviction"
     assert "docs/sizing.md" in conf_of(env)
 
@@ -91,16 +91,18 @@ def test_network_and_safety(env: str) -> None:
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_waits_come_from_settings(env: str) -> None:
+def test_waits_come_from_the_constants(env: str, monkeypatch: pytest.MonkeyPatch) -> None:
     s = load(env)
-    assert as_map(conf_of(env))["shutdown-timeout"] == str(s.redis.shutdown_timeout_seconds)
+    assert as_map(conf_of(env))["shutdown-timeout"] == str(rconf.SHUTDOWN_TIMEOUT_SECONDS)
     kw = dict(region="lagos", store="s3://b", s3_endpoint=s.object_storage.endpoint_url)
     for script in (rconf.backup_script(s.redis, namespace=s.namespace, **kw), rconf.restore_script(s.redis, **kw)):
-        assert f"\nWAIT_SECONDS={s.redis.backup_wait_seconds}\n" in script
-    tuned = settings.load({"redis": {"shutdownTimeoutSeconds": 3, "backupWaitSeconds": 120}}, stack=env).redis
-    assert as_map(rconf.redis_conf(tuned, maxmemory_bytes=1 << 20))["shutdown-timeout"] == "3"
-    assert "\nWAIT_SECONDS=120\n" in rconf.backup_script(tuned, namespace=s.namespace, **kw)
-    assert "\nWAIT_SECONDS=120\n" in rconf.restore_script(tuned, **kw)
+        assert f"\nWAIT_SECONDS={rconf.BACKUP_WAIT_SECONDS}\n" in script
+    # One place each: the rendered files follow the constants, nothing repeats their values.
+    monkeypatch.setattr(rconf, "SHUTDOWN_TIMEOUT_SECONDS", 3)
+    monkeypatch.setattr(rconf, "BACKUP_WAIT_SECONDS", 120)
+    assert as_map(rconf.redis_conf(s.redis, maxmemory_bytes=1 << 20))["shutdown-timeout"] == "3"
+    assert "\nWAIT_SECONDS=120\n" in rconf.backup_script(s.redis, namespace=s.namespace, **kw)
+    assert "\nWAIT_SECONDS=120\n" in rconf.restore_script(s.redis, **kw)
 
 
 def test_parse_directives_is_the_inverse_of_rendering() -> None:

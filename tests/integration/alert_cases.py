@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 from tikit import settings
-from tikit.conf import alerts
+from tikit.conf import alerts, metrics
 
 INTERVAL = "1m"
 DEFAULT_EVAL_MINUTES = 30
@@ -135,12 +135,12 @@ def utilization_cases(f: Facts) -> list[Case]:
 
 def _requests(f: Facts, ok_per_min: float, errors_per_min: float, minutes: int) -> list[tuple[str, str]]:
     base = dict(namespace=f.ns, job=alerts.MON_API, pod=API_POD)
-    code = f.m.request_code_label
+    code = metrics.API_REQUEST_CODE_LABEL
     return [
-        (s(f.m.request_metric, **base, **{code: "200"}), counter(ok_per_min, minutes)),
-        (s(f.m.request_metric, **base, **{code: "503"}), counter(errors_per_min, minutes)),
+        (s(metrics.API_REQUESTS, **base, **{code: "200"}), counter(ok_per_min, minutes)),
+        (s(metrics.API_REQUESTS, **base, **{code: "503"}), counter(errors_per_min, minutes)),
         # 4xx are the client's fault and do not count against the API.
-        (s(f.m.request_metric, **base, **{code: "404"}), counter(ok_per_min / 10, minutes)),
+        (s(metrics.API_REQUESTS, **base, **{code: "404"}), counter(ok_per_min / 10, minutes)),
     ]
 
 
@@ -190,7 +190,7 @@ def latency_cases(f: Facts) -> list[Case]:
     cases = []
     for label, (buckets, p99, p95) in HISTOGRAMS.items():
         series = [
-            (s(f"{m.latency_metric}_bucket", namespace=f.ns, job=alerts.MON_API, pod=API_POD, le=le), counter(n, minutes))
+            (s(f"{metrics.API_LATENCY}_bucket", namespace=f.ns, job=alerts.MON_API, pod=API_POD, le=le), counter(n, minutes))
             for le, n in buckets.items()
         ]
         p99_fires = {"warning": ({"namespace": f.ns}, p99)} if p99 > warn else {}
@@ -241,15 +241,15 @@ def burn_rate_cases(f: Facts) -> list[Case]:
     hours6, burst = 360, 45
     ok, errors = 900.0, 40.0
     base = dict(namespace=f.ns, job=alerts.MON_API, pod=API_POD)
-    code = f.m.request_code_label
+    code = metrics.API_REQUEST_CODE_LABEL
     in_1h = errors * burst / (60 * ok * 1.1 + errors * burst) * 100
     in_6h = errors * burst / (hours6 * ok * 1.1 + errors * burst) * 100
     _band(in_1h, 14.4 * budget, math.inf, "burst over 1h")
     _band(in_6h, 0, 6 * budget, "burst over 6h")
     series = [
-        (s(f.m.request_metric, **base, **{code: "200"}), counter(ok, hours6)),
-        (s(f.m.request_metric, **base, **{code: "404"}), counter(ok / 10, hours6)),
-        (s(f.m.request_metric, **base, **{code: "503"}), f"0+0x{hours6 - burst} {_fmt(errors)}+{_fmt(errors)}x{burst - 1}"),
+        (s(metrics.API_REQUESTS, **base, **{code: "200"}), counter(ok, hours6)),
+        (s(metrics.API_REQUESTS, **base, **{code: "404"}), counter(ok / 10, hours6)),
+        (s(metrics.API_REQUESTS, **base, **{code: "503"}), f"0+0x{hours6 - burst} {_fmt(errors)}+{_fmt(errors)}x{burst - 1}"),
     ]
     cases.append(
         Case("TikitApiErrorBudgetBurn", "a burst only the 1h/5m pair sees", series,
@@ -260,7 +260,7 @@ def burn_rate_cases(f: Facts) -> list[Case]:
 
 def autoscaling_cases(f: Facts) -> list[Case]:
     ns = f.ns
-    at_max_for = alerts.duration_seconds(f.m.at_max_replicas_for) // 60
+    at_max_for = alerts.duration_seconds(alerts.AT_MAX_REPLICAS_FOR) // 60
     minutes = at_max_for + 10
     cases = []
     watched = [a for a in f.scope.autoscaled if a.max_replicas > a.min_replicas]
@@ -373,7 +373,7 @@ def wal_stall_cases(f: Facts, pod: str, archived: str, failed: str) -> list[Case
     the threshold, with no failure reported (last_failed_time -1 = never)."""
     m, ns = f.m, f.ns
     stall = m.wal_archive_stall_alert_seconds
-    for_s = alerts.duration_seconds(m.alert_for)
+    for_s = alerts.duration_seconds(alerts.ALERT_FOR)
     # The last archival one minute in; evaluated late enough that the condition has held
     # for the whole `for` window.
     archived_at = 60
@@ -476,14 +476,14 @@ def redis_cases(f: Facts) -> list[Case]:
         Case("TikitRedisDown", "down", [(s("redis_up", **here), const(0, minutes))], {"critical": (here, 0)}),
         Case("TikitRedisDown", "up", [(s("redis_up", **here), const(1, minutes))]),
     ]
-    lookups = 60 * max(10.0, 10 * m.cache_min_lookups_per_second)  # per minute, well above the floor
+    lookups = 60 * max(10.0, 10 * alerts.CACHE_MIN_LOOKUPS_PER_SECOND)  # per minute, well above the floor
     warn, crit = m.cache_hit_warning_percent, m.cache_hit_critical_percent
     for label, pct, per_min, fires in (
         ("between", (warn + crit) / 2, lookups, ("warning",)),
         ("below both", crit / 2, lookups, ("warning", "critical")),
         ("healthy", (warn + 100) / 2, lookups, ()),
         # Too few lookups to judge: half the floor.
-        ("idle", crit / 2, 30 * m.cache_min_lookups_per_second, ()),
+        ("idle", crit / 2, 30 * alerts.CACHE_MIN_LOOKUPS_PER_SECOND, ()),
     ):
         cases.append(
             Case(

@@ -76,7 +76,16 @@ def write_rule_files(groups: Sequence[dict[str, Any]], directory: Path) -> list[
 def facts(stack: str, region_name: str) -> alert_cases.Facts:
     cfg = stack_settings(stack)
     region = next(r for r in cfg.regions if r.name == region_name)
-    sc = alerts.scope(cfg, region, autoscaled=monitoring.autoscaled(cfg), gslb=len(cfg.regions) > 1)
+    # Built as the Monitoring component builds it (tikit/regions.py).
+    sc = alerts.scope(
+        region=region.name,
+        role=region.role,
+        namespace=cfg.namespace,
+        backup_schedule=cfg.postgres.backup_schedule,
+        server_connections_per_pod=cfg.derived.pgbouncer_server_connections_per_pod,
+        autoscaled=monitoring.autoscaled(cfg.backend, cfg.workers),
+        gslb=len(cfg.regions) > 1,
+    )
     return alert_cases.Facts(cfg, sc)
 
 

@@ -26,7 +26,9 @@ from tikit import settings
 from tikit.conf.pgbouncer import (
     DEFAULT_ADMIN_USER,
     DEFAULT_STATS_USER,
+    MAX_PREPARED_STATEMENTS,
     MAX_PREPARED_STATEMENTS_SINCE,
+    POOL_MODE,
     pgbouncer_ini,
     scram_sha256_verifier,
 )
@@ -123,7 +125,8 @@ def test_same_value_compares_in_base_units(rendered, setting, unit, vartype, sam
 
 @pytest.mark.parametrize("stack", settings.ENVIRONMENTS)
 def test_postgres_runs_the_rendered_parameters(pg_template, stack):
-    params = postgres_parameters(settings.load({}, stack=stack))
+    s = settings.load({}, stack=stack)
+    params = postgres_parameters(s.postgres, s.derived)
     with pgd.PostgresServer(pg_template, params) as pg, pg.connect() as conn:
         bad_lines = conn.execute(
             "SELECT name, setting, error FROM pg_file_settings"
@@ -158,7 +161,7 @@ def test_local_ini_differs_from_the_cluster_ini_only_in_addresses_and_paths(tier
     # The only other change: a PgBouncer older than 1.21 cannot parse max_prepared_statements
     # (1.18 refuses to start on it), so exactly that line goes.
     version = pgd.pgbouncer_version(tier.pb.binary)
-    expected = [f"max_prepared_statements = {tier.s.pgbouncer.max_prepared_statements}"]
+    expected = [f"max_prepared_statements = {MAX_PREPARED_STATEMENTS}"]
     assert tier.dropped == (expected if version < MAX_PREPARED_STATEMENTS_SINCE else [])
     assert tier.ini == "".join(f"{line}\n" for line in local if line not in tier.dropped)
 
@@ -206,7 +209,7 @@ def test_admin_console_runs_the_rendered_pool_settings(tier):
         config = {row[0]: row[1] for row in conn.execute("SHOW CONFIG")}
         pools = conn.execute("SHOW POOLS").fetchall()
     pb = tier.s.pgbouncer
-    assert config["pool_mode"] == pb.pool_mode
+    assert config["pool_mode"] == POOL_MODE
     assert int(config["max_client_conn"]) == pb.max_client_conn
     assert int(config["default_pool_size"]) == pb.default_pool_size
     assert int(config["reserve_pool_size"]) == pb.reserve_pool_size

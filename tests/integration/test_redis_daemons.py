@@ -237,7 +237,7 @@ def test_rendered_config_is_what_runs(env: str, tmp_path: Path, daemons: Daemons
 
 def test_kill9_keeps_acknowledged_writes_and_rdb_restores(tmp_path: Path, daemons: Daemons) -> None:
     s = stack("staging")  # the persistence settings of every preset; no min-replicas-to-write
-    queue = s.workers.queue_name
+    queue = names.JOB_QUEUE
     data = tmp_path / "data"
     data.mkdir()
     conf = render_conf(s, port=free_port(), dir=data)
@@ -361,7 +361,7 @@ def test_sentinel_failover(tmp_path: Path, daemons: Daemons) -> None:
         lambda: primary.info("replication").get("min_slaves_good_slaves", 0) >= rconf.min_replicas_to_write(r),
     )
 
-    queue = s.workers.queue_name
+    queue = names.JOB_QUEUE
     pipe = primary.pipeline(transaction=False)
     for i in range(500):
         pipe.rpush(queue, i)
@@ -533,7 +533,7 @@ def test_backup_restore_and_prune(tmp_path: Path, daemons: Daemons) -> None:
     c = server.client()
     pipe = c.pipeline(transaction=False)
     for i in range(3000):
-        pipe.rpush(s.workers.queue_name, f"job-{i}")
+        pipe.rpush(names.JOB_QUEUE, f"job-{i}")
         pipe.set(f"k:{i}", f"v{i}")
     pipe.hset("h", mapping={f"f{i}": i for i in range(100)})
     pipe.sadd("set", *range(100))

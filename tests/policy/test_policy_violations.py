@@ -18,6 +18,8 @@ import math
 from tikit import names
 import policy_fixtures as F
 from tikit import settings
+from tikit import units
+from tikit.conf import postgres as pg_conf
 from preview.plan import Plan
 
 import tikit_policies
@@ -36,16 +38,16 @@ def default(policy: str, key: str) -> Any:
 
 
 def mi(quantity: str) -> str:
-    return f"{fmt(settings.mebibytes(quantity))}Mi"
+    return f"{fmt(units.mebibytes(quantity))}Mi"
 
 
 # Mutations that set a number, and what the messages derive from it.
 API_CONNECTIONS = 1000  # per API replica, far above what PgBouncer admits
 CLIENTS = PROD.backend.max_replicas * API_CONNECTIONS + PROD.workers.max_replicas * PROD.workers.db_connections_per_replica
-REDIS_LIMIT_MI = settings.mebibytes(PROD.redis.memory)
+REDIS_LIMIT_MI = units.mebibytes(PROD.redis.memory)
 # One pool's server connections plus the superuser slots: what max_connections must hold
 # on one instance (the same in prod's primary and staging's replicas).
-PRIMARY_BUDGET = PROD.pgbouncer.replicas * PROD.derived.pgbouncer_server_connections_per_pod + PROD.postgres.superuser_reserved_connections
+PRIMARY_BUDGET = PROD.pgbouncer.replicas * PROD.derived.pgbouncer_server_connections_per_pod + pg_conf.SUPERUSER_RESERVED_CONNECTIONS
 FORK_PERCENT = default("redis-memory-headroom", "forkHeadroomPercent")
 FORK_MI = REDIS_LIMIT_MI * FORK_PERCENT / 100
 SHORT_MAX = PROD.backend.max_replicas // 2  # request capacity for half the target
@@ -312,7 +314,7 @@ CASES = [
          obj("Cluster", names.pg_cluster("lagos"), set_in("spec.postgresql.parameters.max_connections", "50")),
          (f"Cluster/pg-lagos in lagos (primary): {PROD.pgbouncer.replicas} x {PROD.derived.pgbouncer_server_connections_per_pod} "
           f"(pgbouncer-rw: default_pool_size + reserve_pool_size) + superuser_reserved_connections "
-          f"{PROD.postgres.superuser_reserved_connections} + reserved_connections 0 = {PRIMARY_BUDGET} > max_connections 50",)),
+          f"{pg_conf.SUPERUSER_RESERVED_CONNECTIONS} + reserved_connections 0 = {PRIMARY_BUDGET} > max_connections 50",)),
     Case("replica-budget", "postgres-connection-budget", "staging",
          obj("Cluster", names.pg_cluster("london"), set_in("spec.postgresql.parameters.max_connections", "40"), "london"),
          ("Cluster/pg-london in london (each read replica): 2 x 25 (pgbouncer-ro", f"= {PRIMARY_BUDGET} > max_connections 40")),

@@ -374,7 +374,7 @@ def test_one_line_settings_change_end_to_end(repo_copy, tmp_path, rendered):
     stack_file = repo_copy / f"Pulumi.{STACK}.yaml"
     original = stack_file.read_text()
     try:
-        stack_file.write_text(original.rstrip("\n") + "\n  tikit:postgres: {passwordLength: 77}\n")
+        stack_file.write_text(original.rstrip("\n") + "\n  tikit:gateway: {envoyCpu: 750m}\n")
         out = tmp_path / "diff"
         result = _run_diff(repo_copy, "--stacks", STACK, "--out", str(out))
     finally:
@@ -385,18 +385,18 @@ def test_one_line_settings_change_end_to_end(repo_copy, tmp_path, rendered):
     assert "merge-base of HEAD and main" in doc["base"]["label"]
     (stack,) = doc["stacks"]
     assert stack["stack"] == STACK and stack["error"] is None and stack["notes"] == []
-    # Every password sized by the setting changes its length, and nothing else changes.
-    assert stack["resources"] and {r["action"] for r in stack["resources"]} == {"change"}
+    # The gateway proxies' CPU request changes, and nothing else does.
+    path = "spec.provider.kubernetes.envoyDeployment.container.resources.requests.cpu"
     base_plan = json.loads((out / "base" / STACK / "plan.json").read_text())
     base_inputs = {r["urn"]: r["inputs"] for r in base_plan["resources"]}
-    for changed in stack["resources"]:
-        assert changed["type"] == "random:index/randomPassword:RandomPassword"
-        old_length = base_inputs[changed["urn"]]["length"]
-        assert changed["fields"] == [{"path": "length", "old": old_length, "new": 77}] and old_length != 77
+    (changed,) = stack["resources"]
+    assert changed["action"] == "change" and changed["type"] == "kubernetes:gateway.envoyproxy.io/v1alpha1:EnvoyProxy"
+    old_cpu = base_inputs[changed["urn"]]["spec"]["provider"]["kubernetes"]["envoyDeployment"]["container"]["resources"]["requests"]["cpu"]
+    assert changed["fields"] == [{"path": path, "old": old_cpu, "new": "750m"}] and old_cpu != "750m"
 
     report = (out / "report.md").read_text()
     assert report.startswith(diff_report.MARKER)
-    assert f"length: {old_length} -> 77" in report
+    assert f'{path}: "{old_cpu}" -> "750m"' in report
     assert "```mermaid" in report
     # Nothing secret anywhere: none of the values the mock engine makes up for secret
     # outputs (they depend only on resource names, so this process's render has them all).

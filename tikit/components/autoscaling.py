@@ -21,13 +21,34 @@ API_VERSION = "keda.sh/v1alpha1"
 # KEDA's admission webhook rejects longer ScaledObject names (it derives label values from them).
 MAX_NAME_LENGTH = 54
 
+# The notes' scaling rules (docs/autoscaling.md maps each one): scale up on a signal held
+# for 2 minutes, scale down after 5 minutes of calm, one pod per 5 minutes ("Cooldown: 5
+# minutes between scaling events"); the same for the API and the workers.
+SCALE_UP_WINDOW_SECONDS = 120
+SCALE_DOWN_WINDOW_SECONDS = 300
+SCALE_DOWN_PODS_PER_PERIOD = 1
+SCALE_DOWN_PERIOD_SECONDS = 300
+# KEDA cooldownPeriod: how long the queue must stay empty before the last worker goes
+# (1 -> 0, only where minReplicas is 0): the notes' 5-minute cooldown.
+COOLDOWN_SECONDS = 300
+# PromQL rate() window of the request-rate trigger.
+REQUEST_RATE_WINDOW = "2m"
+# The peak hours are Lagos's evening (the notes: "6 PM - 11 PM WAT").
+PEAK_TIMEZONE = "Africa/Lagos"
+
 
 def hpa_name(workload: str) -> str:
     """The HPA KEDA creates; named explicitly, with KEDA's own prefix so `kubectl` users find it."""
     return f"keda-hpa-{workload}"
 
 
-def behavior(*, up_window: int, down_window: int, down_pods: int, down_period: int) -> dict[str, Any]:
+def behavior(
+    *,
+    up_window: int = SCALE_UP_WINDOW_SECONDS,
+    down_window: int = SCALE_DOWN_WINDOW_SECONDS,
+    down_pods: int = SCALE_DOWN_PODS_PER_PERIOD,
+    down_period: int = SCALE_DOWN_PERIOD_SECONDS,
+) -> dict[str, Any]:
     """autoscaling/v2 behaviour: a sustained signal before scaling up, and one step down
     (``down_pods`` pods) per ``down_period`` seconds after a ``down_window`` of calm.
     Scale-up policies stay at the HPA defaults (max of 100 % and 4 pods per 15 s)."""
@@ -46,7 +67,7 @@ def utilization_trigger(resource: str, percent: int) -> dict[str, Any]:
     return {"type": resource, "metricType": "Utilization", "metadata": {"value": str(percent)}}
 
 
-def request_rate_query(metric: str, namespace: str, workload: str, window: str) -> str:
+def request_rate_query(metric: str, namespace: str, workload: str, window: str = REQUEST_RATE_WINDOW) -> str:
     """Requests per MINUTE over all pods of one Deployment in one namespace.
 
     A total, not a per-pod figure: with metricType AverageValue the HPA divides it by the
@@ -66,7 +87,7 @@ def prometheus_trigger(server_address: str, query: str, threshold: int) -> dict[
     }
 
 
-def cron_trigger(*, timezone: str, start: str, end: str, desired_replicas: int) -> dict[str, Any]:
+def cron_trigger(*, start: str, end: str, desired_replicas: int, timezone: str = PEAK_TIMEZONE) -> dict[str, Any]:
     """A dynamic minimum: at least ``desired_replicas`` between ``start`` and ``end`` (five-field cron)."""
     return {
         "type": "cron",

@@ -16,80 +16,75 @@ import pulumi_kubernetes as k8s
 from tikit import kube
 from tikit import names
 from tikit.components import autoscaling, nodeapp
+from tikit.conf import metrics
 from tikit.settings import Backend as BackendSettings
-from tikit.settings import Monitoring as MonitoringSettings
 
 COMPONENT = "api"
 PORT_NAME = "http"
+# The port the Node.js API listens on (PORT in its environment).
+PORT = 3000
+# Graceful shutdown: the preStop sleep lets endpoint removal reach the gateway and
+# kube-proxy while the pod still serves; then the app drains for up to SHUTDOWN_SECONDS.
+PRE_STOP_SECONDS = 10
+SHUTDOWN_SECONDS = 20
+# The startup probe (GET /health every STARTUP.period, up to STARTUP.failures times) holds
+# liveness off while a slow boot finishes: 5 s x 30 = 150 s.
+STARTUP = kube.ProbeTiming(period=5, timeout=nodeapp.LIVENESS.timeout, failures=30)
 
 
 @dataclass(frozen=True)
 class BackendArgs:
     target: kube.Target
     backend: BackendSettings
-    monitoring: MonitoringSettings
-    # The Redis list the API pushes jobs onto and the workers drain (settings.workers.queue_name).
-    queue_name: str
+    # Where KEDA's request-rate trigger queries Prometheus (settings.derived.prometheus_address).
+    prometheus_address: str
 
 
 def config_data(args: BackendArgs) -> dict[str, str]:
     """The API's non-secret environment (connection strings are in Secrets)."""
     return {
-        **nodeapp.common_config(args.target, args.queue_name),
-        "PORT": str(args.backend.port),
+        **nodeapp.common_config(args.target),
+        "PORT": str(PORT),
         "METRICS_PATH": names.BACKEND_METRICS_PATH,
     }
 
 
-def termination_grace_seconds(b: BackendSettings) -> int:
-    """The grace period covers the preStop sleep AND the app's own drain after SIGTERM:
-    the kubelet starts counting before preStop runs and sends SIGTERM only after it."""
-    return b.pre_stop_seconds + b.shutdown_seconds
+# The grace period covers the preStop sleep AND the app's own drain after SIGTERM: the
+# kubelet starts counting before preStop runs and sends SIGTERM only after it.
+TERMINATION_GRACE_SECONDS = PRE_STOP_SECONDS + SHUTDOWN_SECONDS
 
 
-def probes(b: BackendSettings) -> dict[str, Any]:
+def probes() -> dict[str, Any]:
     return {
-        **kube.health_probes(b, PORT_NAME),
-        # Liveness and readiness wait until this succeeds: a slow boot gets
-        # startup_period_seconds x startup_failure_threshold before a restart.
+        **nodeapp.health_probes(PORT_NAME),
+        # Liveness and readiness wait until this succeeds.
         "startupProbe": kube.http_probe(
-            b.health_path,
-            PORT_NAME,
-            period=b.startup_period_seconds,
-            timeout=b.liveness_timeout_seconds,
-            failures=b.startup_failure_threshold,
+            nodeapp.HEALTH_PATH, PORT_NAME, period=STARTUP.period, timeout=STARTUP.timeout, failures=STARTUP.failures
         ),
     }
 
 
 def scaled_object_spec(args: BackendArgs) -> dict[str, Any]:
-    b, m, t = args.backend, args.monitoring, args.target
+    b, t = args.backend, args.target
     triggers = [
         autoscaling.utilization_trigger("cpu", b.cpu_target_percent),
         autoscaling.utilization_trigger("memory", b.memory_target_percent),
         autoscaling.prometheus_trigger(
-            m.prometheus_address,
-            autoscaling.request_rate_query(m.request_metric, t.namespace, names.BACKEND, b.request_rate_window),
+            args.prometheus_address,
+            autoscaling.request_rate_query(metrics.API_REQUESTS, t.namespace, names.BACKEND),
             b.requests_per_minute_per_instance,
         ),
     ]
     # The peak-hour floor only matters when it is above the everyday minimum (prod).
     if b.peak_min_replicas > b.min_replicas:
         triggers.append(
-            autoscaling.cron_trigger(
-                timezone=b.timezone, start=b.peak_start, end=b.peak_end, desired_replicas=b.peak_min_replicas
-            )
+            autoscaling.cron_trigger(start=b.peak_start, end=b.peak_end, desired_replicas=b.peak_min_replicas)
         )
     return autoscaling.scaled_object_spec(
         workload=names.BACKEND,
         min_replicas=b.min_replicas,
         max_replicas=b.max_replicas,
-        hpa_behavior=autoscaling.behavior(
-            up_window=b.scale_up_window_seconds,
-            down_window=b.scale_down_window_seconds,
-            down_pods=b.scale_down_pods_per_period,
-            down_period=b.scale_down_period_seconds,
-        ),
+        hpa_behavior=autoscaling.behavior(),
         triggers=triggers,
     )
 
@@ -125,10 +120,10 @@ class Backend(pulumi.ComponentResource):
             db_connections_per_replica=b.db_connections_per_replica,
             cpu=b.cpu,
             memory=b.memory,
-            ports=[{"name": PORT_NAME, "containerPort": b.port, "protocol": "TCP"}],
-            **probes(b),
+            ports=[{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
+            **probes(),
         )
-        hooks = kube.pre_stop_sleep(b.pre_stop_seconds)
+        hooks = kube.pre_stop_sleep(PRE_STOP_SECONDS)
         if hooks:
             container["lifecycle"] = hooks
 
@@ -144,7 +139,7 @@ class Backend(pulumi.ComponentResource):
                 "strategy": kube.rolling_surge(),
                 "template": {
                     "metadata": {"labels": kube.labels(app, COMPONENT, t, version)},
-                    "spec": nodeapp.pod_spec(sel, container, grace_seconds=termination_grace_seconds(b)),
+                    "spec": nodeapp.pod_spec(sel, container, grace_seconds=TERMINATION_GRACE_SECONDS),
                 },
             },
             # Pods read the ConfigMap at start: create it first.
@@ -159,7 +154,7 @@ class Backend(pulumi.ComponentResource):
                 "selector": sel,
                 # Traffic and /metrics share the one port the ServiceMonitor scrapes by name.
                 "ports": [
-                    {"name": PORT_NAME, "port": b.port, "targetPort": PORT_NAME, "protocol": "TCP", "appProtocol": "http"}
+                    {"name": PORT_NAME, "port": PORT, "targetPort": PORT_NAME, "protocol": "TCP", "appProtocol": "http"}
                 ],
             },
             opts=child,
@@ -175,5 +170,5 @@ class Backend(pulumi.ComponentResource):
         )
 
         self.service_name = app
-        self.port = b.port
-        self.register_outputs({"service": app, "port": b.port})
+        self.port = PORT
+        self.register_outputs({"service": app, "port": PORT})

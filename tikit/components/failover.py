@@ -33,6 +33,8 @@ STRATEGY = "failover"
 class FailoverArgs:
     target: kube.Target
     gslb: GslbSettings
+    # The primary region's k8gb geo tag: where DNS answers point while it is healthy.
+    primary_geo_tag: str
     # The HTTPRoute (carrying the public hostname) whose health decides the region's DNS answer.
     route: str
 
@@ -41,7 +43,7 @@ def gslb_spec(args: FailoverArgs) -> dict[str, Any]:
     g = args.gslb
     return {
         "resourceRef": {"apiVersion": ROUTE_API, "kind": "HTTPRoute", "name": args.route},
-        "strategy": {"type": STRATEGY, "primaryGeoTag": g.primary_geo_tag, "dnsTtlSeconds": g.dns_ttl_seconds},
+        "strategy": {"type": STRATEGY, "primaryGeoTag": args.primary_geo_tag, "dnsTtlSeconds": g.dns_ttl_seconds},
     }
 
 

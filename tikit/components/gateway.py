@@ -25,6 +25,14 @@ from tikit.settings import Gateway as GatewaySettings
 
 COMPONENT = "gateway"
 
+# The first retry waits up to this long (jittered exponential backoff, capped at 10x).
+RETRY_BACKOFF = "100ms"
+# Active health checks from the gateway to each API pod (GET nodeapp.HEALTH_PATH).
+HEALTH_CHECK_INTERVAL = "10s"
+HEALTH_CHECK_TIMEOUT = "5s"
+HEALTH_CHECK_UNHEALTHY_THRESHOLD = 3
+HEALTH_CHECK_HEALTHY_THRESHOLD = 1
+
 GATEWAY_API = "gateway.networking.k8s.io/v1"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 ENVOY_API = "gateway.envoyproxy.io/v1alpha1"
@@ -164,7 +172,7 @@ def rest_route_spec(args: GatewayArgs) -> dict[str, Any]:
     public for uptime checks, GET and HEAD only.
     """
     g = args.gateway
-    prefix = {"type": "PathPrefix", "value": g.api_prefix}
+    prefix = {"type": "PathPrefix", "value": names.API_PREFIX}
     idempotent = [{"path": prefix, "method": m} for m in IDEMPOTENT_METHODS]
     idempotent += [{"path": {"type": "Exact", "value": args.health_path}, "method": m} for m in ("GET", "HEAD")]
     return {
@@ -185,7 +193,7 @@ def websocket_route_spec(args: GatewayArgs) -> dict[str, Any]:
         "rules": [
             {
                 "name": WEBSOCKET_RULE,
-                "matches": [{"path": {"type": "PathPrefix", "value": p}} for p in g.websocket_paths],
+                "matches": [{"path": {"type": "PathPrefix", "value": p}} for p in names.WEBSOCKET_PATHS],
                 "backendRefs": _backend(args),
             }
         ],
@@ -211,15 +219,14 @@ def _target(route: str, rule: str) -> list[dict[str, Any]]:
 
 
 def _health_check(args: GatewayArgs) -> dict[str, Any]:
-    g = args.gateway
     return {
         "active": {
             "type": "HTTP",
             "http": {"path": args.health_path, "method": "GET"},
-            "interval": g.health_check_interval,
-            "timeout": g.health_check_timeout,
-            "unhealthyThreshold": g.health_check_unhealthy_threshold,
-            "healthyThreshold": g.health_check_healthy_threshold,
+            "interval": HEALTH_CHECK_INTERVAL,
+            "timeout": HEALTH_CHECK_TIMEOUT,
+            "unhealthyThreshold": HEALTH_CHECK_UNHEALTHY_THRESHOLD,
+            "healthyThreshold": HEALTH_CHECK_HEALTHY_THRESHOLD,
         }
     }
 
@@ -232,7 +239,7 @@ def rest_policy_spec(args: GatewayArgs, rule: str) -> dict[str, Any]:
         retry: dict[str, Any] = {
             "numRetries": g.retries,
             "retryOn": {"triggers": list(RETRY_TRIGGERS), "httpStatusCodes": list(RETRIABLE_STATUSES)},
-            "perRetry": {"backOff": {"baseInterval": g.retry_backoff}},
+            "perRetry": {"backOff": {"baseInterval": RETRY_BACKOFF}},
         }
     else:
         # Explicitly none, so a Gateway-wide policy added later cannot turn them on here.

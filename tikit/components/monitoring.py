@@ -1,6 +1,6 @@
 """Observability of one region: what Prometheus scrapes, the alert rules, the Grafana dashboard.
 
-Prometheus Operator objects, all labelled ``release: <settings.monitoring.release_label>``
+Prometheus Operator objects, all labelled ``release: <settings.addons.prometheus_release>``
 so kube-prometheus-stack picks them up:
 
 * a ServiceMonitor for the API's /metrics (on its ``http`` port);
@@ -25,8 +25,11 @@ from tikit import kube
 from tikit import names
 from tikit.components import autoscaling, backend, gateway
 from tikit.conf import alerts, dashboard
-from tikit.settings import Region as RegionSettings
-from tikit.settings import Settings
+from tikit.derived import Derived
+from tikit.settings import Addons as AddonsSettings
+from tikit.settings import Backend as BackendSettings
+from tikit.settings import Monitoring as MonitoringSettings
+from tikit.settings import Workers as WorkersSettings
 
 COMPONENT = "monitoring"
 API_VERSION = "monitoring.coreos.com/v1"
@@ -43,34 +46,45 @@ ENVOY_GATEWAY_SELECTOR = {"control-plane": "envoy-gateway"}
 KEDA_OPERATOR_SELECTOR = {"app": "keda-operator"}
 K8GB_SELECTOR = {names.APP_NAME_LABEL: "k8gb"}
 METRICS_PATH = "/metrics"
+# The KEDA operator's metrics port (its chart's name for it).
+KEDA_METRICS_PORT = "http"
+# Grafana's dashboard sidecar (kube-prometheus-stack) loads ConfigMaps with this label.
+DASHBOARD_LABEL = "grafana_dashboard"
 
 
 @dataclass(frozen=True)
 class MonitoringArgs:
     target: kube.Target
-    settings: Settings
-    region: RegionSettings
+    monitoring: MonitoringSettings
+    addons: AddonsSettings
+    derived: Derived
+    # The autoscaled workloads' bounds, and the PostgreSQL backup schedule the backup-age
+    # alerts follow.
+    backend: BackendSettings
+    workers: WorkersSettings
+    backup_schedule: str
+    # This region's role (primary | backup).
+    role: str
     # Whether a k8gb Gslb serves this region (multi-region stacks only).
     gslb: bool = True
 
 
-def autoscaled(cfg: Settings) -> tuple[alerts.Autoscaled, ...]:
+def autoscaled(b: BackendSettings, w: WorkersSettings) -> tuple[alerts.Autoscaled, ...]:
     """The workloads whose HPA KEDA owns, with KEDA's effective bounds (an HPA minimum is at least 1)."""
     return (
-        alerts.Autoscaled(
-            names.BACKEND, autoscaling.hpa_name(names.BACKEND), max(1, cfg.backend.min_replicas), cfg.backend.max_replicas
-        ),
-        alerts.Autoscaled(
-            names.WORKERS, autoscaling.hpa_name(names.WORKERS), max(1, cfg.workers.min_replicas), cfg.workers.max_replicas
-        ),
+        alerts.Autoscaled(names.BACKEND, autoscaling.hpa_name(names.BACKEND), max(1, b.min_replicas), b.max_replicas),
+        alerts.Autoscaled(names.WORKERS, autoscaling.hpa_name(names.WORKERS), max(1, w.min_replicas), w.max_replicas),
     )
 
 
 def scope(args: MonitoringArgs) -> alerts.Scope:
     return alerts.scope(
-        args.settings,
-        args.region,
-        autoscaled=autoscaled(args.settings),
+        region=args.target.region,
+        role=args.role,
+        namespace=args.target.namespace,
+        backup_schedule=args.backup_schedule,
+        server_connections_per_pod=args.derived.pgbouncer_server_connections_per_pod,
+        autoscaled=autoscaled(args.backend, args.workers),
         gslb=args.gslb,
     )
 
@@ -113,11 +127,10 @@ class Monitoring(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: MonitoringArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("tikit:observability:Monitoring", name, None, opts)
-        t, cfg = args.target, args.settings
-        m = cfg.monitoring
+        t, m, a = args.target, args.monitoring, args.addons
         child = t.opts(self)
         sc = scope(args)
-        release = {"release": m.release_label}
+        release = {"release": a.prometheus_release}
 
         def meta(obj_name: str) -> dict[str, Any]:
             # app=monitoring: a ServiceMonitor named "api" is not part of the API application.
@@ -145,7 +158,7 @@ class Monitoring(pulumi.ComponentResource):
                 service_monitor_spec(
                     {"matchLabels": dict(K8GB_SELECTOR)},
                     [endpoint(metrics_port, interval, honor_labels=True)],
-                    [m.k8gb_namespace],
+                    [a.k8gb_namespace],
                 ),
             )
         self.pod_monitors = {
@@ -180,8 +193,8 @@ class Monitoring(pulumi.ComponentResource):
                 alerts.MON_KEDA,
                 pod_monitor_spec(
                     {"matchLabels": dict(KEDA_OPERATOR_SELECTOR)},
-                    [endpoint(m.keda_metrics_port, interval, honor_labels=True)],
-                    [cfg.network.keda_namespace],
+                    [endpoint(KEDA_METRICS_PORT, interval, honor_labels=True)],
+                    [a.keda_namespace],
                 ),
             ),
             alerts.MON_ENVOY_PROXY: monitor(
@@ -190,7 +203,7 @@ class Monitoring(pulumi.ComponentResource):
                 pod_monitor_spec(
                     {"matchLabels": gateway.envoy_pod_labels(t.namespace)},
                     [endpoint(ENVOY_METRICS_PORT, interval, path=ENVOY_STATS_PATH)],
-                    [cfg.gateway.envoy_namespace],
+                    [a.envoy_gateway_namespace],
                 ),
             ),
             alerts.MON_ENVOY_GATEWAY: monitor(
@@ -199,12 +212,12 @@ class Monitoring(pulumi.ComponentResource):
                 pod_monitor_spec(
                     {"matchLabels": dict(ENVOY_GATEWAY_SELECTOR)},
                     [endpoint(ENVOY_METRICS_PORT, interval)],
-                    [cfg.gateway.envoy_namespace],
+                    [a.envoy_gateway_namespace],
                 ),
             ),
         }
 
-        self.groups = alerts.rule_groups(cfg, sc)
+        self.groups = alerts.rule_groups(m, sc)
         self.rules = {}
         for group in self.groups:
             tier = group["name"].removeprefix("tikit-")
@@ -217,11 +230,11 @@ class Monitoring(pulumi.ComponentResource):
                 child,
             )
 
-        board_key = f"tikit-{cfg.environment}-{t.region}.json"
+        board_key = f"tikit-{t.environment}-{t.region}.json"
         self.dashboard = k8s.core.v1.ConfigMap(
             t.rname("grafana-dashboard"),
-            metadata=kube.metadata("grafana-dashboard", COMPONENT, t, app=COMPONENT, extra_labels={m.dashboard_label: "1"}),
-            data={board_key: dashboard.dashboard_json(cfg, sc)},
+            metadata=kube.metadata("grafana-dashboard", COMPONENT, t, app=COMPONENT, extra_labels={DASHBOARD_LABEL: "1"}),
+            data={board_key: dashboard.dashboard_json(m, sc, t.environment)},
             opts=child,
         )
         self.register_outputs({"rules": sorted(self.rules), "dashboard": board_key})

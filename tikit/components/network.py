@@ -32,6 +32,7 @@ import pulumi_kubernetes as k8s
 from tikit import kube
 from tikit import names
 from tikit.components.gateway import envoy_pod_labels
+from tikit.settings import Addons as AddonsSettings
 from tikit.settings import Network as NetworkSettings
 
 COMPONENT = "network-policy"
@@ -54,9 +55,8 @@ DEFAULT_DENY = "default-deny"
 class NetworkArgs:
     target: kube.Target
     network: NetworkSettings
-    # Where the gateway's proxies and Prometheus run (settings.gateway / settings.monitoring).
-    envoy_namespace: str
-    monitoring_namespace: str
+    # Where the operators, the gateway's proxies and Prometheus run.
+    addons: AddonsSettings
     backend_port: int
     # Sentinel traffic is allowed only where the environment runs Sentinel.
     redis_sentinels: int
@@ -116,7 +116,7 @@ def policy(selector: dict[str, Any], *, ingress: list | None = None, egress: lis
 def policy_specs(args: NetworkArgs) -> dict[str, dict[str, Any]]:
     """Kubernetes name -> NetworkPolicy spec, in a stable order."""
     n = args.network
-    monitoring = namespace(args.monitoring_namespace)
+    monitoring = namespace(args.addons.monitoring_namespace)
     clients = pods(apps(names.BACKEND, names.WORKERS))
     pools = apps(names.PGBOUNCER_RW, names.PGBOUNCER_RO)
     # The Redis tier: data pods and, where Sentinel runs as its own workload, the sentinels.
@@ -149,7 +149,7 @@ def policy_specs(args: NetworkArgs) -> dict[str, dict[str, Any]]:
             ingress=[
                 # Requests and active health checks from this Gateway's proxies only.
                 rule(
-                    [namespace(args.envoy_namespace, {"matchLabels": envoy_pod_labels(args.target.namespace)})],
+                    [namespace(args.addons.envoy_gateway_namespace, {"matchLabels": envoy_pod_labels(args.target.namespace)})],
                     tcp(args.backend_port),
                     "ingress",
                 ),
@@ -173,7 +173,7 @@ def policy_specs(args: NetworkArgs) -> dict[str, dict[str, Any]]:
                 # Clients, replication and Sentinel between the tier's own pods, the
                 # hourly backup job, and KEDA's redis trigger reading the queue length.
                 rule(
-                    [clients, pods(redis_tier), pods(apps(names.REDIS_BACKUP)), namespace(n.keda_namespace)],
+                    [clients, pods(redis_tier), pods(apps(names.REDIS_BACKUP)), namespace(args.addons.keda_namespace)],
                     tcp(*redis_ports),
                     "ingress",
                 ),
@@ -195,7 +195,7 @@ def policy_specs(args: NetworkArgs) -> dict[str, dict[str, Any]]:
         # Streaming replication and the instance managers' status checks on each other.
         rule([pods(postgres)], tcp(names.POSTGRES_PORT, CNPG_STATUS_PORT), "ingress"),
         rule(
-            [namespace(n.cnpg_operator_namespace, apps(CNPG_OPERATOR_NAME))],
+            [namespace(args.addons.cnpg_namespace, apps(CNPG_OPERATOR_NAME))],
             tcp(names.POSTGRES_PORT, CNPG_STATUS_PORT),
             "ingress",
         ),
@@ -219,13 +219,13 @@ def k6_policy_specs(args: NetworkArgs) -> dict[str, dict[str, Any]]:
     kube-proxy short-cuts traffic to a LoadBalancer address, straight to this Gateway's
     proxies.  The initializer needs nothing but DNS."""
     runners = apps(names.K6_RUNNER)
-    proxies = namespace(args.envoy_namespace, {"matchLabels": envoy_pod_labels(args.target.namespace)})
+    proxies = namespace(args.addons.envoy_gateway_namespace, {"matchLabels": envoy_pod_labels(args.target.namespace)})
     return {
         names.K6_RUNNER: policy(
             runners,
             ingress=[
                 rule(
-                    [pods(apps(names.K6_STARTER)), namespace(args.network.k6_operator_namespace)],
+                    [pods(apps(names.K6_STARTER)), namespace(args.addons.k6_operator_namespace)],
                     tcp(names.K6_API_PORT),
                     "ingress",
                 )

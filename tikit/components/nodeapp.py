@@ -9,21 +9,41 @@ from typing import Any, Mapping
 from tikit import kube
 from tikit import names
 
+# The health contract of both processes (the notes' "Health Checks"): liveness GETs
+# /health (the event loop is alive) every 30 s, timeout 5 s, 3 failures; readiness GETs
+# /ready (PostgreSQL and Redis reachable) every 10 s, timeout 5 s, 2 failures.
+HEALTH_PATH = "/health"
+READY_PATH = "/ready"
+LIVENESS = kube.ProbeTiming(period=30, timeout=5, failures=3)
+READINESS = kube.ProbeTiming(period=10, timeout=5, failures=2)
+
 # The database pool size each process opens (API and workers read the same variable).
 POOL_SIZE_ENV = "DB_POOL_SIZE"
 # The root filesystem is read-only; Node and its libraries still want a /tmp.
 TMP_VOLUME = "tmp"
 
 
-def common_config(target: kube.Target, queue_name: str) -> dict[str, str]:
+def common_config(target: kube.Target) -> dict[str, str]:
     """Non-secret environment both processes read (each puts it into its own ConfigMap,
-    next to its own settings).  The queue name comes from settings.workers.queue_name on
-    both sides: producer and consumer agree."""
+    next to its own settings).  The queue name is names.JOB_QUEUE on both sides: producer
+    and consumer agree."""
     return {
         "NODE_ENV": "production",
-        "JOB_QUEUE": queue_name,
+        "JOB_QUEUE": names.JOB_QUEUE,
         "TIKIT_ENVIRONMENT": target.environment,
         "TIKIT_REGION": target.region,
+    }
+
+
+def health_probes(port: Any) -> dict[str, Any]:
+    """Liveness and readiness of a Node.js process on its named ``port``."""
+    return {
+        "livenessProbe": kube.http_probe(
+            HEALTH_PATH, port, period=LIVENESS.period, timeout=LIVENESS.timeout, failures=LIVENESS.failures
+        ),
+        "readinessProbe": kube.http_probe(
+            READY_PATH, port, period=READINESS.period, timeout=READINESS.timeout, failures=READINESS.failures
+        ),
     }
 
 

@@ -39,6 +39,14 @@ USERLIST_KEY = "userlist.txt"
 EXPORTER_ENV = "PGBOUNCER_EXPORTER_CONNECTION_STRING"  # read by pgbouncer_exporter
 # PgBouncer's admin console is the virtual database "pgbouncer".
 ADMIN_DATABASE = "pgbouncer"
+EXPORTER_CPU = "50m"
+EXPORTER_MEMORY = "64Mi"
+# TCP probes on the pool port (and the exporter's metrics port).
+PROBE = kube.ProbeTiming(period=10, timeout=3, failures=3)
+# Rollouts and drains: the preStop sleep lets the Service drop the pod before SIGTERM;
+# PgBouncer then waits for its clients to leave, up to SHUTDOWN_SECONDS.
+PRE_STOP_SECONDS = 10
+SHUTDOWN_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -93,9 +101,7 @@ def exporter_url(password: str) -> str:
 
 def containers(pb: PgBouncerSettings) -> list[dict[str, Any]]:
     def tcp(port: str) -> dict[str, Any]:
-        return kube.tcp_probe(
-            port, period=pb.probe_period_seconds, timeout=pb.probe_timeout_seconds, failures=pb.probe_failure_threshold
-        )
+        return kube.tcp_probe(port, period=PROBE.period, timeout=PROBE.timeout, failures=PROBE.failures)
 
     pgbouncer: dict[str, Any] = {
         "name": "pgbouncer",
@@ -113,7 +119,7 @@ def containers(pb: PgBouncerSettings) -> list[dict[str, Any]]:
         "livenessProbe": tcp(PORT_NAME),
         "readinessProbe": tcp(PORT_NAME),
     }
-    lifecycle = kube.pre_stop_sleep(pb.pre_stop_seconds)
+    lifecycle = kube.pre_stop_sleep(PRE_STOP_SECONDS)
     if lifecycle:
         # The Service stops sending new clients before PgBouncer receives SIGTERM.
         pgbouncer["lifecycle"] = lifecycle
@@ -126,7 +132,7 @@ def containers(pb: PgBouncerSettings) -> list[dict[str, Any]]:
         "ports": [
             {"name": names.METRICS_PORT_NAME, "containerPort": names.PGBOUNCER_EXPORTER_PORT, "protocol": "TCP"}
         ],
-        "resources": kube.resources(pb.exporter_cpu, pb.exporter_memory),
+        "resources": kube.resources(EXPORTER_CPU, EXPORTER_MEMORY),
         "securityContext": kube.container_security(),
         "livenessProbe": tcp(names.METRICS_PORT_NAME),
         "readinessProbe": tcp(names.METRICS_PORT_NAME),
@@ -217,7 +223,7 @@ class PgBouncer(pulumi.ComponentResource):
                             # every Service in the namespace would be injected into its env.
                             "enableServiceLinks": False,
                             "securityContext": kube.pod_security(),
-                            "terminationGracePeriodSeconds": pb.pre_stop_seconds + pb.shutdown_seconds,
+                            "terminationGracePeriodSeconds": PRE_STOP_SECONDS + SHUTDOWN_SECONDS,
                             "topologySpreadConstraints": kube.spread(sel),
                             "containers": containers(pb),
                             "volumes": [

@@ -31,8 +31,9 @@ from tikit import kube
 from tikit import names
 from tikit.conf import pgbouncer as pgbouncer_conf
 from tikit.conf import postgres as postgres_conf
-from tikit.settings import Region as RegionSettings
-from tikit.settings import Settings
+from tikit.derived import Derived
+from tikit.settings import ObjectStorage as ObjectStorageSettings
+from tikit.settings import Postgres as PostgresSettings
 
 COMPONENT = "database"
 APP = "postgres"
@@ -43,13 +44,34 @@ BARMAN_PLUGIN = "barman-cloud.cloudnative-pg.io"
 BACKUP_PREFIX = "postgres"
 # Labels the operator puts on every instance pod.
 CNPG_ROLE_LABEL = "cnpg.io/podRole"
+# WAL and base-backup compression in the object store (barman-cloud-backup supports fewer
+# codecs than the WAL archive; gzip is in both).
+WAL_COMPRESSION = "gzip"
+DATA_COMPRESSION = "gzip"
+# The Barman Cloud plugin's sidecar in every instance pod; requests == limits, so the pod
+# stays in the Guaranteed QoS class.
+BACKUP_SIDECAR_CPU = "250m"
+BACKUP_SIDECAR_MEMORY = "256Mi"
+
+
+@dataclass(frozen=True)
+class Store:
+    """One region's bucket: where its cluster archives and every peer reads."""
+
+    bucket: str
+    endpoint: str
 
 
 @dataclass(frozen=True)
 class PostgresArgs:
     target: kube.Target
-    settings: Settings
-    region: RegionSettings
+    postgres: PostgresSettings
+    derived: Derived
+    object_storage: ObjectStorageSettings
+    # This region, the stack's primary region, and every region's bucket (stack order).
+    region: str
+    primary: str
+    stores: dict[str, Store]
     # The application role's password (secret) and the base64 SCRAM salt, both from the
     # stack-level Credentials: every region must store the same verifier.
     password: pulumi.Input[str]
@@ -86,47 +108,47 @@ def scram_verifier(password: pulumi.Input[str], salt_base64: pulumi.Input[str]) 
 # --- specs (pure functions of the settings) ---------------------------------------------
 
 
-def peer_regions(cfg: Settings, region: str) -> list[str]:
-    return [r.name for r in cfg.regions if r.name != region]
+def peer_regions(args: PostgresArgs) -> list[str]:
+    return [r for r in args.stores if r != args.region]
 
 
-def object_store_spec(cfg: Settings, bucket_region: str, *, own: bool) -> dict[str, Any]:
+def object_store_spec(args: PostgresArgs, bucket_region: str) -> dict[str, Any]:
     """An ObjectStore for ``bucket_region``'s bucket.  Only a region's own store carries the
     retention policy: a cluster never prunes another region's backups."""
-    o, pg = cfg.object_storage, cfg.postgres
+    o, store = args.object_storage, args.stores[bucket_region]
     spec: dict[str, Any] = {
         "configuration": {
             # One bucket per region, and each cluster archives under its own name
             # (serverName): no two clusters ever share a path and server name.
-            "destinationPath": f"s3://{cfg.bucket(bucket_region)}/{BACKUP_PREFIX}",
+            "destinationPath": f"s3://{store.bucket}/{BACKUP_PREFIX}",
             # The endpoint of the storage that holds that region's bucket, wherever the
             # reading cluster runs.
-            "endpointURL": cfg.object_storage_endpoint(bucket_region),
+            "endpointURL": store.endpoint,
             "s3Credentials": {
                 "accessKeyId": {"name": o.credentials_secret, "key": o.access_key_id_key},
                 "secretAccessKey": {"name": o.credentials_secret, "key": o.secret_access_key_key},
             },
-            "wal": {"compression": o.wal_compression},
-            "data": {"compression": o.data_compression},
+            "wal": {"compression": WAL_COMPRESSION},
+            "data": {"compression": DATA_COMPRESSION},
         },
         # The plugin's sidecar joins every instance pod: requests == limits keep the pod
         # Guaranteed, like the PostgreSQL container.
         "instanceSidecarConfiguration": {
-            "resources": kube.resources(pg.backup_sidecar_cpu, pg.backup_sidecar_memory, guaranteed=True)
+            "resources": kube.resources(BACKUP_SIDECAR_CPU, BACKUP_SIDECAR_MEMORY, guaranteed=True)
         },
     }
-    if own:
-        spec["retentionPolicy"] = pg.retention
+    if bucket_region == args.region:
+        spec["retentionPolicy"] = args.postgres.retention
     return spec
 
 
-def affinity(cfg: Settings, cluster: str) -> dict[str, Any]:
+def affinity(pg: PostgresSettings, cluster: str) -> dict[str, Any]:
     """Instances spread over zones (preferred or required, postgres.podAntiAffinity) and
     never share a node: one node failure must never take two instances."""
     return {
         "enablePodAntiAffinity": True,
         "topologyKey": kube.ZONE_KEY,
-        "podAntiAffinityType": cfg.postgres.pod_anti_affinity,
+        "podAntiAffinityType": pg.pod_anti_affinity,
         "additionalPodAntiAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": [
                 {
@@ -138,58 +160,57 @@ def affinity(cfg: Settings, cluster: str) -> dict[str, Any]:
     }
 
 
-def external_clusters(cfg: Settings) -> list[dict[str, Any]]:
+def external_clusters(regions: list[str]) -> list[dict[str, Any]]:
     """Every member of the distributed topology, as each cluster must list them: read
     through that member's ObjectStore, under that member's own server name."""
     return [
         {
-            "name": names.pg_cluster(r.name),
+            "name": names.pg_cluster(r),
             "plugin": {
                 "name": BARMAN_PLUGIN,
                 "parameters": {
-                    "barmanObjectName": names.pg_object_store(r.name),
-                    "serverName": names.pg_cluster(r.name),
+                    "barmanObjectName": names.pg_object_store(r),
+                    "serverName": names.pg_cluster(r),
                 },
             },
         }
-        for r in cfg.regions
+        for r in regions
     ]
 
 
-def replica(cfg: Settings, region: str) -> Optional[dict[str, Any]]:
+def replica(args: PostgresArgs) -> Optional[dict[str, Any]]:
     """The ``spec.replica`` stanza of the distributed topology (None with a single region).
 
     ``primary`` names the primary region's cluster in every member; ``source`` is whom a
     member follows while it is not primary (the primary's own source is the cluster it
     would follow after a demotion).  The primary region's cluster carries
     ``postgres.promotionToken`` when one is set: a controlled switchover."""
-    peers = peer_regions(cfg, region)
+    peers = peer_regions(args)
     if not peers:
         return None
-    primary = cfg.primary.name
+    region, primary = args.region, args.primary
     stanza: dict[str, Any] = {
         "primary": names.pg_cluster(primary),
         "source": names.pg_cluster(peers[0] if region == primary else primary),
     }
-    if region == primary and cfg.postgres.promotion_token:
-        stanza["promotionToken"] = cfg.postgres.promotion_token
+    if region == primary and args.postgres.promotion_token:
+        stanza["promotionToken"] = args.postgres.promotion_token
     return stanza
 
 
-def bootstrap(cfg: Settings, region: str) -> dict[str, Any]:
+def bootstrap(args: PostgresArgs) -> dict[str, Any]:
     """initdb in the primary region; a copy of the primary's latest base backup plus its
     WAL everywhere else.  Both name the app role's Secret, so a promoted replica cluster
     keeps the same role and password (CNPG applies them on promotion)."""
-    pg = cfg.postgres
-    role = {"database": pg.database, "owner": pg.owner, "secret": {"name": names.PG_APP_SECRET}}
-    if region == cfg.primary.name:
+    role = {"database": names.PG_DATABASE, "owner": names.PG_OWNER, "secret": {"name": names.PG_APP_SECRET}}
+    if args.region == args.primary:
         # Checksums catch silent storage corruption; they can only be chosen at initdb.
         return {"initdb": {**role, "dataChecksums": True}}
-    return {"recovery": {"source": names.pg_cluster(cfg.primary.name), **role}}
+    return {"recovery": {"source": names.pg_cluster(args.primary), **role}}
 
 
-def cluster_spec(cfg: Settings, region: str) -> dict[str, Any]:
-    pg = cfg.postgres
+def cluster_spec(args: PostgresArgs) -> dict[str, Any]:
+    pg, region = args.postgres, args.region
     cluster = names.pg_cluster(region)
 
     def volume(size: str) -> dict[str, Any]:
@@ -207,12 +228,12 @@ def cluster_spec(cfg: Settings, region: str) -> dict[str, Any]:
         # requests == limits for cpu and memory: Guaranteed QoS, never throttled below its
         # request nor evicted first under node pressure.
         "resources": kube.resources(pg.cpu, pg.memory, guaranteed=True),
-        "affinity": affinity(cfg, cluster),
+        "affinity": affinity(pg, cluster),
         # CNPG's PDB keeps the primary up during drains, which only works with a standby to
         # switch over to; a lone instance (dev) would block every drain of its node.
         "enablePDB": pg.instances > 1,
-        "postgresql": {"parameters": postgres_conf.postgres_parameters(cfg)},
-        "bootstrap": bootstrap(cfg, region),
+        "postgresql": {"parameters": postgres_conf.postgres_parameters(pg, args.derived)},
+        "bootstrap": bootstrap(args),
         "plugins": [
             {
                 "name": BARMAN_PLUGIN,
@@ -225,21 +246,21 @@ def cluster_spec(cfg: Settings, region: str) -> dict[str, Any]:
             "labels": {
                 "app.kubernetes.io/part-of": names.PART_OF,
                 "tikit.app/region": region,
-                "tikit.app/environment": cfg.environment,
+                "tikit.app/environment": args.target.environment,
             }
         },
     }
-    stanza = replica(cfg, region)
+    stanza = replica(args)
     if stanza is not None:
-        spec["externalClusters"] = external_clusters(cfg)
+        spec["externalClusters"] = external_clusters(list(args.stores))
         spec["replica"] = stanza
     return spec
 
 
-def scheduled_backup_spec(cfg: Settings, cluster: str) -> dict[str, Any]:
+def scheduled_backup_spec(pg: PostgresSettings, cluster: str) -> dict[str, Any]:
     return {
         # Six fields, seconds first, UTC (a five-field value would run hourly).
-        "schedule": cfg.postgres.backup_schedule,
+        "schedule": pg.backup_schedule,
         # The first base backup right away: PITR and the replica cluster's bootstrap need one.
         "immediate": True,
         "backupOwnerReference": "self",
@@ -261,9 +282,7 @@ class Postgres(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: PostgresArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("tikit:data:Postgres", name, None, opts)
-        t, cfg = args.target, args.settings
-        pg = cfg.postgres
-        region = args.region.name
+        t, pg, region = args.target, args.postgres, args.region
         child = t.opts(self)
         version = kube.image_version(pg.image)
 
@@ -278,12 +297,12 @@ class Postgres(pulumi.ComponentResource):
             t.rname(names.PG_APP_SECRET),
             metadata=kube.metadata(names.PG_APP_SECRET, COMPONENT, t, app=APP),
             type="kubernetes.io/basic-auth",
-            string_data={"username": pg.owner, "password": self.verifier},
+            string_data={"username": names.PG_OWNER, "password": self.verifier},
             opts=child,
         )
 
         self.object_stores = {}
-        for bucket_region in [region, *peer_regions(cfg, region)]:
+        for bucket_region in [region, *peer_regions(args)]:
             store = names.pg_object_store(bucket_region)
             self.object_stores[bucket_region] = kube.custom(
                 t.rname(store),
@@ -291,7 +310,7 @@ class Postgres(pulumi.ComponentResource):
                 "ObjectStore",
                 # Where the bucket lives, for the policy pack's cross-region backup check.
                 kube.metadata(store, COMPONENT, t, app=APP, annotations={names.STORAGE_REGION_ANNOTATION: bucket_region}),
-                object_store_spec(cfg, bucket_region, own=bucket_region == region),
+                object_store_spec(args, bucket_region),
                 child,
             )
 
@@ -300,7 +319,7 @@ class Postgres(pulumi.ComponentResource):
             CNPG_API,
             "Cluster",
             kube.metadata(self.cluster_name, COMPONENT, t, app=APP, version=version),
-            cluster_spec(cfg, region),
+            cluster_spec(args),
             t.opts(
                 self,
                 depends_on=[self.app_secret, *self.object_stores.values()],
@@ -315,7 +334,7 @@ class Postgres(pulumi.ComponentResource):
             CNPG_API,
             "ScheduledBackup",
             kube.metadata(names.PG_SCHEDULED_BACKUP, COMPONENT, t, app=APP),
-            scheduled_backup_spec(cfg, self.cluster_name),
+            scheduled_backup_spec(pg, self.cluster_name),
             t.opts(self, depends_on=[self.cluster]),
         )
 

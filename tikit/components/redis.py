@@ -30,6 +30,7 @@ import pulumi_kubernetes as k8s
 from tikit import kube
 from tikit import names
 from tikit.conf import redis as rconf
+from tikit.conf import templates
 from tikit.settings import ObjectStorage as ObjectStorageSettings
 from tikit.settings import Redis as RedisSettings
 
@@ -68,6 +69,27 @@ DATA_VOLUME = "data"
 CONFIG_HASH_ANNOTATION = "tikit.app/config-sha256"
 # statefulset.kubernetes.io/pod-name: set by the StatefulSet controller on every pod.
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+
+EXPORTER_CPU, EXPORTER_MEMORY = "50m", "64Mi"
+SENTINEL_CPU, SENTINEL_MEMORY = "100m", "64Mi"
+BACKUP_CPU, BACKUP_MEMORY = "250m", "256Mi"
+# exec probes: redis-cli PING (liveness), PING plus a replication check (readiness).  A
+# large AOF replay answers LOADING, which liveness accepts; six misses is a minute.
+LIVENESS = kube.ProbeTiming(period=10, timeout=5, failures=6)
+READINESS = kube.ProbeTiming(period=10, timeout=5, failures=2)
+# The data pods' grace period covers redis.conf's shutdown-timeout (replicas catch up)
+# plus the final RDB save and AOF fsync.
+SHUTDOWN_SAVE_MARGIN_SECONDS = 5
+TERMINATION_GRACE_SECONDS = 60
+# Backup CronJob (docs/redis.md): a run that cannot start within the deadline is skipped
+# (the next hour's takes over); one that runs past the active deadline is killed and counts
+# as failed; runs never overlap (concurrencyPolicy Forbid).  The active deadline covers
+# backup.sh's BGSAVE wait plus the upload.
+BACKUP_UPLOAD_MARGIN_SECONDS = 60
+BACKUP_STARTING_DEADLINE_SECONDS = 900
+BACKUP_ACTIVE_DEADLINE_SECONDS = 1800
+BACKUP_BACKOFF_LIMIT = 2
+BACKUP_HISTORY_LIMIT = 3
 
 
 @dataclass(frozen=True)
@@ -128,22 +150,12 @@ def client_selector(r: RedisSettings, target: kube.Target) -> dict[str, str]:
     return sel
 
 
-def _cli(port: int) -> str:
-    # redis-cli exits 0 on error replies: every check below compares the reply text.
-    return f'REDISCLI_AUTH="${rconf.PASSWORD_ENV}" redis-cli -p {port}'
-
-
 def liveness_command(port: int = names.REDIS_PORT) -> list[str]:
     """Alive = answers at all.  LOADING (replaying a large AOF after a restart) and
     MASTERDOWN (a replica cut off from its primary) are alive: a restart would only start
-    the load again or lose the replica's data."""
-    script = (
-        f"out=$({_cli(port)} PING 2>&1)\n"
-        'case "$out" in PONG|*LOADING*|*MASTERDOWN*) exit 0 ;; esac\n'
-        'echo "$out"\n'
-        "exit 1\n"
-    )
-    return ["sh", "-c", script]
+    the load again or lose the replica's data.  (redis-cli exits 0 on error replies: the
+    probes compare the reply text.)"""
+    return ["sh", "-c", templates.render("redis/probe-liveness.sh", PORT=port)]
 
 
 def readiness_command(port: int = names.REDIS_PORT) -> list[str]:
@@ -151,32 +163,16 @@ def readiness_command(port: int = names.REDIS_PORT) -> list[str]:
     its primary is up and not in the middle of a full sync.  A StatefulSet rollout waits for
     each replica to be in sync again before restarting the next pod, and the PDB counts a
     resyncing replica as unavailable."""
-    script = (
-        f"cli() {{ {_cli(port)} \"$@\" 2>&1; }}\n"
-        'out=$(cli PING)\n'
-        '[ "$out" = PONG ] || { echo "$out"; exit 1; }\n'
-        "info=$(cli INFO replication | tr -d '\\r')\n"
-        'case "$info" in *role:master*) exit 0 ;; esac\n'
-        'case "$info" in *master_link_status:up*) ;; *) echo "replica: link to the primary is down"; exit 1 ;; esac\n'
-        'case "$info" in *master_sync_in_progress:0*) exit 0 ;; esac\n'
-        'echo "replica: full sync in progress"\n'
-        "exit 1\n"
-    )
-    return ["sh", "-c", script]
+    return ["sh", "-c", templates.render("redis/probe-readiness.sh", PORT=port)]
 
 
 def sentinel_liveness_command(port: int = names.REDIS_SENTINEL_PORT) -> list[str]:
-    return ["sh", "-c", f'[ "$(redis-cli -p {port} PING 2>&1)" = PONG ]']
+    return ["sh", "-c", templates.render("redis/sentinel-probe-liveness.sh", PORT=port)]
 
 
 def sentinel_readiness_command(port: int = names.REDIS_SENTINEL_PORT, master: str = names.REDIS_MASTER_NAME) -> list[str]:
     """Ready = answers and names an address for the monitored primary."""
-    script = (
-        f'[ "$(redis-cli -p {port} PING 2>&1)" = PONG ] || exit 1\n'
-        f"port=$(redis-cli -p {port} --raw SENTINEL get-master-addr-by-name {master} 2>&1 | sed -n 2p)\n"
-        'case "$port" in ""|*[!0-9]*) echo "no primary known for ' + master + '"; exit 1 ;; esac\n'
-    )
-    return ["sh", "-c", script]
+    return ["sh", "-c", templates.render("redis/sentinel-probe-readiness.sh", PORT=port, MASTER=master)]
 
 
 def config_hash(data: Mapping[str, str], keys: tuple[str, ...]) -> str:
@@ -253,13 +249,13 @@ def _placement(r: RedisSettings, sel: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-def _exec_probes(r: RedisSettings, liveness: list[str], readiness: list[str]) -> dict[str, Any]:
+def _exec_probes(liveness: list[str], readiness: list[str]) -> dict[str, Any]:
     return {
         "livenessProbe": kube.exec_probe(
-            liveness, period=r.probe_period_seconds, timeout=r.probe_timeout_seconds, failures=r.liveness_failure_threshold
+            liveness, period=LIVENESS.period, timeout=LIVENESS.timeout, failures=LIVENESS.failures
         ),
         "readinessProbe": kube.exec_probe(
-            readiness, period=r.probe_period_seconds, timeout=r.probe_timeout_seconds, failures=r.readiness_failure_threshold
+            readiness, period=READINESS.period, timeout=READINESS.timeout, failures=READINESS.failures
         ),
     }
 
@@ -276,7 +272,7 @@ def data_pod_spec(args: RedisArgs) -> dict[str, Any]:
         "command": ["sh", f"{rconf.TEMPLATE_DIR}/{START_KEY}"],
         "env": [_password_env(), _pod_name_env()],
         "ports": [{"name": REDIS_PORT_NAME, "containerPort": names.REDIS_PORT, "protocol": "TCP"}],
-        **_exec_probes(r, liveness_command(), readiness_command()),
+        **_exec_probes(liveness_command(), readiness_command()),
         "resources": kube.resources(r.cpu, r.memory),
         "securityContext": kube.container_security(),
         "volumeMounts": [
@@ -297,20 +293,19 @@ def data_pod_spec(args: RedisArgs) -> dict[str, Any]:
         "ports": [{"name": names.METRICS_PORT_NAME, "containerPort": names.REDIS_EXPORTER_PORT, "protocol": "TCP"}],
         "livenessProbe": kube.http_probe(
             "/health", names.METRICS_PORT_NAME,
-            period=r.probe_period_seconds, timeout=r.probe_timeout_seconds, failures=r.liveness_failure_threshold,
+            period=LIVENESS.period, timeout=LIVENESS.timeout, failures=LIVENESS.failures,
         ),
         "readinessProbe": kube.http_probe(
             "/health", names.METRICS_PORT_NAME,
-            period=r.probe_period_seconds, timeout=r.probe_timeout_seconds, failures=r.readiness_failure_threshold,
+            period=READINESS.period, timeout=READINESS.timeout, failures=READINESS.failures,
         ),
-        "resources": kube.resources(r.exporter_cpu, r.exporter_memory),
+        "resources": kube.resources(EXPORTER_CPU, EXPORTER_MEMORY),
         "securityContext": kube.container_security(),
     }
     return {
         **_pod_basics(),
-        # Covers redis' shutdown-timeout plus the final RDB save it makes on SIGTERM
-        # (settings._redis_wait_checks).
-        "terminationGracePeriodSeconds": r.termination_grace_seconds,
+        # Covers redis' shutdown-timeout plus the final RDB save it makes on SIGTERM.
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         **_placement(r, sel),
         "containers": [redis, exporter],
         "volumes": [
@@ -332,8 +327,8 @@ def sentinel_pod_spec(args: RedisArgs) -> dict[str, Any]:
         "command": ["sh", f"{rconf.TEMPLATE_DIR}/{START_KEY}"],
         "env": [_password_env(), _pod_name_env()],
         "ports": [{"name": SENTINEL_PORT_NAME, "containerPort": names.REDIS_SENTINEL_PORT, "protocol": "TCP"}],
-        **_exec_probes(r, sentinel_liveness_command(), sentinel_readiness_command()),
-        "resources": kube.resources(r.sentinel_cpu, r.sentinel_memory),
+        **_exec_probes(sentinel_liveness_command(), sentinel_readiness_command()),
+        "resources": kube.resources(SENTINEL_CPU, SENTINEL_MEMORY),
         "securityContext": kube.container_security(),
         "volumeMounts": [
             {"name": "template", "mountPath": rconf.TEMPLATE_DIR, "readOnly": True},
@@ -359,13 +354,13 @@ def backup_pod_spec(args: RedisArgs) -> dict[str, Any]:
         "image": r.rclone_image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["cp", RCLONE_BINARY, CA_BUNDLE, f"{TOOLS_DIR}/"],
-        "resources": kube.resources(r.backup_cpu, r.backup_memory),
+        "resources": kube.resources(BACKUP_CPU, BACKUP_MEMORY),
         "securityContext": kube.container_security(),
         "volumeMounts": [tools],
     }
     backup = {
         "name": "backup",
-        "image": r.backup_image,
+        "image": r.image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["sh", f"{BACKUP_DIR}/{BACKUP_KEY}"],
         "env": [
@@ -377,7 +372,7 @@ def backup_pod_spec(args: RedisArgs) -> dict[str, Any]:
             {"name": "HOME", "value": TMP_DIR},
             {"name": "TMPDIR", "value": TMP_DIR},
         ],
-        "resources": kube.resources(r.backup_cpu, r.backup_memory),
+        "resources": kube.resources(BACKUP_CPU, BACKUP_MEMORY),
         "securityContext": kube.container_security(),
         "volumeMounts": [
             {"name": "script", "mountPath": BACKUP_DIR, "readOnly": True},
@@ -407,14 +402,14 @@ def backup_cronjob_spec(args: RedisArgs, job_labels: Mapping[str, str]) -> dict[
         "schedule": r.backup_schedule,
         "timeZone": BACKUP_TIMEZONE,
         "concurrencyPolicy": "Forbid",
-        "startingDeadlineSeconds": r.backup_starting_deadline_seconds,
-        "successfulJobsHistoryLimit": r.backup_history_limit,
-        "failedJobsHistoryLimit": r.backup_history_limit,
+        "startingDeadlineSeconds": BACKUP_STARTING_DEADLINE_SECONDS,
+        "successfulJobsHistoryLimit": BACKUP_HISTORY_LIMIT,
+        "failedJobsHistoryLimit": BACKUP_HISTORY_LIMIT,
         "jobTemplate": {
             "metadata": {"labels": dict(job_labels)},
             "spec": {
-                "backoffLimit": r.backup_backoff_limit,
-                "activeDeadlineSeconds": r.backup_active_deadline_seconds,
+                "backoffLimit": BACKUP_BACKOFF_LIMIT,
+                "activeDeadlineSeconds": BACKUP_ACTIVE_DEADLINE_SECONDS,
                 "template": {"metadata": {"labels": dict(job_labels)}, "spec": backup_pod_spec(args)},
             },
         },
@@ -618,7 +613,7 @@ class Redis(pulumi.ComponentResource):
         )
         # app.kubernetes.io/name redis-backup: the NetworkPolicy lets exactly these pods
         # reach Redis and the object store.
-        job_labels = kube.labels(names.REDIS_BACKUP, BACKUP_COMPONENT, t, kube.image_version(r.backup_image))
+        job_labels = kube.labels(names.REDIS_BACKUP, BACKUP_COMPONENT, t, kube.image_version(r.image))
         self.backup = k8s.batch.v1.CronJob(
             t.rname("redis-backup"),
             metadata=kube.metadata(names.REDIS_BACKUP, BACKUP_COMPONENT, t),

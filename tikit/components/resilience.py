@@ -37,6 +37,12 @@ CHAOS_API = "chaos-mesh.org/v1alpha1"
 CONCURRENCY = "Forbid"
 # k6 writes its script archive and logs under /tmp; the root filesystem stays read-only.
 TMP_VOLUME = "tmp"
+STARTER_CPU, STARTER_MEMORY = "50m", "64Mi"
+# 0: a chaos-killed pod dies outright, as a crash would.
+KILL_GRACE_PERIOD_SECONDS = 0
+HISTORY_LIMIT = 5
+# A run the controller missed by more than this is skipped, not started late.
+STARTING_DEADLINE_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,7 @@ def testrun_spec(args: ResilienceArgs) -> dict[str, Any]:
         # Set explicitly: operator releases differ in what an unset initializer inherits.
         "initializer": _k6_pod(names.K6_INITIALIZER, t, **k6),
         "starter": _k6_pod(
-            names.K6_STARTER, t, image=r.starter_image, cpu=r.starter_cpu, memory=r.starter_memory, scratch=False
+            names.K6_STARTER, t, image=r.starter_image, cpu=STARTER_CPU, memory=STARTER_MEMORY, scratch=False
         ),
     }
 
@@ -119,26 +125,20 @@ def postgres_primary_selector(args: ResilienceArgs) -> dict[str, Any]:
     return {"namespaces": [args.target.namespace], "labelSelectors": labels}
 
 
-def schedule_spec(args: ResilienceArgs, cron: str, kind: str, chaos: dict[str, Any]) -> dict[str, Any]:
-    r = args.resilience
+def schedule_spec(cron: str, kind: str, chaos: dict[str, Any]) -> dict[str, Any]:
     field = kind[0].lower() + kind[1:]  # PodChaos -> podChaos: the embedded spec's key
     return {
         "schedule": cron,
         "type": kind,
         "concurrencyPolicy": CONCURRENCY,
-        "historyLimit": r.history_limit,
-        "startingDeadlineSeconds": r.starting_deadline_seconds,
+        "historyLimit": HISTORY_LIMIT,
+        "startingDeadlineSeconds": STARTING_DEADLINE_SECONDS,
         field: chaos,
     }
 
 
-def pod_kill(args: ResilienceArgs, selector: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "action": "pod-kill",
-        "mode": "one",
-        "selector": selector,
-        "gracePeriod": args.resilience.kill_grace_period_seconds,
-    }
+def pod_kill(selector: dict[str, Any]) -> dict[str, Any]:
+    return {"action": "pod-kill", "mode": "one", "selector": selector, "gracePeriod": KILL_GRACE_PERIOD_SECONDS}
 
 
 def schedule_specs(args: ResilienceArgs) -> dict[str, dict[str, Any]]:
@@ -146,10 +146,9 @@ def schedule_specs(args: ResilienceArgs) -> dict[str, dict[str, Any]]:
     r = args.resilience
     return {
         # 1. Kill a random API instance.
-        names.CHAOS_API_KILL: schedule_spec(args, r.api_kill_schedule, "PodChaos", pod_kill(args, api_selector(args))),
+        names.CHAOS_API_KILL: schedule_spec(r.api_kill_schedule, "PodChaos", pod_kill(api_selector(args))),
         # 2. Network latency: every packet the selected API pods send waits network_latency.
         names.CHAOS_API_LATENCY: schedule_spec(
-            args,
             r.network_delay_schedule,
             "NetworkChaos",
             {
@@ -163,7 +162,7 @@ def schedule_specs(args: ResilienceArgs) -> dict[str, dict[str, Any]]:
         # 3. Database failure: the primary goes; CloudNativePG promotes a replica (or
         # restarts the only instance where there is one).
         names.CHAOS_POSTGRES_KILL: schedule_spec(
-            args, r.database_kill_schedule, "PodChaos", pod_kill(args, postgres_primary_selector(args))
+            r.database_kill_schedule, "PodChaos", pod_kill(postgres_primary_selector(args))
         ),
     }
 

@@ -1,6 +1,6 @@
 """Background workers: jobs, cache warming and analytics, on spot capacity.
 
-They drain the Redis list named in settings.workers.queue_name and scale on its length
+They drain the Redis list names.JOB_QUEUE and scale on its length
 through KEDA's redis list trigger (redis-sentinel where Sentinel runs, so the trigger
 follows a failover).  Outside prod the minimum may be 0: with an empty queue the workers
 scale to zero and the queue trigger alone wakes them.  docs/autoscaling.md has the details.
@@ -21,9 +21,15 @@ from tikit.settings import Redis as RedisSettings
 from tikit.settings import Workers as WorkersSettings
 
 COMPONENT = "workers"
+# SIGTERM lets a worker finish or requeue its current job; spot reclaim notices (30 s to
+# 2 min) are in the same range.
+SHUTDOWN_SECONDS = 60
+# Workers serve no traffic but expose the API's health contract on this small HTTP port:
+# /health (event loop alive) and /ready (Redis and PostgreSQL reachable).
+HEALTH_PORT = 8081
 # Secret key of names.REDIS_AUTH_SECRET (written by the Redis tier).
 REDIS_PASSWORD_KEY = "password"
-# The container port the probes reach by name; its number is settings.workers.health_port.
+# The container port the probes reach by name; its number is HEALTH_PORT.
 HEALTH_PORT_NAME = "health"
 
 
@@ -43,8 +49,7 @@ def config_data(args: WorkersArgs) -> dict[str, str]:
     """The workers' non-secret environment: what the API's processes read too (queue,
     environment, region), plus HEALTH_PORT, where the process serves the probes'
     /health and /ready.  Not the API's PORT or METRICS_PATH: a worker serves neither."""
-    w = args.workers
-    return {**nodeapp.common_config(args.target, w.queue_name), "HEALTH_PORT": str(w.health_port)}
+    return {**nodeapp.common_config(args.target), "HEALTH_PORT": str(HEALTH_PORT)}
 
 
 def spot_placement(w: WorkersSettings) -> dict[str, Any]:
@@ -81,14 +86,14 @@ def queue_trigger(args: WorkersArgs) -> dict[str, Any]:
     w, r, ns = args.workers, args.redis, args.target.namespace
     if r.sentinels > 0:
         return autoscaling.redis_list_trigger(
-            list_name=w.queue_name,
+            list_name=names.JOB_QUEUE,
             list_length=w.queue_length_per_replica,
             auth_name=auth_name(),
             sentinel_addresses=f"{names.service_host(names.REDIS_SENTINEL, ns)}:{names.REDIS_SENTINEL_PORT}",
             sentinel_master=names.REDIS_MASTER_NAME,
         )
     return autoscaling.redis_list_trigger(
-        list_name=w.queue_name,
+        list_name=names.JOB_QUEUE,
         list_length=w.queue_length_per_replica,
         auth_name=auth_name(),
         address=f"{names.service_host(names.REDIS, ns)}:{names.REDIS_PORT}",
@@ -104,18 +109,13 @@ def scaled_object_spec(args: WorkersArgs) -> dict[str, Any]:
         workload=names.WORKERS,
         min_replicas=w.min_replicas,
         max_replicas=w.max_replicas,
-        hpa_behavior=autoscaling.behavior(
-            up_window=w.scale_up_window_seconds,
-            down_window=w.scale_down_window_seconds,
-            down_pods=w.scale_down_pods_per_period,
-            down_period=w.scale_down_period_seconds,
-        ),
+        hpa_behavior=autoscaling.behavior(),
         triggers=[
             queue_trigger(args),
             autoscaling.utilization_trigger("cpu", w.cpu_target_percent),
             autoscaling.utilization_trigger("memory", w.memory_target_percent),
         ],
-        cooldown_seconds=w.cooldown_seconds,
+        cooldown_seconds=autoscaling.COOLDOWN_SECONDS,
     )
 
 
@@ -150,10 +150,10 @@ class Workers(pulumi.ComponentResource):
             db_connections_per_replica=w.db_connections_per_replica,
             cpu=w.cpu,
             memory=w.memory,
-            ports=[{"name": HEALTH_PORT_NAME, "containerPort": w.health_port, "protocol": "TCP"}],
+            ports=[{"name": HEALTH_PORT_NAME, "containerPort": HEALTH_PORT, "protocol": "TCP"}],
             # Not ready (Redis or PostgreSQL unreachable) keeps a new worker out of the
             # rollout's availability count instead of letting it crash-loop.
-            **kube.health_probes(w, HEALTH_PORT_NAME),
+            **nodeapp.health_probes(HEALTH_PORT_NAME),
         )
         self.deployment = k8s.apps.v1.Deployment(
             t.rname(app),
@@ -165,10 +165,9 @@ class Workers(pulumi.ComponentResource):
                 "selector": {"matchLabels": sel},
                 "template": {
                     "metadata": {"labels": kube.labels(app, COMPONENT, t, version)},
-                    # SIGTERM lets a worker finish or requeue its current job; spot reclaim
-                    # notices (30 s to 2 min) are in the same range.  The zone and node
-                    # spread keeps one reclaimed spot node from taking every worker.
-                    "spec": nodeapp.pod_spec(sel, container, grace_seconds=w.shutdown_seconds, **spot_placement(w)),
+                    # The zone and node spread keeps one reclaimed spot node from taking
+                    # every worker.
+                    "spec": nodeapp.pod_spec(sel, container, grace_seconds=SHUTDOWN_SECONDS, **spot_placement(w)),
                 },
             },
             # Pods read the ConfigMap at start: create it first.

@@ -19,11 +19,14 @@ the promtool unit tests render the expected annotations with the same two constr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from tikit import names
-from tikit import settings
+from tikit import cron, names
 from tikit.conf import metrics
+from tikit.conf.pgbouncer import QUERY_WAIT_TIMEOUT_SECONDS
+
+if TYPE_CHECKING:
+    from tikit.settings import Monitoring
 
 # Kubernetes names of the scrape objects.  A PodMonitor's series carry job="<namespace>/<name>";
 # a ServiceMonitor's carry the Service name.
@@ -49,6 +52,15 @@ BURN_RATE_WINDOWS = (
 )
 ERROR_RATIO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 RATE_WINDOW = "5m"
+# How long a condition must hold before its alert fires: most alerts, the fast ones (a
+# daemon down, persistence failing), CPU and memory (they hover around the autoscaler's own
+# targets: only a sustained excess counts), and an autoscaler pinned at its maximum.
+ALERT_FOR = "5m"
+FAST_ALERT_FOR = "1m"
+UTILIZATION_ALERT_FOR = "10m"
+AT_MAX_REPLICAS_FOR = "15m"
+# Below this many lookups per second a cache hit rate says nothing (a handful of misses).
+CACHE_MIN_LOOKUPS_PER_SECOND = 1.0
 
 V0 = '{{ $value | printf "%.0f" }}'
 V1 = '{{ $value | printf "%.1f" }}'
@@ -80,29 +92,39 @@ class Scope:
     # London's cluster is a replica of Lagos's: its lag is the cross-region lag.
     replica_cluster: bool
     # Every region's cluster runs a ScheduledBackup; its period sets the backup-age limit.
+    backup_schedule: str
     backup_period_seconds: int
+    # What one PgBouncer pod may open (derived.pgbouncer_server_connections_per_pod).
+    server_connections_per_pod: int
     autoscaled: tuple[Autoscaled, ...]
     # The k8gb Gslb this region serves (None: a single-region stack has no Gslb).
     gslb: Optional[str]
 
 
 def scope(
-    cfg: settings.Settings,
-    region: settings.Region,
     *,
+    region: str,
+    role: str,
+    namespace: str,
+    backup_schedule: str,
+    server_connections_per_pod: int,
     autoscaled: Sequence[Autoscaled],
     gslb: bool = True,
 ) -> Scope:
     # settings.load has refused schedules without a known period (and a Redis backup limit
     # within one period), so this cannot fail on loaded settings.
-    period = settings.backup_period_seconds("postgres.backupSchedule", cfg.postgres.backup_schedule)
+    period = cron.period_seconds(backup_schedule)
+    if period is None:
+        raise ValueError(f"backup schedule {backup_schedule!r} has no fixed period")
     return Scope(
-        region=region.name,
-        namespace=cfg.namespace,
-        pg_cluster=names.pg_cluster(region.name),
-        database=cfg.postgres.database,
-        replica_cluster=region.role == "backup",
+        region=region,
+        namespace=namespace,
+        pg_cluster=names.pg_cluster(region),
+        database=names.PG_DATABASE,
+        replica_cluster=role == "backup",
+        backup_schedule=backup_schedule,
         backup_period_seconds=period,
+        server_connections_per_pod=server_connections_per_pod,
         autoscaled=tuple(autoscaled),
         gslb=names.GSLB if gslb else None,
     )
@@ -145,8 +167,8 @@ def error_ratio(window: str) -> str:
 class _Rules:
     """Collects one tier's rules with the labels and annotations every alert shares."""
 
-    def __init__(self, cfg: settings.Settings, sc: Scope, tier: str) -> None:
-        self.cfg, self.sc, self.tier = cfg, sc, tier
+    def __init__(self, m: Monitoring, sc: Scope, tier: str) -> None:
+        self.m, self.sc, self.tier = m, sc, tier
         self.rules: list[dict[str, Any]] = []
 
     def record(self, name: str, expr: str) -> None:
@@ -171,7 +193,7 @@ class _Rules:
         rule["annotations"] = {
             "summary": summary,
             "description": description,
-            "runbook_url": f"{self.cfg.monitoring.runbook_base_url}/{runbook}.md",
+            "runbook_url": f"{self.m.runbook_base_url}/{runbook}.md",
         }
         self.rules.append(rule)
 
@@ -185,7 +207,7 @@ class _Rules:
 def _utilization(r: _Rules, workload: str) -> None:
     """CPU against requests (what the HPA targets) and memory against the limit (what the
     OOM killer enforces), with the notes' warning and critical levels."""
-    m, ns = r.cfg.monitoring, r.sc.namespace
+    m, ns = r.m, r.sc.namespace
     pods = deployment_pods(workload)
     sel = f'namespace="{ns}", pod=~"{pods}", container="{workload}"'
     cpu = (
@@ -201,12 +223,12 @@ def _utilization(r: _Rules, workload: str) -> None:
             "TikitCpuHigh",
             f"{cpu}\n> {threshold}",
             severity=severity,
-            for_=m.utilization_alert_for,
+            for_=UTILIZATION_ALERT_FOR,
             labels={"workload": workload},
             summary=f"{workload} CPU above {threshold}% of requests in {r.sc.region}",
             description=(
                 f"The {workload} pods in {r.sc.region} use {V1}% of their CPU requests "
-                f"(threshold {threshold}%, for {m.utilization_alert_for}). The autoscaler should be adding pods."
+                f"(threshold {threshold}%, for {UTILIZATION_ALERT_FOR}). The autoscaler should be adding pods."
             ),
             runbook="saturation",
         )
@@ -215,34 +237,34 @@ def _utilization(r: _Rules, workload: str) -> None:
             "TikitMemoryHigh",
             f"{mem}\n> {threshold}",
             severity=severity,
-            for_=m.utilization_alert_for,
+            for_=UTILIZATION_ALERT_FOR,
             labels={"workload": workload},
             summary=f"{workload} memory above {threshold}% of the limit in {r.sc.region}",
             description=(
                 f"Pod {L('pod')} uses {V1}% of its memory limit (threshold {threshold}%, "
-                f"for {m.utilization_alert_for}); at 100% the kernel kills it."
+                f"for {UTILIZATION_ALERT_FOR}); at 100% the kernel kills it."
             ),
             runbook="saturation",
         )
 
 
-def _api(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
-    r = _Rules(cfg, sc, "api")
-    m, ns = cfg.monitoring, sc.namespace
+def _api(m: Monitoring, sc: Scope) -> dict[str, Any]:
+    r = _Rules(m, sc, "api")
+    ns = sc.namespace
     sel = f'namespace="{ns}", job="{MON_API}"'
-    errors = f'{sel}, {m.request_code_label}=~"5.."'
-    r.record(REQUESTS_RATE, f"sum by (namespace) (rate({m.request_metric}{{{sel}}}[{RATE_WINDOW}]))")
+    errors = f'{sel}, {metrics.API_REQUEST_CODE_LABEL}=~"5.."'
+    r.record(REQUESTS_RATE, f"sum by (namespace) (rate({metrics.API_REQUESTS}{{{sel}}}[{RATE_WINDOW}]))")
     for window in ERROR_RATIO_WINDOWS:
         r.record(
             error_ratio(window),
-            f"sum by (namespace) (rate({m.request_metric}{{{errors}}}[{window}]))\n"
-            f"/ sum by (namespace) (rate({m.request_metric}{{{sel}}}[{window}]))",
+            f"sum by (namespace) (rate({metrics.API_REQUESTS}{{{errors}}}[{window}]))\n"
+            f"/ sum by (namespace) (rate({metrics.API_REQUESTS}{{{sel}}}[{window}]))",
         )
     for q, name in LATENCY.items():
         r.record(
             name,
             f"histogram_quantile(0.{q}, sum by (namespace, le) "
-            f"(rate({m.latency_metric}_bucket{{{sel}}}[{RATE_WINDOW}])))",
+            f"(rate({metrics.API_LATENCY}_bucket{{{sel}}}[{RATE_WINDOW}])))",
         )
     here = f'{{namespace="{ns}"}}'
 
@@ -251,7 +273,7 @@ def _api(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
             "TikitApiErrorRateHigh",
             f"100 * {error_ratio(RATE_WINDOW)}{here} > {_num(threshold)}",
             severity=severity,
-            for_=m.alert_for,
+            for_=ALERT_FOR,
             summary=f"API error rate above {_num(threshold)}% in {sc.region}",
             description=f"{V2}% of API requests in {sc.region} answer 5xx (threshold {_num(threshold)}%).",
             runbook="api-errors",
@@ -261,7 +283,7 @@ def _api(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
             "TikitApiLatencyP99High",
             f"{LATENCY[99]}{here} > {_num(threshold)}",
             severity=severity,
-            for_=m.alert_for,
+            for_=ALERT_FOR,
             summary=f"API p99 latency above {_num(threshold)} s in {sc.region}",
             description=f"99% of API requests in {sc.region} finish within {V2} s; the limit is {_num(threshold)} s.",
             runbook="api-latency",
@@ -271,7 +293,7 @@ def _api(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
         "TikitApiLatencySloBreached",
         f"{LATENCY[95]}{here} > {_num(slo)}",
         severity="warning",
-        for_=m.alert_for,
+        for_=ALERT_FOR,
         summary=f"API p95 latency over the {m.latency_slo_ms} ms objective in {sc.region}",
         description=f"p95 latency in {sc.region} is {V2} s; the objective is {m.latency_slo_ms} ms.",
         runbook="api-latency",
@@ -305,15 +327,15 @@ def _api(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
     return r.group()
 
 
-def _workers(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
-    r = _Rules(cfg, sc, "workers")
+def _workers(m: Monitoring, sc: Scope) -> dict[str, Any]:
+    r = _Rules(m, sc, "workers")
     _utilization(r, names.WORKERS)
     return r.group()
 
 
-def _autoscaling(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
-    r = _Rules(cfg, sc, "autoscaling")
-    m, ns = cfg.monitoring, sc.namespace
+def _autoscaling(m: Monitoring, sc: Scope) -> dict[str, Any]:
+    r = _Rules(m, sc, "autoscaling")
+    ns = sc.namespace
     # A workload whose minimum equals its maximum is always "at max": nothing to learn there.
     hpas = [a.hpa for a in sc.autoscaled if a.max_replicas > a.min_replicas]
     if hpas:
@@ -324,10 +346,10 @@ def _autoscaling(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
             f"{by} (kube_horizontalpodautoscaler_status_current_replicas{{{sel}}})\n"
             f">= {by} (kube_horizontalpodautoscaler_spec_max_replicas{{{sel}}})",
             severity="warning",
-            for_=m.at_max_replicas_for,
+            for_=AT_MAX_REPLICAS_FOR,
             summary=f"{L('horizontalpodautoscaler')} pinned at its maximum in {sc.region}",
             description=(
-                f"{L('horizontalpodautoscaler')} has run {V0} replicas, its maximum, for {m.at_max_replicas_for}: "
+                f"{L('horizontalpodautoscaler')} has run {V0} replicas, its maximum, for {AT_MAX_REPLICAS_FOR}: "
                 "load beyond this is not absorbed, and the maximum is the cost ceiling."
             ),
             runbook="autoscaling",
@@ -336,7 +358,7 @@ def _autoscaling(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
         "TikitAutoscalerScalerErrors",
         f'sum by (namespace, scaledObject) (increase(keda_scaled_object_errors_total{{namespace="{ns}"}}[{RATE_WINDOW}])) > 0',
         severity="warning",
-        for_=m.alert_for,
+        for_=ALERT_FOR,
         summary=f"KEDA cannot read a trigger of {L('scaledObject')} in {sc.region}",
         description=(
             f"KEDA counted {V0} errors in {RATE_WINDOW} for ScaledObject {L('scaledObject')}; "
@@ -347,15 +369,14 @@ def _autoscaling(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
     return r.group()
 
 
-def _postgres(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
-    r = _Rules(cfg, sc, "postgres")
-    m = cfg.monitoring
+def _postgres(m: Monitoring, sc: Scope) -> dict[str, Any]:
+    r = _Rules(m, sc, "postgres")
     pods = f'namespace="{sc.namespace}", pod=~"{sc.pg_cluster}-[0-9]+"'
     r.alert(
         "TikitPostgresDown",
         f"cnpg_collector_up{{{pods}}} == 0",
         severity="critical",
-        for_=m.fast_alert_for,
+        for_=FAST_ALERT_FOR,
         summary=f"PostgreSQL instance {L('pod')} is down in {sc.region}",
         description=f"The exporter of {L('pod')} reports PostgreSQL up = {V0}.",
         runbook="postgres-down",
@@ -372,7 +393,7 @@ def _postgres(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
             "TikitPostgresConnectionsHigh",
             f"{conns}\n> {threshold}",
             severity=severity,
-            for_=m.alert_for,
+            for_=ALERT_FOR,
             summary=f"PostgreSQL connections above {threshold}% of max_connections in {sc.region}",
             description=f"{L('pod')} has {V1}% of max_connections in use (threshold {threshold}%).",
             runbook="postgres-connections",
@@ -383,11 +404,11 @@ def _postgres(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
         "(time() - max by (namespace) (barman_cloud_cloudnative_pg_io_last_available_backup_timestamp"
         f"{{{pods}}})) / 3600\n> {_num(limit / 3600)}",
         severity="warning",
-        for_=m.alert_for,
+        for_=ALERT_FOR,
         summary=f"No PostgreSQL base backup of {sc.pg_cluster} for over {_num(limit / 3600)} h",
         description=(
             f"The newest available base backup of {sc.pg_cluster} is {V1} h old; the schedule "
-            f"'{cfg.postgres.backup_schedule}' plus {_num(m.backup_age_margin_seconds / 3600)} h margin "
+            f"'{sc.backup_schedule}' plus {_num(m.backup_age_margin_seconds / 3600)} h margin "
             f"allows {_num(limit / 3600)} h (0 = never backed up reads as very old)."
         ),
         runbook="postgres-backups",
@@ -400,7 +421,7 @@ def _postgres(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
         "TikitPostgresWalArchivingFailing",
         f"(time() - {last_archived}) / 60\nand on (namespace, pod)\n{failed_since}",
         severity="critical",
-        for_=m.alert_for,
+        for_=ALERT_FOR,
         summary=f"WAL archiving of {L('pod')} is failing in {sc.region}",
         description=(
             f"The last WAL archive attempt of {L('pod')} failed and the last success was {V0} min ago: "
@@ -421,7 +442,7 @@ def _postgres(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
         f'max by (namespace, pod) (cnpg_collector_pg_wal_archive_status{{{pods}, value="ready"}}) > 0\n'
         f"unless on (namespace, pod)\n{failed_since}",
         severity="critical",
-        for_=m.alert_for,
+        for_=ALERT_FOR,
         summary=f"WAL of {L('pod')} is not reaching the object store in {sc.region}",
         description=(
             f"{L('pod')} has WAL segments waiting to be archived and none has been archived for {V0} s "
@@ -436,7 +457,7 @@ def _postgres(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
             "TikitPostgresReplicationLagHigh",
             f"max by (namespace) (cnpg_pg_replication_lag{{{pods}}}) > {lag}",
             severity="warning",
-            for_=m.alert_for,
+            for_=ALERT_FOR,
             summary=f"{sc.region} replica cluster more than {lag} s behind the primary region",
             description=(
                 f"{sc.pg_cluster} last replayed a transaction of the primary region {V0} s ago (threshold "
@@ -462,15 +483,15 @@ def pool_saturation(namespace: str, database: str, *, by: str) -> str:
     )
 
 
-def _pgbouncer(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
-    r = _Rules(cfg, sc, "pgbouncer")
-    m, ns, db = cfg.monitoring, sc.namespace, sc.database
+def _pgbouncer(m: Monitoring, sc: Scope) -> dict[str, Any]:
+    r = _Rules(m, sc, "pgbouncer")
+    ns, db = sc.namespace, sc.database
     pools = f'namespace="{ns}", database="{db}"'
     r.alert(
         "TikitPgBouncerDown",
         f'pgbouncer_up{{namespace="{ns}"}} == 0',
         severity="warning",
-        for_=m.fast_alert_for,
+        for_=FAST_ALERT_FOR,
         summary=f"PgBouncer {L('pod')} does not answer in {sc.region}",
         description=f"The exporter beside {L('pod')} cannot query PgBouncer (pgbouncer_up = {V0}).",
         runbook="pgbouncer",
@@ -479,20 +500,20 @@ def _pgbouncer(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
         "TikitPgBouncerClientsWaiting",
         f"sum by (namespace, pod) (pgbouncer_pools_client_waiting_connections{{{pools}}}) > 0",
         severity="warning",
-        for_=m.alert_for,
+        for_=ALERT_FOR,
         summary=f"Clients queue for PostgreSQL connections in {L('pod')} ({sc.region})",
-        description=f"{V0} clients of {L('pod')} wait for a server connection, continuously for {m.alert_for}.",
+        description=f"{V0} clients of {L('pod')} wait for a server connection, continuously for {ALERT_FOR}.",
         runbook="pgbouncer",
     )
     r.alert(
         "TikitPgBouncerClientsWaiting",
         f"max by (namespace, pod) (pgbouncer_pools_client_maxwait_seconds{{{pools}}}) > {m.pool_wait_critical_seconds}",
         severity="critical",
-        for_=m.fast_alert_for,
+        for_=FAST_ALERT_FOR,
         summary=f"Clients of {L('pod')} wait over {m.pool_wait_critical_seconds} s for a connection ({sc.region})",
         description=(
             f"The oldest client of {L('pod')} has waited {V0} s for a server connection "
-            f"(threshold {m.pool_wait_critical_seconds} s; query_wait_timeout {cfg.pgbouncer.query_wait_timeout} s "
+            f"(threshold {m.pool_wait_critical_seconds} s; query_wait_timeout {QUERY_WAIT_TIMEOUT_SECONDS} s "
             "drops it)."
         ),
         runbook="pgbouncer",
@@ -506,20 +527,20 @@ def _pgbouncer(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
             "TikitPgBouncerPoolSaturated",
             f"{saturation}\n> {threshold}",
             severity=severity,
-            for_=m.alert_for,
+            for_=ALERT_FOR,
             summary=f"PgBouncer pool of {L('pod')} above {threshold}% in {sc.region}",
             description=(
                 f"{L('pod')} uses {V1}% of its server connections (max_db_connections = "
-                f"{cfg.derived.pgbouncer_server_connections_per_pod}, pool_size + reserve_pool_size; threshold {threshold}%)."
+                f"{sc.server_connections_per_pod}, pool_size + reserve_pool_size; threshold {threshold}%)."
             ),
             runbook="pgbouncer",
         )
     return r.group()
 
 
-def _redis(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
-    r = _Rules(cfg, sc, "redis")
-    m, ns = cfg.monitoring, sc.namespace
+def _redis(m: Monitoring, sc: Scope) -> dict[str, Any]:
+    r = _Rules(m, sc, "redis")
+    ns = sc.namespace
     sel = f'namespace="{ns}"'
     hits = f"sum by (namespace) (rate(redis_keyspace_hits_total{{{sel}}}[{RATE_WINDOW}]))"
     misses = f"sum by (namespace) (rate(redis_keyspace_misses_total{{{sel}}}[{RATE_WINDOW}]))"
@@ -529,7 +550,7 @@ def _redis(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
         "TikitRedisDown",
         f"redis_up{{{sel}}} == 0",
         severity="critical",
-        for_=m.fast_alert_for,
+        for_=FAST_ALERT_FOR,
         summary=f"Redis {L('pod')} is down in {sc.region}",
         description=f"The exporter beside {L('pod')} cannot reach Redis (redis_up = {V0}).",
         runbook="redis-down",
@@ -538,9 +559,9 @@ def _redis(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
         r.alert(
             "TikitRedisCacheHitRateLow",
             f"100 * {CACHE_HIT_RATIO}{{{sel}}} < {threshold}\n"
-            f"and on (namespace) {CACHE_LOOKUPS_RATE}{{{sel}}} > {_num(m.cache_min_lookups_per_second)}",
+            f"and on (namespace) {CACHE_LOOKUPS_RATE}{{{sel}}} > {_num(CACHE_MIN_LOOKUPS_PER_SECOND)}",
             severity=severity,
-            for_=m.alert_for,
+            for_=ALERT_FOR,
             summary=f"Redis cache hit rate below {threshold}% in {sc.region}",
             description=f"Only {V1}% of Redis lookups in {sc.region} hit (threshold {threshold}%).",
             runbook="redis-cache",
@@ -550,7 +571,7 @@ def _redis(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
         "TikitRedisRdbSaveFailing",
         f"redis_rdb_changes_since_last_save{{{sel}}}\nand on (namespace, pod) (redis_rdb_last_bgsave_status{{{sel}}} == 0)",
         severity="critical",
-        for_=m.fast_alert_for,
+        for_=FAST_ALERT_FOR,
         summary=f"Redis {L('pod')} cannot write its RDB snapshot in {sc.region}",
         description=(
             f"The last BGSAVE of {L('pod')} failed; {V0} changes are not in any snapshot, and Redis refuses "
@@ -562,7 +583,7 @@ def _redis(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
         "TikitRedisAofWriteFailing",
         f"redis_aof_last_write_status{{{sel}}} == 0",
         severity="critical",
-        for_=m.fast_alert_for,
+        for_=FAST_ALERT_FOR,
         summary=f"Redis {L('pod')} cannot write its append-only file in {sc.region}",
         description=f"aof_last_write_status of {L('pod')} is {V0} (0 = failed): Redis refuses writes until it recovers.",
         runbook="redis-persistence",
@@ -571,7 +592,7 @@ def _redis(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
         "TikitRedisAofRewriteFailing",
         f"redis_aof_last_bgrewrite_status{{{sel}}} == 0",
         severity="warning",
-        for_=m.fast_alert_for,
+        for_=FAST_ALERT_FOR,
         summary=f"Redis {L('pod')} cannot rewrite its append-only file in {sc.region}",
         description=f"aof_last_bgrewrite_status of {L('pod')} is {V0} (0 = failed): the AOF keeps growing.",
         runbook="redis-persistence",
@@ -605,16 +626,16 @@ def _redis(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
     return r.group()
 
 
-def _traffic(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
-    r = _Rules(cfg, sc, "traffic")
-    m, ns = cfg.monitoring, sc.namespace
+def _traffic(m: Monitoring, sc: Scope) -> dict[str, Any]:
+    r = _Rules(m, sc, "traffic")
+    ns = sc.namespace
     proxy = f'job="{pod_monitor_job(ns, MON_ENVOY_PROXY)}"'
     if sc.gslb:
         r.alert(
             "TikitGslbUnhealthy",
             f'k8gb_gslb_healthy_records{{namespace="{ns}", name="{sc.gslb}"}} < 1',
             severity="critical",
-            for_=m.fast_alert_for,
+            for_=FAST_ALERT_FOR,
             summary=f"Gslb {sc.gslb} sees no healthy region ({sc.region})",
             description=f"k8gb in {sc.region} counts {V0} healthy records for {sc.gslb}: DNS answers with no address.",
             runbook="gslb",
@@ -623,7 +644,7 @@ def _traffic(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
         "TikitGatewayDown",
         f"(sum(envoy_server_live{{{proxy}}}) or vector(0)) < 1",
         severity="critical",
-        for_=m.fast_alert_for,
+        for_=FAST_ALERT_FOR,
         summary=f"No live gateway proxy in {sc.region}",
         description=f"{V0} Envoy proxies of gateway {names.GATEWAY} in {sc.region} are live; the region takes no traffic.",
         runbook="gateway",
@@ -633,7 +654,7 @@ def _traffic(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
         f"sum by (envoy_cluster_name) (envoy_cluster_membership_healthy{{{proxy}, "
         f'envoy_cluster_name=~"httproute/{ns}/.+"}}) < 1',
         severity="critical",
-        for_=m.fast_alert_for,
+        for_=FAST_ALERT_FOR,
         summary=f"Gateway route {L('envoy_cluster_name')} has no healthy API pod in {sc.region}",
         description=f"Envoy counts {V0} healthy endpoints behind {L('envoy_cluster_name')}.",
         runbook="gateway",
@@ -642,7 +663,7 @@ def _traffic(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
         "TikitGatewayControllerDown",
         f'(sum(up{{job="{pod_monitor_job(ns, MON_ENVOY_GATEWAY)}"}}) or vector(0)) < 1',
         severity="warning",
-        for_=m.alert_for,
+        for_=ALERT_FOR,
         summary=f"Envoy Gateway controller not scraped in {sc.region}",
         description=f"{V0} Envoy Gateway controller pods answer: route and certificate changes do not reach the proxies.",
         runbook="gateway",
@@ -650,13 +671,13 @@ def _traffic(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
     return r.group()
 
 
-def _scrape(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
-    r = _Rules(cfg, sc, "scrape")
+def _scrape(m: Monitoring, sc: Scope) -> dict[str, Any]:
+    r = _Rules(m, sc, "scrape")
     r.alert(
         "TikitScrapeTargetDown",
         f'up{{namespace="{sc.namespace}"}} == 0',
         severity="warning",
-        for_=cfg.monitoring.alert_for,
+        for_=ALERT_FOR,
         summary=f"Prometheus cannot scrape {L('job')} {L('pod')} in {sc.region}",
         description=f"up = {V0} for {L('pod')} ({L('job')}): the alerts that read its metrics are blind.",
         runbook="scrape-targets",
@@ -664,17 +685,17 @@ def _scrape(cfg: settings.Settings, sc: Scope) -> dict[str, Any]:
     return r.group()
 
 
-def rule_groups(cfg: settings.Settings, sc: Scope) -> list[dict[str, Any]]:
+def rule_groups(m: Monitoring, sc: Scope) -> list[dict[str, Any]]:
     """Every rule group of one region, one per tier, in TIERS order."""
     return [
-        _api(cfg, sc),
-        _workers(cfg, sc),
-        _autoscaling(cfg, sc),
-        _postgres(cfg, sc),
-        _pgbouncer(cfg, sc),
-        _redis(cfg, sc),
-        _traffic(cfg, sc),
-        _scrape(cfg, sc),
+        _api(m, sc),
+        _workers(m, sc),
+        _autoscaling(m, sc),
+        _postgres(m, sc),
+        _pgbouncer(m, sc),
+        _redis(m, sc),
+        _traffic(m, sc),
+        _scrape(m, sc),
     ]
 
 
@@ -682,9 +703,9 @@ def recorded(groups: Sequence[dict[str, Any]]) -> set[str]:
     return {rule["record"] for g in groups for rule in g["rules"] if "record" in rule}
 
 
-def unknown_metrics(cfg: settings.Settings, groups: Sequence[dict[str, Any]]) -> dict[str, set[str]]:
+def unknown_metrics(groups: Sequence[dict[str, Any]]) -> dict[str, set[str]]:
     """Metric names each rule reads that no exporter and no recording rule provides."""
-    known = metrics.exporter_metrics(cfg.monitoring) | recorded(groups)
+    known = metrics.exporter_metrics() | recorded(groups)
     out = {}
     for g in groups:
         for rule in g["rules"]:

@@ -2,7 +2,7 @@
 
 A pure function: settings in, dashboard out, stable ordering.  The Monitoring component puts
 it into a ConfigMap that Grafana's dashboard sidecar loads (label from
-settings.monitoring.dashboard_label).  Panels read the recording rules of
+components/monitoring.py DASHBOARD_LABEL).  Panels read the recording rules of
 tikit/conf/alerts.py where one exists, so the dashboard and the alerts show the same
 numbers; every other metric comes from tikit/conf/metrics.py, and a test checks that every
 panel query names only metrics some rule or exporter provides.
@@ -11,11 +11,13 @@ panel query names only metrics some rule or exporter provides.
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from tikit import names
-from tikit import settings
 from tikit.conf import alerts
+
+if TYPE_CHECKING:
+    from tikit.settings import Monitoring
 
 SCHEMA_VERSION = 39
 WIDTH = 12   # two panels per row on Grafana's 24-column grid
@@ -45,11 +47,11 @@ def _thresholds(*steps: tuple[str, float]) -> dict[str, Any]:
     }
 
 
-def panels(cfg: settings.Settings, sc: alerts.Scope) -> list[dict[str, Any]]:
-    m, ns = cfg.monitoring, sc.namespace
+def panels(m: Monitoring, sc: alerts.Scope) -> list[dict[str, Any]]:
+    ns = sc.namespace
     here = f'{{namespace="{ns}"}}'
     pg = f'namespace="{ns}", pod=~"{sc.pg_cluster}-[0-9]+"'
-    db = cfg.postgres.database
+    db = sc.database
     out: list[dict[str, Any]] = []
 
     out.append(
@@ -91,7 +93,7 @@ def panels(cfg: settings.Settings, sc: alerts.Scope) -> list[dict[str, Any]]:
                 (f"kube_horizontalpodautoscaler_spec_min_replicas{{{hsel}}}", "{{horizontalpodautoscaler}} min"),
                 (f"kube_horizontalpodautoscaler_spec_max_replicas{{{hsel}}}", "{{horizontalpodautoscaler}} max"),
             ],
-            f"KEDA owns these HPAs; a workload pinned at max for {m.at_max_replicas_for} raises "
+            f"KEDA owns these HPAs; a workload pinned at max for {alerts.AT_MAX_REPLICAS_FOR} raises "
             "TikitAutoscalerAtMaxReplicas.",
         )
     )
@@ -201,11 +203,11 @@ def panels(cfg: settings.Settings, sc: alerts.Scope) -> list[dict[str, Any]]:
     return out
 
 
-def dashboard(cfg: settings.Settings, sc: alerts.Scope) -> dict[str, Any]:
+def dashboard(m: Monitoring, sc: alerts.Scope, environment: str) -> dict[str, Any]:
     return {
-        "uid": f"tikit-{cfg.environment}-{sc.region}",
-        "title": f"Tikit {cfg.environment} / {sc.region}",
-        "tags": ["tikit", cfg.environment, sc.region],
+        "uid": f"tikit-{environment}-{sc.region}",
+        "title": f"Tikit {environment} / {sc.region}",
+        "tags": ["tikit", environment, sc.region],
         "timezone": "browser",
         "schemaVersion": SCHEMA_VERSION,
         "version": 1,
@@ -225,9 +227,9 @@ def dashboard(cfg: settings.Settings, sc: alerts.Scope) -> dict[str, Any]:
             ]
         },
         "annotations": {"list": []},
-        "panels": panels(cfg, sc),
+        "panels": panels(m, sc),
     }
 
 
-def dashboard_json(cfg: settings.Settings, sc: alerts.Scope) -> str:
-    return json.dumps(dashboard(cfg, sc), indent=2, sort_keys=True) + "\n"
+def dashboard_json(m: Monitoring, sc: alerts.Scope, environment: str) -> str:
+    return json.dumps(dashboard(m, sc, environment), indent=2, sort_keys=True) + "\n"

@@ -12,8 +12,12 @@ the k6-operator TestRun runs (docs/resilience.md).
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
-from tikit.settings import Gateway, Monitoring, Resilience
+from tikit.names import API_PREFIX
+
+if TYPE_CHECKING:
+    from tikit.settings import Gateway, Monitoring, Resilience
 
 SCRIPT_FILE = "load-test.js"
 
@@ -21,7 +25,7 @@ SCRIPT_FILE = "load-test.js"
 def target_url(gateway: Gateway, resilience: Resilience) -> str:
     """Through the public hostname, so the test crosses DNS, the load balancer, TLS and the
     gateway exactly as users do."""
-    return f"https://{gateway.hostname}{gateway.api_prefix}{resilience.path}"
+    return f"https://{gateway.hostname}{API_PREFIX}{resilience.path}"
 
 
 def _num(x: float) -> str:

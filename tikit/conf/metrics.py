@@ -23,7 +23,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tikit import settings
+# The API's own /metrics contract: a request counter labelled by namespace, pod and the
+# HTTP status code (5xx counts as an error), and a latency histogram in seconds.
+API_REQUESTS = "http_requests_total"
+API_REQUEST_CODE_LABEL = "code"
+API_LATENCY = "http_request_duration_seconds"
 
 
 @dataclass(frozen=True)
@@ -166,15 +170,19 @@ PROMETHEUS = _source("prometheus", "Prometheus itself (one series per scrape tar
 SOURCES: tuple[Source, ...] = (CNPG, BARMAN_CLOUD, PGBOUNCER, REDIS, KUBE_STATE_METRICS, CADVISOR, KEDA, ENVOY, K8GB, PROMETHEUS)
 
 
-def backend_source(m: settings.Monitoring) -> Source:
-    """The API's own metrics: a request counter and a latency histogram (names from settings)."""
-    h = m.latency_metric
-    return _source("backend", "the Tikit API (/metrics)", m.request_metric, f"{h}_bucket", f"{h}_count", f"{h}_sum")
+BACKEND = _source(
+    "backend",
+    "the Tikit API (/metrics)",
+    API_REQUESTS,
+    f"{API_LATENCY}_bucket",
+    f"{API_LATENCY}_count",
+    f"{API_LATENCY}_sum",
+)
 
 
-def exporter_metrics(m: settings.Monitoring) -> frozenset[str]:
+def exporter_metrics() -> frozenset[str]:
     """Every metric some scrape target provides."""
-    out: set[str] = set(backend_source(m).metrics)
+    out: set[str] = set(BACKEND.metrics)
     for s in SOURCES:
         out |= s.metrics
     return frozenset(out)

@@ -22,13 +22,26 @@ import re
 import stringprep
 import textwrap
 import unicodedata
-from typing import Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Mapping, Sequence, Union
 
-from tikit import settings
+from tikit.derived import server_connections_per_pod
+
+if TYPE_CHECKING:
+    from tikit.settings import PgBouncer
 
 # The release that introduced max_prepared_statements.  Older ones refuse to start on it
 # (1.18: "unknown parameter", FATAL); the deployed image (settings.PgBouncer.image) is 1.24.
 MAX_PREPARED_STATEMENTS_SINCE = (1, 21)
+
+# Transaction pooling: the notes' pool_mode, and what the pool sizes assume.
+POOL_MODE = "transaction"
+# Protocol-level prepared statements tracked per server connection (PgBouncer >= 1.21);
+# lets ORM clients keep prepared statements safely in transaction mode.
+MAX_PREPARED_STATEMENTS = 200
+# Close server connections idle this long (seconds), so quiet pools shrink.
+SERVER_IDLE_TIMEOUT_SECONDS = 600
+# A client waiting this long (seconds) for a server connection gets an error.
+QUERY_WAIT_TIMEOUT_SECONDS = 120
 
 DEFAULT_ADMIN_USER = "pgbouncer_admin"
 # The metrics exporter only needs SHOW commands, which stats_users may run.
@@ -51,7 +64,7 @@ def _safe(name: str, value: Value) -> str:
 
 
 def pgbouncer_settings(
-    pb: settings.PgBouncer,
+    pb: PgBouncer,
     *,
     listen_port: int,
     auth_file: str,
@@ -84,7 +97,7 @@ def pgbouncer_settings(
         ),
         ("admin_users", admin_user, None),
         ("stats_users", stats_user, "The metrics exporter runs SHOW STATS/POOLS/LISTS as this user."),
-        ("pool_mode", pb.pool_mode, None),
+        ("pool_mode", POOL_MODE, None),
         ("max_client_conn", pb.max_client_conn, None),
         ("default_pool_size", pb.default_pool_size, None),
         (
@@ -95,13 +108,13 @@ def pgbouncer_settings(
         ("reserve_pool_timeout", pb.reserve_pool_timeout, None),
         (
             "max_db_connections",
-            pb.default_pool_size + pb.reserve_pool_size,
+            server_connections_per_pod(pb),
             "Hard cap per pod whatever the number of users: PostgreSQL's max_connections counts"
             " exactly default_pool_size + reserve_pool_size per pod (docs/sizing.md).",
         ),
         (
             "max_prepared_statements",
-            pb.max_prepared_statements,
+            MAX_PREPARED_STATEMENTS,
             "Transaction pooling hands each transaction any server connection; PgBouncer"
             " (>= 1.21) tracks protocol-level prepared statements so ORM clients (Prisma,"
             " node-postgres) may keep using them.",
@@ -127,12 +140,12 @@ def pgbouncer_settings(
         ),
         (
             "server_idle_timeout",
-            pb.server_idle_timeout,
+            SERVER_IDLE_TIMEOUT_SECONDS,
             "Close server connections idle this long (seconds), so quiet pools shrink.",
         ),
         (
             "query_wait_timeout",
-            pb.query_wait_timeout,
+            QUERY_WAIT_TIMEOUT_SECONDS,
             "A client waiting this long (seconds) for a server connection gets an error"
             " instead of hanging forever.",
         ),
@@ -150,7 +163,7 @@ def pgbouncer_settings(
 
 
 def pgbouncer_ini(
-    pb: settings.PgBouncer,
+    pb: PgBouncer,
     *,
     database: str,
     host: str,

@@ -8,9 +8,32 @@ PostgreSQL with exactly this map (tests/integration/test_postgres_pgbouncer.py).
 from __future__ import annotations
 
 import fnmatch
-from typing import Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 
-from tikit import settings
+from tikit import units
+
+if TYPE_CHECKING:
+    from tikit.derived import Derived
+    from tikit.settings import Postgres
+
+# Connections kept for superusers and the operator, on top of the pools.
+SUPERUSER_RESERVED_CONNECTIONS = 3
+# Headroom for the metrics exporter, CNPG's own probes and an operator's psql.
+ADMIN_CONNECTIONS = 10
+# Standbys, backups and pg_basebackup.  Since PostgreSQL 12 WAL senders have slots of their
+# own and are not part of max_connections.
+MAX_WAL_SENDERS = 10
+# log_min_duration_statement: the notes' "slow queries > 1 s" (milliseconds).
+SLOW_QUERY_MS = 1000
+# With transaction pooling an idle open transaction pins a pooled server connection:
+# idle_in_transaction_session_timeout ends it (seconds).
+IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = 60
+# wal_keep_size for standbys without a slot, capped at this (and at what slots may pin).
+WAL_KEEP_SIZE_MAX_MB = 512
+# Planner costs for network SSDs: random reads cost about what sequential ones do
+# (postgres.parameters overrides them for other storage).
+RANDOM_PAGE_COST = "1.1"
+EFFECTIVE_IO_CONCURRENCY = 200
 
 # Parameters the CNPG webhook rejects because the operator owns them (reference:
 # platform-apis.md, CloudNativePG).  Entries ending in '*' are prefixes.
@@ -65,51 +88,50 @@ def parameters_problem(parameters: Mapping[str, str]) -> Optional[str]:
     return None
 
 
-def derived_parameters(s: settings.Settings) -> dict[str, str]:
+def derived_parameters(pg: Postgres, d: Derived) -> dict[str, str]:
     """The parameters we compute from settings, before the user's overrides."""
-    d, pg = s.derived, s.postgres
-    slot_wal_mb = settings.mebibytes(pg.wal_storage_size) * SLOT_WAL_SHARE_PERCENT // 100
+    slot_wal_mb = units.mebibytes(pg.wal_storage_size) * SLOT_WAL_SHARE_PERCENT // 100
     return {
         # max_connections = 2 x pgbouncer.replicas x (default_pool_size + reserve_pool_size)
         #                   + superuser_reserved + admin headroom
         # (both pools may land on one instance; docs/sizing.md shows the arithmetic).  WAL
         # senders are not in it: since PostgreSQL 12 they have slots of their own.
         "max_connections": str(d.postgres_max_connections),
-        "superuser_reserved_connections": str(pg.superuser_reserved_connections),
-        "max_wal_senders": str(pg.max_wal_senders),
+        "superuser_reserved_connections": str(SUPERUSER_RESERVED_CONNECTIONS),
+        "max_wal_senders": str(MAX_WAL_SENDERS),
         # Memory: 25% / 75% of the limit, work_mem shared among all connections (docs/sizing.md).
         "shared_buffers": f"{d.postgres_shared_buffers_mb}MB",
         "effective_cache_size": f"{d.postgres_effective_cache_size_mb}MB",
         "work_mem": f"{d.postgres_work_mem_mb}MB",
         "maintenance_work_mem": f"{d.postgres_maintenance_work_mem_mb}MB",
         # WAL retention: keep a little for standbys without slots, cap what slots may pin.
-        "wal_keep_size": f"{min(pg.wal_keep_size_max_mb, slot_wal_mb)}MB",
+        "wal_keep_size": f"{min(WAL_KEEP_SIZE_MAX_MB, slot_wal_mb)}MB",
         "max_slot_wal_keep_size": f"{slot_wal_mb}MB",
         "checkpoint_completion_target": "0.9",
         # Network SSDs: random reads cost about the same as sequential ones.
-        "random_page_cost": f"{pg.random_page_cost:g}",
-        "effective_io_concurrency": str(pg.effective_io_concurrency),
-        # The notes' "slow queries > 1s": statements slower than postgres.slowQueryMs are
-        # logged with their duration (milliseconds).
-        "log_min_duration_statement": str(pg.slow_query_ms),
+        "random_page_cost": RANDOM_PAGE_COST,
+        "effective_io_concurrency": str(EFFECTIVE_IO_CONCURRENCY),
+        # The notes' "slow queries > 1s": statements slower than SLOW_QUERY_MS are logged
+        # with their duration (milliseconds).
+        "log_min_duration_statement": str(SLOW_QUERY_MS),
         "log_lock_waits": "on",
         "log_temp_files": "10MB",
         "track_io_timing": "on",
         # With transaction pooling an idle open transaction pins one of only
         # default_pool_size server connections; end it after
-        # postgres.idleInTransactionTimeoutSeconds.  There is no global statement_timeout:
+        # IDLE_IN_TRANSACTION_TIMEOUT_SECONDS.  There is no global statement_timeout:
         # backups, migrations and VACUUM legitimately run long, so the application sets one
         # per session or role instead.
-        "idle_in_transaction_session_timeout": f"{pg.idle_in_transaction_timeout_seconds}s",
+        "idle_in_transaction_session_timeout": f"{IDLE_IN_TRANSACTION_TIMEOUT_SECONDS}s",
         # PgBouncer's SCRAM pass-through needs SCRAM verifiers on the server side.
         "password_encryption": "scram-sha-256",
     }
 
 
-def postgres_parameters(s: settings.Settings) -> dict[str, str]:
+def postgres_parameters(pg: Postgres, d: Derived) -> dict[str, str]:
     """``spec.postgresql.parameters``: derived values merged with ``postgres.parameters``
     (already checked by settings.load() against ``parameters_problem``)."""
     # GUC names are case-insensitive: lower-case them so an override replaces, not duplicates.
-    overrides = {name.lower(): value for name, value in s.postgres.parameters.items()}
-    merged = {**derived_parameters(s), **overrides}
+    overrides = {name.lower(): value for name, value in pg.parameters.items()}
+    merged = {**derived_parameters(pg, d), **overrides}
     return dict(sorted(merged.items()))

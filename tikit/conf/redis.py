@@ -6,7 +6,7 @@ config files and scripts into ConfigMaps; the integration tests (tests/integrati
 feed the very same text to real redis-server and redis-sentinel processes, rewriting only the
 port, the directories and the host names, and run the very same shell scripts.
 
-Redis is both the shared cache and the job queue (settings.workers.queue_name), so an
+Redis is both the shared cache and the job queue (names.JOB_QUEUE), so an
 acknowledged queue entry is data: persistence is AOF (everysec) plus RDB snapshots, nothing
 that carries the queue may be evicted, and the hourly backup is a verified RDB snapshot in the
 object store (docs/runbooks/redis-restore.md restores it).
@@ -27,11 +27,14 @@ import shlex
 import textwrap
 import urllib.parse
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 from urllib.parse import quote
 
 from tikit import names
-from tikit import settings
+from tikit.conf import templates
+
+if TYPE_CHECKING:
+    from tikit.settings import Redis
 
 # --------------------------------------------------------------------------------------
 # Paths inside the pods.  The component mounts the ConfigMaps and volumes at these paths.
@@ -69,6 +72,18 @@ TCP_KEEPALIVE_SECONDS = 60
 LATENCY_MONITOR_THRESHOLD_MS = 100
 SLOWLOG_SLOWER_THAN_US = 10_000
 SLOWLOG_MAX_LEN = 256
+# volatile-lru evicts only keys with a TTL (the cache); queue keys never carry one.
+MAXMEMORY_POLICY = "volatile-lru"
+# fsync the AOF once a second: a node crash loses at most about a second of writes.
+APPENDFSYNC = "everysec"
+# RDB snapshot rules, "<seconds> <changes>": a second, compact copy next to the AOF.
+SAVE_RULES = ("3600 1", "300 100", "60 10000")
+# redis.conf shutdown-timeout: on SIGTERM wait this long for replicas to catch up, then
+# save the RDB; the data pods' grace period covers both (components/redis.py).
+SHUTDOWN_TIMEOUT_SECONDS = 10
+# How long backup.sh waits for its BGSAVE (and restore.sh for loading the snapshot and
+# rewriting the AOF) before it gives up.
+BACKUP_WAIT_SECONDS = 600
 # How long the scripts wait for one redis-cli call that asks Sentinel or a replica.
 ASK_TIMEOUT_SECONDS = 5
 # A replica is in sync for a backup when its link is up and it heard from the primary this
@@ -95,7 +110,7 @@ def bootstrap_primary_host(namespace: str) -> str:
     return pod_host(f"{names.REDIS}-0", namespace)
 
 
-def sentinel_hosts(r: settings.Redis, namespace: str) -> list[tuple[str, int]]:
+def sentinel_hosts(r: Redis, namespace: str) -> list[tuple[str, int]]:
     """Every sentinel's address, assuming the sentinels are a StatefulSet named
     ``redis-sentinel`` governed by a headless Service of the same name."""
     return [
@@ -109,7 +124,7 @@ def sentinel_hosts(r: settings.Redis, namespace: str) -> list[tuple[str, int]]:
 # --------------------------------------------------------------------------------------
 
 
-def min_replicas_to_write(r: settings.Redis) -> int:
+def min_replicas_to_write(r: Redis) -> int:
     """1 when a Sentinel failover can happen and the primary has two replicas, else 0.
 
     Replication is asynchronous, so when Sentinel promotes a replica while the old primary is
@@ -125,7 +140,7 @@ def min_replicas_to_write(r: settings.Redis) -> int:
 
 
 def redis_settings(
-    r: settings.Redis,
+    r: Redis,
     *,
     maxmemory_bytes: int,
     port: int = names.REDIS_PORT,
@@ -167,7 +182,7 @@ def redis_settings(
         ("appendfilename", APPENDFILENAME, None),
         (
             "appendfsync",
-            r.appendfsync,
+            APPENDFSYNC,
             "everysec: fsync once a second, so a node crash loses at most about a second"
             " (two when the disk stalls) of acknowledged writes.",
         ),
@@ -190,7 +205,7 @@ def redis_settings(
         ),
         (
             "save",
-            " ".join(r.save_rules) or '""',
+            " ".join(SAVE_RULES),
             "RDB snapshots (seconds changes pairs from settings.redis.saveRules): a second,"
             " compact copy on the volume next to the AOF.",
         ),
@@ -213,7 +228,7 @@ def redis_settings(
         ),
         (
             "maxmemory-policy",
-            r.maxmemory_policy,
+            MAXMEMORY_POLICY,
             "volatile-*: only keys with a TTL (the cache) are ever evicted.  Queue keys never"
             " carry a TTL, so when memory is full of them writes fail with OOM errors, loudly,"
             " instead of Redis silently dropping queued jobs.",
@@ -258,7 +273,7 @@ def redis_settings(
         ),
         (
             "shutdown-timeout",
-            r.shutdown_timeout_seconds,
+            SHUTDOWN_TIMEOUT_SECONDS,
             "On SIGTERM let replicas catch up first (settings.redis.shutdownTimeoutSeconds);"
             " the pods' terminationGracePeriodSeconds covers it plus the final save.",
         ),
@@ -276,7 +291,7 @@ def _disabled_commands() -> list[Entry]:
 
 
 def redis_conf(
-    r: settings.Redis,
+    r: Redis,
     *,
     maxmemory_bytes: int,
     port: int = names.REDIS_PORT,
@@ -314,7 +329,7 @@ def parse_directives(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def redis_server_args(password_env: str = PASSWORD_ENV) -> list[str]:
+def redis_server_args() -> list[str]:
     """Shell words that hand the password to redis-server from the environment.
 
     --masterauth on every node, not just replicas: after a failover any node may have to
@@ -322,7 +337,7 @@ def redis_server_args(password_env: str = PASSWORD_ENV) -> list[str]:
     not stay visible in the process list; ``--requirepass ""`` would mean *no* password, which
     is why the start script refuses an empty variable first.
     """
-    ref = f'"${password_env}"'
+    ref = f'"${PASSWORD_ENV}"'
     return ["--requirepass", ref, "--masterauth", ref]
 
 
@@ -332,7 +347,7 @@ def redis_server_args(password_env: str = PASSWORD_ENV) -> list[str]:
 
 
 def sentinel_settings(
-    r: settings.Redis,
+    r: Redis,
     *,
     primary_host: str,
     primary_port: int,
@@ -389,7 +404,7 @@ def sentinel_settings(
 
 
 def sentinel_conf(
-    r: settings.Redis,
+    r: Redis,
     *,
     primary_host: str,
     primary_port: int,
@@ -412,27 +427,23 @@ def sentinel_conf(
 
 
 # --------------------------------------------------------------------------------------
-# Start scripts (POSIX sh; the redis image's /bin/sh is dash)
+# Shell programs (POSIX sh; the redis image's /bin/sh is dash): templates/redis/*.sh
 # --------------------------------------------------------------------------------------
 
-# Print "<host> <port>" of the primary Sentinel reports, or nothing when no sentinel answers.
-# redis-cli exits 0 even on error replies, so the answer is validated, not the exit status.
-# timeout(1): redis-cli 7.0 has no connect timeout, and a Service without endpoints can leave
-# a connect hanging for minutes on some networks.
-_ASK_SENTINEL = f"""\
-ask_sentinel() {{
-    answer=$(timeout {ASK_TIMEOUT_SECONDS} redis-cli -h "$1" -p "$2" --raw SENTINEL get-master-addr-by-name "$3" 2>/dev/null) || return 0
-    ask_host=$(printf '%s\\n' "$answer" | sed -n 1p)
-    ask_port=$(printf '%s\\n' "$answer" | sed -n 2p)
-    case "$ask_port" in ''|*[!0-9]*) return 0 ;; esac
-    case "$ask_host" in ''|*' '*) return 0 ;; esac
-    printf '%s %s\\n' "$ask_host" "$ask_port"
-}}
-"""
+# Where the rendered scripts say they come from.
+SOURCE = "infra/conf/redis.py"
+
+
+def _lib(name: str) -> str:
+    """A function library of templates/redis/: ask_sentinel prints "<host> <port>" of the
+    primary a sentinel reports (redis-cli exits 0 even on error replies, so the answer is
+    validated; timeout(1) because redis-cli 7.0 has no connect timeout); sentinel_replicas
+    prints each replica Sentinel considers healthy; pick_replica the first one in sync."""
+    return templates.render(f"redis/{name}.sh", **({"ASK_TIMEOUT": ASK_TIMEOUT_SECONDS} if name != "common" else {}))
 
 
 def redis_start_script(
-    r: settings.Redis,
+    r: Redis,
     *,
     namespace: str,
     port: int = names.REDIS_PORT,
@@ -441,7 +452,6 @@ def redis_start_script(
     template: str = f"{TEMPLATE_DIR}/{REDIS_CONF}",
     live_dir: str = LIVE_DIR,
     announce_host: Optional[str] = None,
-    password_env: str = PASSWORD_ENV,
 ) -> str:
     """Entry point of the data pods (StatefulSet ``redis``, headless Service ``redis-headless``).
 
@@ -456,51 +466,30 @@ def redis_start_script(
     know whether it is itself the primary.
     """
     headless = names.service_host(names.REDIS_HEADLESS, namespace)
-    live_conf = shlex.quote(f"{live_dir}/{REDIS_CONF}")
-    primary0 = f"{bootstrap_primary_host(namespace)} {port}"
     if sentinel_service is None:
         sentinel_service = (names.service_host(names.REDIS_SENTINEL, namespace), names.REDIS_SENTINEL_PORT)
-    lines = [
-        "#!/bin/sh",
-        "# Redis data pod entry point. Rendered by tikit-infra (infra/conf/redis.py).",
-        "set -eu",
-        f': "${{{password_env}:?{password_env} is empty: refusing to start a Redis without a password}}"',
-        'pod="${POD_NAME:-$(hostname)}"',
-        f'self="{announce_host or "$pod." + headless}"',
-        "# Sentinel's failover sends CONFIG REWRITE, which needs a writable file: run from a copy.",
-        f"mkdir -p {shlex.quote(live_dir)}",
-        f"cp {shlex.quote(template)} {live_conf}",
-        'primary=""',
-    ]
+    discovery = ""
     if r.sentinels:
         s_host, s_port = sentinel_service
-        lines += [
-            _ASK_SENTINEL.rstrip("\n"),
-            "# After a failover the primary is whoever Sentinel says, not necessarily ordinal 0.",
-            f'primary=$(ask_sentinel {s_host} {s_port} {master_name})',
-        ]
-    lines += [
-        'if [ -z "$primary" ]; then',
-        "    # First boot (or no Sentinel): ordinal 0 is the primary.  Should ordinal 0 come back",
-        "    # as primary while the sentinels are down, they turn it into a replica once they are up.",
-        '    case "$pod" in',
-        "        *-0) ;;",
-        f'        *) primary="{primary0}" ;;',
-        "    esac",
-        "fi",
-        f'if [ "$primary" = "$self {port}" ]; then primary=""; fi',
-        f'set -- {live_conf} {" ".join(redis_server_args(password_env))} --replica-announce-ip "$self"',
-        'if [ -n "$primary" ]; then',
-        "    # shellcheck disable=SC2086 # two words: host and port",
-        "    set -- \"$@\" --replicaof $primary",
-        "fi",
-        'exec redis-server "$@"',
-    ]
-    return "\n".join(lines) + "\n"
+        discovery = _lib("ask-sentinel") + templates.render(
+            "redis/start-sentinel-discovery.sh", SENTINEL_HOST=s_host, SENTINEL_PORT=s_port, MASTER=master_name
+        )
+    return templates.render(
+        "redis/start.sh",
+        SOURCE=SOURCE,
+        SELF=announce_host or "$pod." + headless,
+        LIVE_DIR=shlex.quote(live_dir),
+        TEMPLATE=shlex.quote(template),
+        LIVE_CONF=shlex.quote(f"{live_dir}/{REDIS_CONF}"),
+        SENTINEL_DISCOVERY=discovery,
+        PRIMARY0=f"{bootstrap_primary_host(namespace)} {port}",
+        PORT=port,
+        SERVER_ARGS=" ".join(redis_server_args()),
+    )
 
 
 def sentinel_start_script(
-    r: settings.Redis,
+    r: Redis,
     *,
     sentinel_service: tuple[str, int],
     master_name: str = names.REDIS_MASTER_NAME,
@@ -508,7 +497,6 @@ def sentinel_start_script(
     live_dir: str = LIVE_DIR,
     announce_domain: Optional[str] = None,
     announce_port: int = names.REDIS_SENTINEL_PORT,
-    password_env: str = PASSWORD_ENV,
 ) -> str:
     """Entry point of the sentinel pods: copy the template to a writable dir (Sentinel
     rewrites its own config file), follow the primary the other sentinels already agree on,
@@ -523,37 +511,28 @@ def sentinel_start_script(
         raise ValueError("settings.redis.sentinels is 0: this environment runs no Sentinel")
     s_host, s_port = sentinel_service
     conf = shlex.quote(f"{live_dir}/{SENTINEL_CONF}")
-    template = shlex.quote(template)
-    lines = [
-        "#!/bin/sh",
-        "# Sentinel entry point. Rendered by tikit-infra (infra/conf/redis.py).",
-        "set -eu",
-        f': "${{{password_env}:?{password_env} is empty}}"',
-        _ASK_SENTINEL.rstrip("\n"),
-        f"mkdir -p {shlex.quote(live_dir)}",
-        f"current=$(ask_sentinel {s_host} {s_port} {master_name})",
-        'if [ -n "$current" ]; then',
-        "    # The template names the bootstrap primary; after a failover that is a replica, or gone.",
-        f'    sed "s|^sentinel monitor {master_name} .*|sentinel monitor {master_name} $current {r.sentinel_quorum}|"'
-        f" {template} > {conf}",
-        "else",
-        f"    cp {template} {conf}",
-        "fi",
-        "# Quoted for Redis' config parser: backslash and double quote escaped.",
-        f"password=$(printf '%s' \"${password_env}\" | sed 's/[\\\\\"]/\\\\&/g')",
-        f"printf 'sentinel auth-pass {master_name} \"%s\"\\n' \"$password\" >> {conf}",
-    ]
+    announce = ""
     if announce_domain:
-        lines += [
-            'pod="${POD_NAME:-$(hostname)}"',
-            f'printf \'sentinel announce-ip %s\\nsentinel announce-port %s\\n\' "$pod.{announce_domain}" {announce_port} >> {conf}',
-        ]
-    lines.append(f"exec redis-sentinel {conf}")
-    return "\n".join(lines) + "\n"
+        announce = templates.render(
+            "redis/sentinel-announce.sh", ANNOUNCE_DOMAIN=announce_domain, ANNOUNCE_PORT=announce_port, CONF=conf
+        )
+    return templates.render(
+        "redis/sentinel-start.sh",
+        SOURCE=SOURCE,
+        ASK_SENTINEL=_lib("ask-sentinel"),
+        LIVE_DIR=shlex.quote(live_dir),
+        SENTINEL_HOST=s_host,
+        SENTINEL_PORT=s_port,
+        MASTER=master_name,
+        QUORUM=r.sentinel_quorum,
+        TEMPLATE=shlex.quote(template),
+        CONF=conf,
+        ANNOUNCE=announce,
+    )
 
 
 # --------------------------------------------------------------------------------------
-# Backup and restore (POSIX sh)
+# Backup and restore
 # --------------------------------------------------------------------------------------
 #
 # Design: the backup CronJob connects to Redis over the network; it cannot read the PVC,
@@ -581,11 +560,12 @@ def sentinel_start_script(
 # incomplete upload, which restore skips.
 #
 # Where backups live is pluggable: four shell functions (store_put, store_get, store_list,
-# store_delete) chosen by the STORE URL.  s3://bucket[/prefix] uses rclone (a static binary
-# the CronJob's init container copies from settings.redis.rclone_image into the redis image,
-# with that image's CA bundle for SSL_CERT_FILE, since the redis image has none; S3 keys from
-# the credentials Secret as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY);
-# file:///path uses cp and ls, which is how the tests run the very same script.
+# store_delete) chosen by the STORE URL (templates/redis/store.sh).  s3://bucket[/prefix]
+# uses rclone (a static binary the CronJob's init container copies from
+# settings.redis.rclone_image into the redis image, with that image's CA bundle for
+# SSL_CERT_FILE, since the redis image has none; S3 keys from the credentials Secret as
+# AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); file:///path uses cp and ls, which is how the
+# tests run the very same script.
 
 TIMESTAMP_GLOB = "[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z"
 
@@ -607,65 +587,7 @@ def _s3_settings(endpoint_url: str) -> list[tuple[str, str]]:
 
 def _store_functions(endpoint_url: str) -> str:
     exports = "\n".join(f'    export {k}="${{{k}:-{v}}}"' for k, v in _s3_settings(endpoint_url))
-    return f"""\
-# ---- the store: the only part that knows where backups live ----
-case "$STORE" in
-file://*)
-    root="${{STORE#file://}}"
-    store_put() {{ mkdir -p "$root/$(dirname "$2")" && cp "$1" "$root/$2.part" && mv "$root/$2.part" "$root/$2"; }}
-    store_get() {{ cp "$root/$1" "$2"; }}
-    store_list() {{ if [ -d "$root/$1" ]; then ls -1 "$root/$1"; fi; }}
-    store_delete() {{ rm -rf "${{root:?}}/$1"; }}
-    ;;
-s3://*)
-    remote=":s3:${{STORE#s3://}}"
-{exports}
-    export HOME="${{HOME:-/tmp}}"
-    store_put() {{ rclone copyto "$1" "$remote/$2"; }}
-    store_get() {{ rclone copyto "$remote/$1" "$2"; }}
-    store_list() {{ rclone lsf "$remote/$1" | sed 's:/$::'; }}
-    store_delete() {{ rclone purge "$remote/$1"; }}
-    ;;
-*) die "STORE must be file:///path or s3://bucket[/prefix], got '$STORE'" ;;
-esac
-"""
-
-
-# Print "<host> <port>" of each replica Sentinel considers healthy (flags exactly "slave":
-# not down; master link ok).  --raw prints one field name, then its value, per line.
-_SENTINEL_REPLICAS = """\
-sentinel_replicas() {
-    timeout @ASK_TIMEOUT@ redis-cli -h "$1" -p "$2" --raw SENTINEL replicas "$3" 2>/dev/null | tr -d '\\r' | awk '
-        function flush() { if (ip != "" && flags == "slave" && link == "ok") print ip, port; ip = port = flags = link = "" }
-        NR % 2 == 1 { key = $0; if (key == "name") flush(); next }
-        key == "ip" { ip = $0 } key == "port" { port = $0 } key == "flags" { flags = $0 }
-        key == "master-link-status" { link = $0 }
-        END { flush() }'
-}
-"""
-
-# Read "<host> <port>" lines; print the first replica that is in sync right now.
-_PICK_REPLICA = """\
-pick_replica() {
-    while read -r h p; do
-        info=$(timeout @ASK_TIMEOUT@ redis-cli -h "$h" -p "$p" INFO replication 2>/dev/null </dev/null) || continue
-        [ "$(field role "$info")" = slave ] || continue
-        [ "$(field master_link_status "$info")" = up ] || continue
-        [ "$(field master_sync_in_progress "$info")" = 0 ] || continue
-        silence=$(field master_last_io_seconds_ago "$info")
-        case "$silence" in ''|*[!0-9]*) continue ;; esac
-        [ "$silence" -le "$REPLICA_MAX_SILENCE" ] || continue
-        printf '%s %s\\n' "$h" "$p"
-        return 0
-    done
-}
-"""
-
-_COMMON = """\
-log() { printf '%s %s: %s\\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$SCRIPT" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-field() { printf '%s\\n' "$2" | tr -d '\\r' | sed -n "s/^$1://p"; }
-"""
+    return templates.render("redis/store.sh", S3_EXPORTS=exports)
 
 
 def backup_prefix(region: str) -> str:
@@ -673,7 +595,7 @@ def backup_prefix(region: str) -> str:
 
 
 def backup_script(
-    r: settings.Redis,
+    r: Redis,
     *,
     namespace: str,
     region: str,
@@ -692,113 +614,43 @@ def backup_script(
     """
     if not store.startswith("s3://") and not store.startswith("file://"):
         raise ValueError(f"store must be s3://bucket[/prefix] or file:///path, got {store!r}")
-    sentinel_host = names.service_host(names.REDIS_SENTINEL, namespace)
+    functions = [_lib("common")]
     if r.sentinels:
-        discover = f"""\
-    SENTINEL_HOST="${{SENTINEL_HOST:-{sentinel_host}}}"
-    SENTINEL_PORT="${{SENTINEL_PORT:-{names.REDIS_SENTINEL_PORT}}}"
-    primary=$(ask_sentinel "$SENTINEL_HOST" "$SENTINEL_PORT" {master_name})
-    [ -n "$primary" ] || die "no sentinel at $SENTINEL_HOST:$SENTINEL_PORT knows the primary"
-    replica=$(sentinel_replicas "$SENTINEL_HOST" "$SENTINEL_PORT" {master_name} | pick_replica)"""
-    else:
-        replicas = "".join(
-            f"{pod_host(f'{names.REDIS}-{i}', namespace)} {port}\\n" for i in range(1, r.replicas)
+        functions += [_lib("ask-sentinel"), _lib("sentinel-replicas")]
+        discover = templates.render(
+            "redis/backup-discover-sentinel.sh",
+            SENTINEL_HOST=names.service_host(names.REDIS_SENTINEL, namespace),
+            SENTINEL_PORT=names.REDIS_SENTINEL_PORT,
+            MASTER=master_name,
         )
-        discover = f"""\
-    primary="{bootstrap_primary_host(namespace)} {port}"
-    replica=$(printf '{replicas}' | pick_replica)"""
-    sentinel_functions = _ASK_SENTINEL + _SENTINEL_REPLICAS if r.sentinels else ""
-    sentinel_functions = sentinel_functions.replace("@ASK_TIMEOUT@", str(ASK_TIMEOUT_SECONDS))
-    pick_replica = _PICK_REPLICA.replace("@ASK_TIMEOUT@", str(ASK_TIMEOUT_SECONDS))
+    else:
+        replicas = "".join(f"{pod_host(f'{names.REDIS}-{i}', namespace)} {port}\\n" for i in range(1, r.replicas))
+        discover = templates.render(
+            "redis/backup-discover-static.sh", PRIMARY=bootstrap_primary_host(namespace), PORT=port, REPLICAS=replicas
+        )
+    functions += [_lib("pick-replica"), _store_functions(s3_endpoint)]
     fallback_note = (
-        '    [ -n "$replica" ] || log "no in-sync replica: backing up the primary $primary"\n'
-        if r.replicas > 1
-        else ""
+        '    [ -n "$replica" ] || log "no in-sync replica: backing up the primary $primary"' if r.replicas > 1 else ""
     )
-    return f"""\
-#!/bin/sh
-# Redis backup to the object store. Rendered by tikit-infra (infra/conf/redis.py).
-# Restore: docs/runbooks/redis-restore.md (restore script rendered next to this one).
-set -eu
-SCRIPT=redis-backup
-STORE="${{STORE:-{store}}}"
-PREFIX={backup_prefix(region)}
-RETENTION_HOURS={r.backup_retention_hours}
-WAIT_SECONDS={r.backup_wait_seconds}
-REPLICA_MAX_SILENCE={REPLICA_MAX_SILENCE_SECONDS}
-: "${{REDISCLI_AUTH:?REDISCLI_AUTH (the Redis password) is not set}}"
-export REDISCLI_AUTH
-{_COMMON}{sentinel_functions}{pick_replica}{_store_functions(s3_endpoint)}
-# ---- which node: an in-sync replica, else the primary (REDIS_HOST/REDIS_PORT override) ----
-if [ -z "${{REDIS_HOST:-}}" ]; then
-{discover}
-    target=${{replica:-$primary}}
-{fallback_note}    REDIS_HOST=${{target% *}}
-    REDIS_PORT=${{target#* }}
-fi
-REDIS_PORT="${{REDIS_PORT:-{port}}}"
-cli() {{ redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" "$@"; }}
-role=$(field role "$(cli INFO replication)")
-case "$role" in master|slave) ;; *) die "cannot talk to $REDIS_HOST:$REDIS_PORT (check the password)" ;; esac
-log "backing up $REDIS_HOST:$REDIS_PORT (role $role)"
-
-# 1. BGSAVE and wait for it.  LASTSAVE has one-second resolution: let the current second
-#    pass, so a save we start cannot end with the LASTSAVE we read.
-before=$(cli LASTSAVE)
-case "$before" in ''|*[!0-9]*) die "LASTSAVE failed: $before" ;; esac
-sleep 1
-# SCHEDULE: during an AOF rewrite the save runs right after it instead of failing.
-reply=$(cli BGSAVE SCHEDULE)
-case "$reply" in
-*"Background saving started"*|*"Background saving scheduled"*|*"already in progress"*) ;;
-*) die "BGSAVE refused: $reply" ;;
-esac
-deadline=$(( $(date +%s) + WAIT_SECONDS ))
-while :; do
-    info=$(cli INFO persistence)
-    if [ "$(field rdb_bgsave_in_progress "$info")" = 0 ] && [ "$(field aof_rewrite_in_progress "$info")" = 0 ]; then
-        last=$(cli LASTSAVE)
-        if [ "$last" -gt "$before" ] && [ "$(field rdb_last_bgsave_status "$info")" = ok ]; then
-            break
-        fi
-        [ "$(field rdb_last_bgsave_status "$info")" = ok ] || die "BGSAVE failed on $REDIS_HOST (rdb_last_bgsave_status:err)"
-    fi
-    [ "$(date +%s)" -lt "$deadline" ] || die "BGSAVE did not finish within $WAIT_SECONDS s"
-    sleep 1
-done
-log "BGSAVE done on $REDIS_HOST:$REDIS_PORT (LASTSAVE $before -> $last)"
-
-# 2. Stream a snapshot over the network, check it, upload it.
-work=$(mktemp -d "${{TMPDIR:-/tmp}}/redis-backup.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-cli --rdb "$work/{DBFILENAME}" >&2
-redis-check-rdb "$work/{DBFILENAME}" >/dev/null || die "the fetched snapshot fails redis-check-rdb"
-ts=$(date -u +%Y%m%dT%H%M%SZ)
-version=$(field redis_version "$(cli INFO server)")
-sha=$(sha256sum "$work/{DBFILENAME}" | cut -d' ' -f1)
-bytes=$(wc -c < "$work/{DBFILENAME}" | tr -d ' ')
-store_put "$work/{DBFILENAME}" "$PREFIX/$ts/{DBFILENAME}"
-printf 'timestamp=%s\\nsource=%s:%s\\nredis_version=%s\\nlastsave=%s\\nbytes=%s\\nsha256=%s\\n' \\
-    "$ts" "$REDIS_HOST" "$REDIS_PORT" "$version" "$last" "$bytes" "$sha" > "$work/backup.info"
-store_put "$work/backup.info" "$PREFIX/$ts/backup.info"
-log "uploaded $STORE/$PREFIX/$ts ($bytes bytes, sha256 $sha)"
-
-# 3. Prune: timestamped names sort by time, so compare them as 14-digit numbers.  Names that
-#    are not ours are never touched; the backup just written is always newer than the cutoff.
-cutoff=$(date -u -d "@$(( $(date +%s) - RETENTION_HOURS * 3600 ))" +%Y%m%dT%H%M%SZ)
-entries=$(store_list "$PREFIX")
-for name in $entries; do
-    case "$name" in {TIMESTAMP_GLOB}) ;; *) continue ;; esac
-    if [ "$(printf '%s' "$name" | tr -d TZ)" -lt "$(printf '%s' "$cutoff" | tr -d TZ)" ]; then
-        store_delete "$PREFIX/$name"
-        log "pruned $PREFIX/$name (older than $RETENTION_HOURS h)"
-    fi
-done
-"""
+    return templates.render(
+        "redis/backup.sh",
+        SOURCE=SOURCE,
+        STORE=store,
+        PREFIX=backup_prefix(region),
+        RETENTION_HOURS=r.backup_retention_hours,
+        WAIT_SECONDS=BACKUP_WAIT_SECONDS,
+        REPLICA_MAX_SILENCE=REPLICA_MAX_SILENCE_SECONDS,
+        FUNCTIONS="".join(functions),
+        DISCOVER=discover,
+        FALLBACK_NOTE=fallback_note,
+        PORT=port,
+        DBFILENAME=DBFILENAME,
+        TIMESTAMP_GLOB=TIMESTAMP_GLOB,
+    )
 
 
 def restore_script(
-    r: settings.Redis,
+    r: Redis,
     *,
     region: str,
     store: str,
@@ -819,82 +671,20 @@ def restore_script(
     (another region's backups, with RCLONE_S3_ENDPOINT and RCLONE_S3_REGION when that
     region's bucket is behind another endpoint), DATA_DIR, CONF, TMPDIR; AWS_* for s3:// stores.
     """
-    return f"""\
-#!/bin/sh
-# Redis restore from the object store. Rendered by tikit-infra (infra/conf/redis.py).
-# Run with the StatefulSet scaled to 0: see docs/runbooks/redis-restore.md.
-set -eu
-SCRIPT=redis-restore
-STORE="${{STORE:-{store}}}"
-# Override (with STORE) to restore another region's backup, e.g. PREFIX=redis/lagos in London.
-PREFIX="${{PREFIX:-{backup_prefix(region)}}}"
-BACKUP="${{BACKUP:-latest}}"
-DATA_DIR="${{DATA_DIR:-{data_dir}}}"
-CONF="${{CONF:-{conf}}}"
-WAIT_SECONDS={r.backup_wait_seconds}
-{_COMMON}{_store_functions(s3_endpoint)}
-work=$(mktemp -d "${{TMPDIR:-/tmp}}/redis-restore.XXXXXX")
-pid=""
-cleanup() {{ if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; rm -rf "$work"; }}
-trap cleanup EXIT
-
-if [ "$BACKUP" = latest ]; then
-    BACKUP=""
-    entries=$(store_list "$PREFIX" | sort -r)
-    for name in $entries; do
-        case "$name" in {TIMESTAMP_GLOB}) ;; *) continue ;; esac
-        if store_list "$PREFIX/$name" | grep -qx backup.info; then BACKUP=$name; break; fi
-    done
-    [ -n "$BACKUP" ] || die "no complete backup under $STORE/$PREFIX"
-fi
-log "restoring $STORE/$PREFIX/$BACKUP into $DATA_DIR"
-store_get "$PREFIX/$BACKUP/backup.info" "$work/backup.info"
-store_get "$PREFIX/$BACKUP/{DBFILENAME}" "$work/{DBFILENAME}"
-want=$(sed -n 's/^sha256=//p' "$work/backup.info")
-got=$(sha256sum "$work/{DBFILENAME}" | cut -d' ' -f1)
-[ "$want" = "$got" ] || die "checksum mismatch: backup.info says $want, file is $got"
-redis-check-rdb "$work/{DBFILENAME}" >/dev/null || die "$BACKUP/{DBFILENAME} fails redis-check-rdb"
-
-aside="$DATA_DIR/before-restore-$(date -u +%Y%m%dT%H%M%SZ)"
-mkdir -p "$aside"
-for f in {DBFILENAME} {APPENDDIRNAME}; do
-    if [ -e "$DATA_DIR/$f" ]; then mv "$DATA_DIR/$f" "$aside/"; fi
-done
-log "previous data moved to $aside"
-cp "$work/{DBFILENAME}" "$DATA_DIR/{DBFILENAME}"
-
-# Load the RDB with AOF off, on a Unix socket only (port 0: nobody else can connect).
-sock="$work/redis.sock"
-redis-server "$CONF" --dir "$DATA_DIR" --port 0 --unixsocket "$sock" --appendonly no --save "" >&2 &
-pid=$!
-cli() {{ redis-cli -s "$sock" "$@"; }}
-deadline=$(( $(date +%s) + WAIT_SECONDS ))
-until [ "$(cli PING 2>/dev/null)" = PONG ]; do
-    kill -0 "$pid" 2>/dev/null || die "redis-server exited while loading $DBFILENAME"
-    [ "$(date +%s)" -lt "$deadline" ] || die "redis-server did not load within $WAIT_SECONDS s"
-    sleep 1
-done
-keys=$(cli DBSIZE)
-log "loaded $keys keys"
-
-# Let Redis write the AOF from memory, then stop it cleanly.
-reply=$(cli CONFIG SET appendonly yes)
-[ "$reply" = OK ] || die "CONFIG SET appendonly yes: $reply"
-while :; do
-    info=$(cli INFO persistence)
-    if [ "$(field aof_rewrite_in_progress "$info")" = 0 ] && [ "$(field aof_rewrite_scheduled "$info")" = 0 ]; then
-        [ "$(field aof_last_bgrewrite_status "$info")" = ok ] || die "AOF rewrite failed"
-        break
-    fi
-    [ "$(date +%s)" -lt "$deadline" ] || die "AOF rewrite did not finish within $WAIT_SECONDS s"
-    sleep 1
-done
-[ -f "$DATA_DIR/{APPENDDIRNAME}/{APPENDFILENAME}.manifest" ] || die "no AOF manifest was written"
-cli SHUTDOWN >/dev/null 2>&1 || true
-wait "$pid" || true
-pid=""
-log "done: $keys keys in $DATA_DIR/{DBFILENAME} and $DATA_DIR/{APPENDDIRNAME}/; start the pod"
-"""
+    return templates.render(
+        "redis/restore.sh",
+        SOURCE=SOURCE,
+        STORE=store,
+        PREFIX=backup_prefix(region),
+        DATA_DIR=data_dir,
+        CONF=conf,
+        WAIT_SECONDS=BACKUP_WAIT_SECONDS,
+        FUNCTIONS=_lib("common") + _store_functions(s3_endpoint),
+        DBFILENAME=DBFILENAME,
+        APPENDDIRNAME=APPENDDIRNAME,
+        APPENDFILENAME=APPENDFILENAME,
+        TIMESTAMP_GLOB=TIMESTAMP_GLOB,
+    )
 
 
 # --------------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
-"""The per-environment table of docs/sizing.md, generated from settings.PRESETS.
+"""The per-environment table of docs/sizing.md, generated from tikit/presets.py.
 
 docs/sizing.md keeps the generated table between two marker comments; prose around it
 is written by hand.  tests/test_presets_doc.py keeps the file equal to this output.
 Regenerate after changing a preset:
 
-    .venv/bin/python tikit/presets_doc.py        # rewrites the marked section in place
+    .venv/bin/python -m preview.docs        # rewrites the marked section in place
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tikit import settings
+from tikit import presets
 
-BEGIN = "<!-- presets:begin (generated from tikit/settings.py PRESETS by tikit/presets_doc.py; do not edit) -->"
+BEGIN = "<!-- presets:begin (generated from tikit/presets.py by `python -m preview.docs`; do not edit) -->"
 END = "<!-- presets:end -->"
 SIZING_MD = Path(__file__).resolve().parent.parent / "docs" / "sizing.md"
 
@@ -28,18 +28,18 @@ def _cell(value: Any) -> str:
 
 
 def _regions(environment: str) -> str:
-    return ", ".join(f"{r['name']} ({r['role']})" for r in settings.REGION_PRESETS[environment])
+    return ", ".join(f"{r['name']} ({r['role']})" for r in presets.REGION_PRESETS[environment])
 
 
 def sizing_table_markdown() -> str:
     """One row per preset key (as written in a stack file), one column per environment."""
-    envs = settings.ENVIRONMENTS
+    envs = presets.ENVIRONMENTS
     lines = [
         "| setting | " + " | ".join(envs) + " |",
         "|---|" + "---|" * len(envs),
         "| regions | " + " | ".join(_regions(e) for e in envs) + " |",
     ]
-    for key, row in settings.PRESETS.items():
+    for key, row in presets.PRESETS.items():
         lines.append(f"| `{key}` | " + " | ".join(_cell(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -50,7 +50,8 @@ def section() -> str:
 
 def marked_section(text: str) -> str:
     """The generated part of a document, markers included ('' when the markers are missing)."""
-    start, end = text.find(BEGIN), text.find(END)
+    # Any begin marker counts (its wording may change), up to the end marker.
+    start, end = text.find(BEGIN.split(" (", 1)[0]), text.find(END)
     if start < 0 or end < start:
         return ""
     return text[start : end + len(END)]

@@ -1,0 +1,155 @@
+"""Value types of the settings: a string or number plus the rule it must follow.
+
+Each rule is the one the component that consumes the value, or the API server that stores
+it, applies: Kubernetes quantities, DNS labels and names, label keys, container image
+references, the cron dialects.  A broken rule raises ValueError with the message the user
+sees after ``<key>: `` (settings.ConfigError).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Callable, Optional
+
+from pydantic import AfterValidator
+
+from tikit import cron, units
+
+# Kubernetes name rules (k8s.io/apimachinery/pkg/util/validation).
+DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_SUBDOMAIN_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+IMAGE_RE = re.compile(
+    r"^[a-z0-9]+([._/:-][a-z0-9]+)*/?[a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$"
+)
+PATH_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~/%-]*)?$")
+DURATION_RE = re.compile(r"^[0-9]+(ms|s|m|h)$")
+PROMQL_DURATION_RE = re.compile(r"^[1-9][0-9]*[smh]$")
+RETENTION_RE = re.compile(r"^[1-9][0-9]*[dwm]$")
+METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,40}[a-z0-9]$")
+IANA_ZONE_RE = re.compile(r"^[A-Za-z_]+(/[A-Za-z_+-]+)*$")
+# Chaos Mesh durations (its CRDs' own pattern).
+CHAOS_DURATION_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h)$")
+# A Secret's data key (k8s.io/apimachinery IsConfigMapKey).
+SECRET_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+BASE64_RE = re.compile(r"^[A-Za-z0-9+/=]*$")
+GEO_TAG_RE = re.compile(r"^$|^[a-z0-9-]+$")
+# CPU: at most this many cores for one container (no node we run has more).
+MAX_CPU_MILLIS = 64000
+MIN_MEMORY_BYTES = 64 * units.MIB
+MAX_MEMORY_BYTES = 512 * units.GIB
+
+
+def _rule(check: Callable[[str], Optional[str]]) -> AfterValidator:
+    def run(value: str) -> str:
+        problem = check(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(run)
+
+
+def _pattern(rx: re.Pattern, what: str) -> AfterValidator:
+    return _rule(lambda v: None if rx.match(v) else f"must be {what}, got {v!r}")
+
+
+def label_key_problem(key: str) -> Optional[str]:
+    """A label or annotation key: an optional DNS-subdomain prefix and a 63-character name."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and not DNS_SUBDOMAIN_RE.match(prefix):
+        return f"prefix {prefix!r} must be a DNS subdomain"
+    if not LABEL_NAME_RE.match(name):
+        return "name part must be 1-63 characters of letters, digits, '-', '_' and '.', starting and ending alphanumeric"
+    return None
+
+
+def image_problem(image: str) -> Optional[str]:
+    """Why an image reference is not pinned, or None when it is (tag or digest, never latest)."""
+    if not IMAGE_RE.match(image):
+        return "is not a container image reference"
+    name, _, digest = image.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    tag = last.split(":", 1)[1] if ":" in last else None
+    if tag is None and not digest:
+        return "has no tag or digest; pin it"
+    if tag == "latest":
+        return "uses the 'latest' tag; pin a version or digest"
+    return None
+
+
+def _cpu(v: str) -> Optional[str]:
+    if not units.CPU_RE.match(v) or units.cpu_millis(v) <= 0:
+        return "must be a CPU quantity such as '500m' or '2'"
+    if units.cpu_millis(v) > MAX_CPU_MILLIS:
+        return f"must be at most {MAX_CPU_MILLIS // 1000} CPUs"
+    return None
+
+
+def _memory(v: str) -> Optional[str]:
+    if not units.MEMORY_RE.match(v):
+        return "must be a memory quantity such as '512Mi' or '2Gi'"
+    if not MIN_MEMORY_BYTES <= units.memory_bytes(v) <= MAX_MEMORY_BYTES:
+        return "must be between 64Mi and 512Gi"
+    return None
+
+
+def _storage(v: str) -> Optional[str]:
+    if not units.MEMORY_RE.match(v) or units.memory_bytes(v) < units.MIB:
+        return "must be a storage quantity such as '10Gi'"
+    return None
+
+
+def _image(v: str) -> Optional[str]:
+    problem = image_problem(v)
+    return f"'{v}' {problem}" if problem else None
+
+
+def _cidr(v: str) -> Optional[str]:
+    try:
+        ipaddress.ip_network(v, strict=True)
+    except ValueError:
+        return f"must be a CIDR such as '0.0.0.0/0' or '10.20.0.0/16', got {v!r}"
+    return None
+
+
+def _cron5(v: str) -> Optional[str]:
+    return None if cron.is_valid(v) else f"must be a five-field cron expression, got {v!r}"
+
+
+def _cron6(v: str) -> Optional[str]:
+    return None if cron.is_valid(v, seconds_first=True) else f"must be a six-field cron expression (seconds first), got {v!r}"
+
+
+def _label_key(v: str) -> Optional[str]:
+    problem = label_key_problem(v)
+    return f"must be a label key: {problem}" if problem else None
+
+
+Cpu = Annotated[str, _rule(_cpu)]
+Memory = Annotated[str, _rule(_memory)]
+Storage = Annotated[str, _rule(_storage)]
+Image = Annotated[str, _rule(_image)]
+DnsLabel = Annotated[str, _pattern(DNS_LABEL_RE, "a DNS label (lowercase letters, digits and '-', at most 63)")]
+Hostname = Annotated[str, _pattern(HOSTNAME_RE, "a DNS hostname such as 'api.tikit.app'")]
+LabelKey = Annotated[str, _rule(_label_key)]
+LabelValue = Annotated[str, _pattern(LABEL_VALUE_RE, "a label value (at most 63 letters, digits, '-', '_' and '.')")]
+Path = Annotated[str, _pattern(PATH_RE, "an absolute path")]
+Url = Annotated[str, _pattern(URL_RE, "an http(s) URL")]
+OptionalUrl = Annotated[str, _rule(lambda v: None if not v or URL_RE.match(v) else f"must be an http(s) URL, got {v!r}")]
+Duration = Annotated[str, _pattern(DURATION_RE, "a duration such as '15s' or '100ms'")]
+PromDuration = Annotated[str, _pattern(PROMQL_DURATION_RE, "a duration such as '30s' or '2m'")]
+Retention = Annotated[str, _pattern(RETENTION_RE, "a retention such as '7d', '2w' or '1m'")]
+Bucket = Annotated[str, _pattern(BUCKET_RE, "a bucket name prefix")]
+Cidr = Annotated[str, _rule(_cidr)]
+ChaosDuration = Annotated[str, _pattern(CHAOS_DURATION_RE, "a duration such as '200ms' or '5m'")]
+SecretKey = Annotated[str, _pattern(SECRET_KEY_RE, "a Secret key (letters, digits, '-', '_' and '.')")]
+Base64 = Annotated[str, _pattern(BASE64_RE, "base64 text")]
+GeoTag = Annotated[str, _pattern(GEO_TAG_RE, "lowercase letters, digits and '-'")]
+Cron5 = Annotated[str, _rule(_cron5)]
+Cron6 = Annotated[str, _rule(_cron6)]

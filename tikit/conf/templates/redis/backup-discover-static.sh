@@ -1,0 +1,2 @@
+    primary="@PRIMARY@ @PORT@"
+    replica=$(printf '@REPLICAS@' | pick_replica)

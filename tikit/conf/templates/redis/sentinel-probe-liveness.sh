@@ -1,0 +1,1 @@
+[ "$(redis-cli -p @PORT@ PING 2>&1)" = PONG ]

@@ -1,0 +1,80 @@
+"""Cron arithmetic for the platform's four cron dialects (docs/architecture.md):
+
+* CloudNativePG ScheduledBackup: six fields, seconds first, UTC;
+* KEDA cron trigger: five fields plus an IANA time zone;
+* Kubernetes CronJob: five fields plus spec.timeZone;
+* Chaos Mesh Schedule: five fields.
+
+croniter does the arithmetic; this module only knows which dialect is which and what the
+platform asks of a schedule (a fixed period, for the backup-age alerts).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Optional
+
+_MAX_RUNS = 2000
+# A fixed, arbitrary start: the same answer on every machine and every day.
+_REFERENCE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+DAY_SECONDS = 86400
+HOUR_SECONDS = 3600
+
+
+def _fields(schedule: str) -> int:
+    return len(schedule.split())
+
+
+def is_valid(schedule: str, *, seconds_first: bool = False) -> bool:
+    """A five-field schedule, or (``seconds_first``) a six-field one with seconds first."""
+    from croniter import croniter
+
+    want = 6 if seconds_first else 5
+    if _fields(schedule) != want or "\n" in schedule:
+        return False
+    try:
+        return bool(croniter.is_valid(schedule, second_at_beginning=seconds_first))
+    except Exception:  # noqa: BLE001 - croniter raises several types for nonsense
+        return False
+
+
+def runs(schedule: str, start: datetime = _REFERENCE, *, until: Optional[datetime] = None, limit: int = _MAX_RUNS) -> list[datetime]:
+    """The schedule's run times (UTC) from ``start``: five fields, or six with seconds first."""
+    from croniter import croniter
+
+    seconds_first = _fields(schedule) == 6
+    it = croniter(schedule, start, second_at_beginning=seconds_first)
+    out: list[datetime] = []
+    while len(out) < limit:
+        t = it.get_next(datetime)
+        if until is not None and t > until:
+            break
+        out.append(t)
+    return out
+
+
+def period_seconds(schedule: str) -> Optional[int]:
+    """The fixed period of a regular schedule (five fields, or six with seconds first) that
+    runs every N hours with N dividing a day: hourly, every 6 hours, daily.  None for
+    anything else (weekdays only, weekly, monthly, every few minutes, invalid), because a
+    backup-age alert cannot tell a missed run from a planned gap there.
+
+    Read from croniter's expansion of the fields: one second and one minute, every day of
+    every month, and hours that step evenly round the clock."""
+    from croniter import croniter
+
+    seconds_first = _fields(schedule) == 6
+    if not is_valid(schedule, seconds_first=seconds_first):
+        return None
+    expanded = croniter(schedule, second_at_beginning=seconds_first).expanded
+    minutes, hours, days, months, weekdays = expanded[:5]
+    seconds = expanded[5] if seconds_first else [0]
+    if len(seconds) != 1 or len(minutes) != 1 or any(f != ["*"] for f in (days, months, weekdays)):
+        return None
+    if hours == ["*"]:
+        return HOUR_SECONDS
+    steps = {b - a for a, b in zip(hours, hours[1:])} | {hours[0] + 24 - hours[-1]}
+    if len(steps) != 1:
+        return None
+    period = steps.pop() * HOUR_SECONDS
+    return period if DAY_SECONDS % period == 0 else None

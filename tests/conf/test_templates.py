@@ -35,7 +35,7 @@ def test_render_fills_values_and_blocks():
     text = templates.render("redis/start-sentinel-discovery.sh", SENTINEL_HOST="s", SENTINEL_PORT=1, MASTER="m")
     assert text.splitlines()[-1] == "primary=$(ask_sentinel s 1 m)"
     full = templates.render(
-        "redis/start.sh", SOURCE="x", SELF="me", LIVE_DIR="/l", TEMPLATE="/t", LIVE_CONF="/l/c",
+        "redis/start.sh", SELF="me", LIVE_DIR="/l", TEMPLATE="/t", LIVE_CONF="/l/c",
         SENTINEL_DISCOVERY="", PRIMARY0="p 1", PORT=1, SERVER_ARGS="--a",
     )
     assert "@" not in full.replace('"$@"', "")

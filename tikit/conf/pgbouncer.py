@@ -188,7 +188,7 @@ def pgbouncer_ini(
     # in as the client's own user (see the module docstring).
     target = f"host={_safe('host', host)} port={_safe('port', port)} dbname={_safe('database', database)}"
     lines = [
-        ";; Rendered by tikit-infra (infra/conf/pgbouncer.py). Do not edit by hand.",
+        ";; Rendered by tikit-infra (tikit/conf/pgbouncer.py). Do not edit by hand.",
         "",
         "[databases]",
         f"{_safe('database', database)} = {target}",

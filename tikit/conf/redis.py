@@ -206,7 +206,7 @@ def redis_settings(
         (
             "save",
             " ".join(SAVE_RULES),
-            "RDB snapshots (seconds changes pairs from settings.redis.saveRules): a second,"
+            "RDB snapshots (seconds changes pairs, SAVE_RULES in tikit/conf/redis.py): a second,"
             " compact copy on the volume next to the AOF.",
         ),
         (
@@ -253,7 +253,7 @@ def redis_settings(
             min_replicas,
             "1 only with Sentinel and two replicas: bounds what a cut-off old primary can"
             " accept and then lose after a failover (see min_replicas_to_write in"
-            " infra/conf/redis.py for the trade-off).",
+            " tikit/conf/redis.py for the trade-off).",
         ),
         ("min-replicas-max-lag", MIN_REPLICAS_MAX_LAG_SECONDS, None),
     ]
@@ -274,7 +274,7 @@ def redis_settings(
         (
             "shutdown-timeout",
             SHUTDOWN_TIMEOUT_SECONDS,
-            "On SIGTERM let replicas catch up first (settings.redis.shutdownTimeoutSeconds);"
+            "On SIGTERM let replicas catch up first (SHUTDOWN_TIMEOUT_SECONDS in tikit/conf/redis.py);"
             " the pods' terminationGracePeriodSeconds covers it plus the final save.",
         ),
         # ---- observability ----
@@ -286,7 +286,7 @@ def redis_settings(
 
 
 def _disabled_commands() -> list[Entry]:
-    why = "Disabled (renamed to nothing): see DISABLED_COMMANDS in infra/conf/redis.py."
+    why = "Disabled (renamed to nothing): see DISABLED_COMMANDS in tikit/conf/redis.py."
     return [("rename-command", f'{c} ""', why if i == 0 else None) for i, c in enumerate(DISABLED_COMMANDS)]
 
 
@@ -306,7 +306,7 @@ def redis_conf(
     entries = redis_settings(
         r, maxmemory_bytes=maxmemory_bytes, port=port, dir=dir, bind=bind, replica_of=replica_of
     )
-    return _render("# Rendered by tikit-infra (infra/conf/redis.py). Do not edit by hand.", entries)
+    return _render("# Rendered by tikit-infra (tikit/conf/redis.py). Do not edit by hand.", entries)
 
 
 def _render(header: str, entries: Sequence[Entry]) -> str:
@@ -423,16 +423,12 @@ def sentinel_conf(
         dir=dir,
         bind=bind,
     )
-    return _render("# Rendered by tikit-infra (infra/conf/redis.py). Do not edit by hand.", entries)
+    return _render("# Rendered by tikit-infra (tikit/conf/redis.py). Do not edit by hand.", entries)
 
 
 # --------------------------------------------------------------------------------------
 # Shell programs (POSIX sh; the redis image's /bin/sh is dash): templates/redis/*.sh
 # --------------------------------------------------------------------------------------
-
-# Where the rendered scripts say they come from.
-SOURCE = "infra/conf/redis.py"
-
 
 def _lib(name: str) -> str:
     """A function library of templates/redis/: ask_sentinel prints "<host> <port>" of the
@@ -476,7 +472,6 @@ def redis_start_script(
         )
     return templates.render(
         "redis/start.sh",
-        SOURCE=SOURCE,
         SELF=announce_host or "$pod." + headless,
         LIVE_DIR=shlex.quote(live_dir),
         TEMPLATE=shlex.quote(template),
@@ -518,7 +513,6 @@ def sentinel_start_script(
         )
     return templates.render(
         "redis/sentinel-start.sh",
-        SOURCE=SOURCE,
         ASK_SENTINEL=_lib("ask-sentinel"),
         LIVE_DIR=shlex.quote(live_dir),
         SENTINEL_HOST=s_host,
@@ -634,7 +628,6 @@ def backup_script(
     )
     return templates.render(
         "redis/backup.sh",
-        SOURCE=SOURCE,
         STORE=store,
         PREFIX=backup_prefix(region),
         RETENTION_HOURS=r.backup_retention_hours,
@@ -673,7 +666,6 @@ def restore_script(
     """
     return templates.render(
         "redis/restore.sh",
-        SOURCE=SOURCE,
         STORE=store,
         PREFIX=backup_prefix(region),
         DATA_DIR=data_dir,

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Redis backup to the object store. Rendered by tikit-infra (@SOURCE@).
+# Redis backup to the object store. Rendered by tikit-infra from tikit/conf/templates/redis/backup.sh.
 # Restore: docs/runbooks/redis-restore.md (restore script rendered next to this one).
 set -eu
 SCRIPT=redis-backup

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Redis restore from the object store. Rendered by tikit-infra (@SOURCE@).
+# Redis restore from the object store. Rendered by tikit-infra from tikit/conf/templates/redis/restore.sh.
 # Run with the StatefulSet scaled to 0: see docs/runbooks/redis-restore.md.
 set -eu
 SCRIPT=redis-restore
@@ -49,7 +49,7 @@ pid=$!
 cli() { redis-cli -s "$sock" "$@"; }
 deadline=$(( $(date +%s) + WAIT_SECONDS ))
 until [ "$(cli PING 2>/dev/null)" = PONG ]; do
-    kill -0 "$pid" 2>/dev/null || die "redis-server exited while loading $DBFILENAME"
+    kill -0 "$pid" 2>/dev/null || die "redis-server exited while loading @DBFILENAME@"
     [ "$(date +%s)" -lt "$deadline" ] || die "redis-server did not load within $WAIT_SECONDS s"
     sleep 1
 done

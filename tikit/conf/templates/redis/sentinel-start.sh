@@ -1,5 +1,5 @@
 #!/bin/sh
-# Sentinel entry point. Rendered by tikit-infra (@SOURCE@).
+# Sentinel entry point. Rendered by tikit-infra from tikit/conf/templates/redis/sentinel-start.sh.
 set -eu
 : "${REDIS_PASSWORD:?REDIS_PASSWORD is empty}"
 @ASK_SENTINEL@

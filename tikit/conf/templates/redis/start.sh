@@ -1,5 +1,5 @@
 #!/bin/sh
-# Redis data pod entry point. Rendered by tikit-infra (@SOURCE@).
+# Redis data pod entry point. Rendered by tikit-infra from tikit/conf/templates/redis/start.sh.
 set -eu
 : "${REDIS_PASSWORD:?REDIS_PASSWORD is empty: refusing to start a Redis without a password}"
 pod="${POD_NAME:-$(hostname)}"

@@ -4,6 +4,8 @@ installed into the virtualenv, as `pip install -r requirements.txt` installs it)
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import subprocess
@@ -52,6 +54,7 @@ print(json.dumps(sorted(names)))
 """
 
 
+@pytest.mark.slow
 def test_program_runs_with_tikit_as_main_directory():
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["REPO"] = str(REPO)

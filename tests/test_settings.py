@@ -153,6 +153,7 @@ _configs = st.fixed_dictionaries(
 ).flatmap(lambda base: _section_overrides().map(lambda sec: {**base, **sec}))
 
 
+@pytest.mark.slow
 @hsettings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(config=_configs | st.dictionaries(st.text(max_size=10), _values, max_size=4), stack=st.sampled_from(["dev", "staging", "prod", "x"]))
 def test_fuzz_accepted_or_config_error(config, stack):

@@ -3,6 +3,8 @@ bootstrap the virtualenv and the Debian daemons."""
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import sys
@@ -46,6 +48,7 @@ def test_make_preview_passes_the_preview_line_through_and_fails_as_make_does(tmp
     assert result.returncode == 2  # make's status for any failed recipe
 
 
+@pytest.mark.slow
 def test_make_preview_all_passes_the_policy_config(tmp_path):
     venv = _fake_venv(tmp_path)
     config = tmp_path / "policy.json"
@@ -88,6 +91,7 @@ def test_bootstrap_refuses_a_python_older_than_3_11(tmp_path):
     assert not venv.exists()
 
 
+@pytest.mark.slow
 def test_bootstrap_rebuilds_a_venv_made_by_an_older_python(tmp_path):
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)

@@ -96,6 +96,7 @@ def _preview(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "preview", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_preview_exits_1_on_a_mandatory_violation(tmp_path):
     config = tmp_path / "tight.json"
     config.write_text(json.dumps({"request-capacity": {"headroomPercent": 10}}))
@@ -108,6 +109,7 @@ def test_preview_exits_1_on_a_mandatory_violation(tmp_path):
     assert json.loads((tmp_path / "out" / "prod" / "policy.json").read_text())["findings"][0]["policy"] == "request-capacity"
 
 
+@pytest.mark.slow
 def test_preview_exits_2_on_a_bad_policy_config(tmp_path):
     config = tmp_path / "bad.json"
     config.write_text(json.dumps({"request-capacity": {"headroomPercent": 5000}}))

@@ -370,6 +370,7 @@ def _run_diff(repo: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_one_line_settings_change_end_to_end(repo_copy, tmp_path, rendered):
     stack_file = repo_copy / f"Pulumi.{STACK}.yaml"
     original = stack_file.read_text()
@@ -411,6 +412,7 @@ def test_one_line_settings_change_end_to_end(repo_copy, tmp_path, rendered):
     assert [v for v in stand_ins if v in result.stdout + result.stderr] == []
 
 
+@pytest.mark.slow
 def test_a_base_without_the_preview_shows_every_resource_as_added(repo_copy, tmp_path):
     empty_tree = _git(repo_copy, "hash-object", "-t", "tree", "/dev/null")
     empty_commit = _git(repo_copy, "commit-tree", empty_tree, "-m", "empty")

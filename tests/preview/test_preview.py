@@ -23,6 +23,7 @@ def run_preview(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "preview", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_every_stack_previews_with_exit_0(tmp_path):
     for stack in STACKS:
         result = run_preview("--stack", stack, "--out", str(tmp_path))
@@ -255,6 +256,7 @@ def test_a_program_that_cannot_be_previewed_exits_3_with_one_line(tmp_path, caps
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_exit_3_from_the_command_line(tmp_path):
     """The same through a real interpreter: one stderr line, no traceback, no asyncio
     "Task was destroyed" noise at exit."""
@@ -492,6 +494,7 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_the_same_bytes_from_any_hash_seed_and_any_checkout_path(tmp_path):
     copy = tmp_path / "elsewhere" / "tikit"
     listed = subprocess.run(
@@ -515,6 +518,7 @@ def test_the_same_bytes_from_any_hash_seed_and_any_checkout_path(tmp_path):
     assert outputs[0] and outputs[0] == outputs[1] == outputs[2]
 
 
+@pytest.mark.slow
 def test_the_preview_command_never_imports_the_dev_only_validator(tmp_path):
     """preview.validate needs requirements-dev.txt; `make preview` installs only
     requirements.txt."""

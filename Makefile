@@ -11,7 +11,7 @@ POLICY_CONFIG ?=
 # The oldest Python the project runs on (scripts/bootstrap.sh says the same).
 MIN_PYTHON := 3.11
 
-.PHONY: help preview preview-all test check test-fast system-deps diff clean FORCE
+.PHONY: help preview preview-all crds test check test-fast system-deps diff clean FORCE
 .DEFAULT_GOAL := help
 
 ## help: list the targets (the default)
@@ -51,16 +51,20 @@ diff: $(VENV)/.runtime
 system-deps:
 	scripts/install-system-deps.sh
 
+## crds: the pinned CRD files into .crds/ (or check the mirror TIKIT_CRDS_DIR names)
+crds: $(VENV)/.runtime
+	@$(PY) -m preview crds
+
 ## test: the whole suite, integration tests included, on every core
-test: $(VENV)/.dev system-deps
+test: $(VENV)/.dev system-deps crds
 	$(PY) -m pytest -n auto
 
 ## check: the fast tier: no daemons, no slow end-to-end runs
-check: $(VENV)/.dev
+check: $(VENV)/.dev crds
 	$(PY) -m pytest -n auto -m "not integration and not slow"
 
 ## test-fast: everything but the daemons
-test-fast: $(VENV)/.dev
+test-fast: $(VENV)/.dev crds
 	$(PY) -m pytest -n auto -m "not integration"
 
 ## clean: remove build/ and the test caches

@@ -8,7 +8,8 @@ region, an exception in the program): one line on stderr, ``error: <message>``, 
 written.
 
 ``python -m preview diff [--base REF] [--stacks dev,staging,prod] [--out build/diff]``
-compares two revisions of every stack (preview/revisions.py).
+compares two revisions of every stack (preview/revisions.py); ``python -m preview crds``
+fetches or checks the pinned CRD files the validation reads (preview/crds.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import revisions
 
         return revisions.main(argv[1:])
+    if argv[:1] == ["crds"]:
+        from . import crds
+
+        return crds.main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m preview",
         description=__doc__.splitlines()[0],

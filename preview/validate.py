@@ -641,9 +641,11 @@ def _object_meta_validator(version: str) -> jsonschema.protocols.Validator:
 
 
 def crds_dir() -> Path:
-    """$TIKIT_CRDS_DIR, else ``<repo>/../shared/crds`` (CI clones the repo beside shared/)."""
-    env = os.environ.get(CRDS_ENV)
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "crds"
+    """Where the pinned CRD files are: the mirror $TIKIT_CRDS_DIR names, else the cache that
+    ``python -m preview crds`` (``make crds``) fills (preview/crds.py)."""
+    from . import crds
+
+    return crds.location()
 
 
 class _CrdYamlLoader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
@@ -680,7 +682,7 @@ _HEAD_END = re.compile(r"^  versions:", re.M)
 
 
 class CrdRegistry:
-    """The CRDs of one directory (``<root>/<project>/*.yaml``, one CRD per file).
+    """The pinned CRDs of one directory (``<root>/<folder>/<file>``, tikit/versions.py).
 
     Construction is free; the first lookup indexes the files by reading only their head
     (``spec.group``, ``spec.names.kind``, ``spec.scope``, ~1 ms for all); a kind's file is
@@ -705,8 +707,13 @@ class CrdRegistry:
     def _build_index(self) -> dict[tuple[str, str], CrdEntry]:
         if not self.root.is_dir():
             raise FileNotFoundError(f"CRD directory {self.root} does not exist (set ${CRDS_ENV} to override)")
+        from . import crds
+
         index: dict[tuple[str, str], CrdEntry] = {}
-        for path in sorted(self.root.glob("*/*.yaml")) + sorted(self.root.glob("*.yaml")):
+        # Exactly the pinned files of tikit/versions.py: a mirror's extra files are not read.
+        for path in crds.pinned_paths(self.root):
+            if not path.is_file():
+                continue
             entry = self._read_head(path)
             if entry is None:
                 continue

@@ -41,6 +41,27 @@ def unavailable(message: str) -> NoReturn:
     pytest.skip(message)
 
 
+def pytest_collection_finish(session) -> None:
+    """A run that validates custom resources needs the pinned CRD files (make crds, or a
+    mirror in TIKIT_CRDS_DIR): without them it stops here, with one line, instead of failing
+    test after test."""
+    if not any("crds" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    from preview import crds
+
+    found = crds.problems()
+    if found:
+        pytest.exit(crds.summary(found, crds.location()), returncode=4)
+
+
+@pytest.fixture(scope="session")
+def crds() -> Path:
+    """The directory of the pinned CRD files (checked before any test runs)."""
+    from preview import crds as crds_mod
+
+    return crds_mod.location()
+
+
 @pytest.fixture(scope="session")
 def rendered():
     """stack -> preview.cli.Rendered (plan, policy result and every output file)."""

@@ -173,7 +173,7 @@ def test_secure_config_values_become_secret_placeholders(tmp_path):
     assert secrets == ["sec:token"]
 
 
-def test_every_rendered_manifest_validates(rendered, stack):
+def test_every_rendered_manifest_validates(rendered, stack, crds):
     """Built-in kinds against the Kubernetes 1.31 schema in strict mode, custom resources
     against the upstream CRDs: every file a `kubectl apply -f` would read."""
     from preview.validate import K8S_VERSION, validate

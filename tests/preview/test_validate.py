@@ -18,6 +18,9 @@ import pytest
 from preview import validate as v
 from preview.validate import CrdRegistry, validate, validate_builtin, validate_custom
 
+# Every test here reads the pinned CRD files.
+pytestmark = pytest.mark.usefixtures("crds")
+
 NS = "tikit"
 
 
@@ -671,9 +674,14 @@ SYNTHETIC_CRD = textwrap.dedent(
 
 @pytest.fixture()
 def synthetic(tmp_path, monkeypatch):
-    (tmp_path / "example").mkdir()
-    (tmp_path / "example" / "example.com_widgets.yaml").write_text(SYNTHETIC_CRD)
+    """A CRD directory holding one made-up CRD, pinned in place of tikit/versions.py's."""
+    from preview import crds
+
+    path = tmp_path / "example" / "example.com_widgets.yaml"
+    path.parent.mkdir()
+    path.write_text(SYNTHETIC_CRD)
     monkeypatch.setenv(v.CRDS_ENV, str(tmp_path))
+    monkeypatch.setattr(crds, "pinned_paths", lambda root: [root / "example" / "example.com_widgets.yaml"])
     return tmp_path
 
 

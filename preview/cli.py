@@ -115,9 +115,11 @@ def preview(
         print(_program_error(exc), file=sys.stderr)
         return PROGRAM_ERROR
     the_plan = rendered.plan
+    targets = the_plan.targets()
+    where = ", ".join(f"{region} ({targets.get(region, 'no provider')})" for region in the_plan.regions)
     print(
         f"{stack}: {len(the_plan.resources)} resources, {len(the_plan.kubernetes_objects())} Kubernetes objects "
-        f"in {', '.join(the_plan.regions)} -> {out_dir}"
+        f"in {where} -> {out_dir}"
     )
     if rendered.policy is not None:
         for f in rendered.policy.findings:

@@ -59,7 +59,9 @@ class Resource:
 
     @property
     def is_kubernetes(self) -> bool:
-        return self.type.startswith("kubernetes:")
+        """A Kubernetes object the provider applies (a Helm Chart is a component: the
+        objects it renders are its children, made by the provider during `pulumi up`)."""
+        return self.custom and self.type.startswith("kubernetes:")
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -87,6 +89,17 @@ class Plan:
     @property
     def regions(self) -> list[str]:
         return sorted({r.region for r in self.resources if r.region})
+
+    def targets(self) -> dict[str, str]:
+        """Region -> where `pulumi up` sends it: "context <name>" (a cluster) or
+        "rendered to <dir>" (renderYamlToDirectory), from the region's provider."""
+        out = {}
+        for r in self.by_type(PROVIDER_TYPE):
+            if r.region is None:
+                continue
+            context, directory = r.inputs.get("context"), r.inputs.get("renderYamlToDirectory")
+            out[r.region] = f"context {context}" if context else f"rendered to {directory}/" if directory else "default kubeconfig"
+        return dict(sorted(out.items()))
 
     def kubernetes_objects(self, region: Optional[str] = None) -> list[Resource]:
         return [r for r in self.resources if r.is_kubernetes and (region is None or r.region == region)]

@@ -58,7 +58,7 @@ print(json.dumps(sorted(names)))
 def test_program_runs_with_tikit_as_main_directory():
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["REPO"] = str(REPO)
-    env["PULUMI_CONFIG"] = json.dumps({"tikit:environment": "staging"})
+    env["PULUMI_CONFIG"] = json.dumps({"tikit:environment": "staging", "tikit:renderOnly": "true"})
     result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=120, cwd="/")
     assert result.returncode == 0, result.stderr[-2000:]
     registered = json.loads(result.stdout.strip().splitlines()[-1])

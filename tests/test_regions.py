@@ -22,18 +22,34 @@ def registered(stack):
 
 
 def test_every_namespaced_object_depends_on_its_regions_namespace(registered, stack):
+    """Every object in a namespace waits for that namespace: Tikit's own (through
+    Target.requires) or an operator's (the add-ons tier creates it first)."""
     records, regions = registered
-    namespaces = {regions[r.urn]: r.urn for r in records if r.type == NAMESPACE_TYPE}
-    assert namespaces and None not in namespaces
+    namespaces = {
+        (regions[r.urn], r.inputs["metadata"]["name"]): r.urn for r in records if r.type == NAMESPACE_TYPE
+    }
+    assert namespaces and all(region for region, _ in namespaces)
     checked = 0
     for r in records:
         if not r.custom or not r.type.startswith("kubernetes:") or r.type == NAMESPACE_TYPE:
             continue
-        if not (r.inputs.get("metadata") or {}).get("namespace"):
+        ns = (r.inputs.get("metadata") or {}).get("namespace")
+        if not ns:
             continue
-        assert namespaces[regions[r.urn]] in r.dependencies, f"{stack}: {r.urn} does not wait for its namespace"
+        assert namespaces[(regions[r.urn], ns)] in r.dependencies, f"{stack}: {r.urn} does not wait for namespace {ns}"
         checked += 1
-    assert checked >= 20 * len(namespaces)
+    assert checked >= 20 * len({region for region, _ in namespaces})
+
+
+def test_charts_wait_for_their_namespace(registered):
+    records, regions = registered
+    namespaces = {
+        (regions[r.urn], r.inputs["metadata"]["name"]): r.urn for r in records if r.type == NAMESPACE_TYPE
+    }
+    charts = [r for r in records if r.type == "kubernetes:helm.sh/v4:Chart"]
+    assert charts
+    for chart in charts:
+        assert namespaces[(regions[chart.urn], chart.inputs["namespace"])] in chart.dependencies
 
 
 def test_explicit_dependencies_are_kept_next_to_the_namespace(registered):

@@ -101,6 +101,22 @@ def test_environment_defaults_to_a_known_stack_name_only():
         load({}, stack="feature-x")
 
 
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_deploying_stacks_must_name_their_clusters(stack):
+    """An empty stack file, or regions that lost their contexts, is refused (exit 2 in the
+    preview) unless the stack asks for rendering only; dev renders by default."""
+    with pytest.raises(ConfigError) as err:
+        load({}, stack=stack, deploying=True)
+    assert str(err.value).startswith(f"regions[0].context: {stack} region 'lagos' has no kubeconfig context")
+    half = [{"name": "lagos", "role": "primary", "context": "c"}, {"name": "london", "role": "backup"}]
+    with pytest.raises(ConfigError, match=r"^regions\[1\]\.context: "):
+        load({"regions": half}, stack=stack, deploying=True)
+    assert load({"renderOnly": True}, stack=stack, deploying=True).render_only
+    with pytest.raises(ConfigError, match=r"^regions\[0\]\.context: 'c' with renderOnly: true"):
+        load({"regions": half, "renderOnly": True}, stack=stack, deploying=True)
+    assert load({}, stack="dev", deploying=True).regions[0].context == ""
+
+
 def test_config_as_the_cli_provides_it_is_parsed(monkeypatch):
     """The CLI hands objects over as JSON strings: from_pulumi parses them."""
     import pulumi
@@ -108,9 +124,19 @@ def test_config_as_the_cli_provides_it_is_parsed(monkeypatch):
 
     monkeypatch.setattr(pulumi, "get_project", lambda: "tikit")
     monkeypatch.setattr(pulumi, "get_stack", lambda: "prod")
-    rc.set_all_config({"tikit:environment": "prod", "tikit:backend": json.dumps({"maxReplicas": 8}), "other:key": "x"})
+    regions = [{"name": "lagos", "role": "primary", "context": "c1"}, {"name": "london", "role": "backup", "context": "c2"}]
+    rc.set_all_config({
+        "tikit:environment": "prod", "tikit:backend": json.dumps({"maxReplicas": 8}), "other:key": "x",
+        "tikit:regions": json.dumps(regions),
+    })
     try:
         assert settings.from_pulumi().backend.max_replicas == 8
+        # A deploying stack must say where each region goes.
+        rc.set_all_config({"tikit:environment": "prod"})
+        with pytest.raises(ConfigError, match=r"^regions\[0\]\.context: prod region 'lagos' has no kubeconfig context"):
+            settings.from_pulumi()
+        rc.set_all_config({"tikit:environment": "prod", "tikit:renderOnly": "true"})
+        assert settings.from_pulumi().render_only
         rc.set_all_config({"tikit:backend": "{not json"})
         with pytest.raises(ConfigError, match="^backend: must be a map"):
             settings.from_pulumi()

@@ -12,7 +12,7 @@ from tikit import units
 from tikit.conf import postgres as pg_conf
 
 if TYPE_CHECKING:
-    from tikit.settings import Addons, Backend, Monitoring, PgBouncer, Postgres, Redis, Workers
+    from tikit.settings import Addons, Backend, Dns, Gateway, Monitoring, PgBouncer, Postgres, Redis, Workers
 
 # The write pool and the read pool: both may land on one PostgreSQL instance (the read pool
 # targets -r in a single-instance cluster, and any standby can be promoted).
@@ -43,6 +43,9 @@ class Derived:
     client_connections: int                # backend max x per-replica + workers max x per-replica
     pgbouncer_client_capacity: int         # pgbouncer replicas x (max_client_conn - 1 exporter login)
     prometheus_address: str                # monitoring.prometheusAddress, or kube-prometheus-stack's
+    # The name k8gb answers for the API in dns.gslbZone: gateway.hostname with dns.parentZone
+    # swapped for it (api.tikit.app -> api.gslb.tikit.app); the public name is its CNAME.
+    gslb_hostname: str
 
 
 def derive(
@@ -54,6 +57,8 @@ def derive(
     redis: Redis,
     monitoring: Monitoring,
     addons: Addons,
+    gateway: Gateway,
+    dns: Dns,
 ) -> Derived:
     per_pod = server_connections_per_pod(pgbouncer)
     pools = POOLS * pgbouncer.replicas * per_pod
@@ -80,4 +85,12 @@ def derive(
         # The exporter's admin-console login holds one client slot in every pod.
         pgbouncer_client_capacity=pgbouncer.replicas * (pgbouncer.max_client_conn - 1),
         prometheus_address=prometheus,
+        gslb_hostname=gslb_hostname(gateway.hostname, dns.parent_zone, dns.gslb_zone),
     )
+
+
+def gslb_hostname(hostname: str, parent_zone: str, gslb_zone: str) -> str:
+    """``hostname`` moved from the parent zone into the k8gb zone ('' when it is not in the
+    parent zone; settings refuse that for stacks with a Gslb)."""
+    suffix = "." + parent_zone
+    return hostname[: -len(suffix)] + "." + gslb_zone if hostname.endswith(suffix) else ""

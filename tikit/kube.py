@@ -6,7 +6,7 @@ Components pass parameters for the shapes they need; they never copy these block
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
 import pulumi
@@ -17,6 +17,13 @@ from tikit import names
 MANAGED_BY = "pulumi"
 ZONE_KEY = "topology.kubernetes.io/zone"
 HOST_KEY = "kubernetes.io/hostname"
+
+
+class TargetOptions(pulumi.ResourceOptions):
+    """ResourceOptions that remember their Target, so ``custom()`` can make a custom
+    resource wait for the add-on that serves its kind."""
+
+    target: Optional["Target"] = None
 
 
 @dataclass(frozen=True)
@@ -31,13 +38,18 @@ class Target:
     # as a component's depends_on: Pulumi records depends_on per resource and does not
     # hand a component's list down to its children.
     requires: tuple[pulumi.Resource, ...] = ()
+    # API group -> the add-on (a Helm Chart) that serves it in this region's cluster; empty
+    # where the cluster's own platform team runs the operators (regions[].addons: external).
+    addons: Mapping[str, pulumi.Resource] = field(default_factory=dict)
 
     def opts(
         self, parent: pulumi.Resource, *, depends_on: Sequence[pulumi.Resource] = (), **kwargs: Any
     ) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(
+        options = TargetOptions(
             parent=parent, provider=self.provider, depends_on=[*self.requires, *depends_on], **kwargs
         )
+        options.target = self
+        return options
 
     def rname(self, name: str) -> str:
         """Pulumi resource name: unique per region, so URNs never collide."""
@@ -266,6 +278,51 @@ def pdb(
     )
 
 
+def api_group(api_version: str) -> str:
+    """'keda.sh/v1alpha1' -> 'keda.sh'; 'v1' (the core group) -> ''."""
+    return api_version.rpartition("/")[0]
+
+
+def with_addon(api_version: str, opts: pulumi.ResourceOptions) -> pulumi.ResourceOptions:
+    """``opts`` plus a dependency on the add-on that serves ``api_version``'s group in the
+    target's cluster, so that one `pulumi up` installs the operator (and its CRDs) first."""
+    target = getattr(opts, "target", None)
+    chart = target.addons.get(api_group(api_version)) if target is not None else None
+    if chart is None:
+        return opts
+    merged = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[chart]))
+    return merged
+
+
+# The pulumi-kubernetes provider's generic await for any object (4.18+): `pulumi up` waits
+# until the JSONPath or condition holds.
+WAIT_FOR_ANNOTATION = "pulumi.com/waitFor"
+
+
+class CustomResourceWithStatus(pulumi.CustomResource):
+    """A custom resource whose ``status`` is an output as well (the generic
+    apiextensions.CustomResource exposes only what it was given): the same type token, so
+    the same URN and the same object; ``status`` is what the cluster reported."""
+
+    status: pulumi.Output[Any]
+
+    def __init__(
+        self, resource_name: str, api_version: str, kind: str, meta: Mapping[str, Any], spec: Any,
+        opts: pulumi.ResourceOptions,
+    ) -> None:
+        props = {"apiVersion": api_version, "kind": kind, "metadata": dict(meta), "spec": spec, "status": None}
+        # The provider plugin release, as pulumi-kubernetes' own classes request it.
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(version=k8s._utilities.get_version()))
+        super().__init__(f"kubernetes:{api_version}:{kind}", resource_name, props, opts)
+
+
+def custom_with_status(
+    resource_name: str, api_version: str, kind: str, meta: Mapping[str, Any], spec: Any, opts: pulumi.ResourceOptions
+) -> CustomResourceWithStatus:
+    """Like ``custom()``, with the object's status as an output."""
+    return CustomResourceWithStatus(resource_name, api_version, kind, meta, spec, with_addon(api_version, opts))
+
+
 def custom(
     resource_name: str,
     api_version: str,
@@ -274,6 +331,8 @@ def custom(
     spec: Any,
     opts: pulumi.ResourceOptions,
 ) -> k8s.apiextensions.CustomResource:
+    """A custom resource; it waits for the add-on that serves its kind (with_addon)."""
     return k8s.apiextensions.CustomResource(
-        resource_name, api_version=api_version, kind=kind, metadata=dict(meta), spec=spec, opts=opts
+        resource_name, api_version=api_version, kind=kind, metadata=dict(meta), spec=spec,
+        opts=with_addon(api_version, opts),
     )

@@ -91,6 +91,7 @@ TARGET_USERS_ANNOTATION = "tikit.app/target-concurrent-users"              # Nam
 REQUESTS_PER_USER_ANNOTATION = "tikit.app/requests-per-user-per-minute"   # Namespace
 DB_CONNECTIONS_ANNOTATION = "tikit.app/db-connections-per-replica"        # Deployment of a database client
 STORAGE_REGION_ANNOTATION = "tikit.app/storage-region"                    # ObjectStore: the region its bucket lives in
+POD_SECURITY_EXCEPTION_ANNOTATION = "tikit.app/pod-security-exception"    # Namespace of an operator: why below restricted
 
 
 def service_host(service: str, namespace: str) -> str:

@@ -39,6 +39,9 @@ PRESETS: dict[str, tuple[Any, Any, Any]] = {
     "gateway.hostname":                     ("api.dev.tikit.app", "api.staging.tikit.app", "api.tikit.app"),
     "gateway.envoyReplicas":                (1,        2,         3),
     "capacity.targetConcurrentUsers":       (100,      1000,      10000),
+    # Operators (KEDA, cert-manager, CNPG, Envoy Gateway, ...) and Prometheus run two
+    # replicas where the platform must survive a node loss.
+    "addons.replicas":                      (1,        1,         2),
     # Chaos experiments run where people rehearse failures, not in prod by default.
     "resilience.enabled":                   (False,    True,      False),
 }

@@ -17,6 +17,7 @@ import pulumi_random as random
 from tikit import kube
 from tikit import names
 from tikit.components import nodeapp
+from tikit.components.addons import Addons, AddonsArgs
 from tikit.components.backend import Backend, BackendArgs
 from tikit.components.failover import Failover, FailoverArgs
 from tikit.components.gateway import Gateway, GatewayArgs
@@ -98,6 +99,26 @@ class Region(pulumi.ComponentResource):
         self.target = kube.Target(
             region=region.name, namespace=cfg.namespace, provider=self.provider, environment=cfg.environment
         )
+        # The operators first: every custom resource below waits for the one serving it.
+        self.addons: Optional[Addons] = None
+        if region.addons == "install":
+            self.addons = Addons(
+                self.target.rname("addons"),
+                AddonsArgs(
+                    target=self.target,
+                    addons=cfg.addons,
+                    dns=cfg.dns,
+                    gslb=cfg.gslb,
+                    cluster_issuer=cfg.gateway.cluster_issuer,
+                    gateway_class=cfg.gateway.class_name,
+                    geo_tag=region.tag,
+                    peer_geo_tags=tuple(r.tag for r in cfg.regions if r.name != region.name),
+                    multi_region=len(cfg.regions) > 1,
+                    resilience=cfg.resilience.enabled,
+                    primary=region.role == "primary",
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
         self.namespace = k8s.core.v1.Namespace(
             self.target.rname("namespace"),
             metadata=kube.metadata(
@@ -124,13 +145,17 @@ class Region(pulumi.ComponentResource):
         )
         # Every object the tiers declare waits for the namespace: Target.opts adds it to
         # each child's depends_on (a component's own depends_on would not reach them).
-        self.target = dataclasses.replace(self.target, requires=(self.namespace,))
+        self.target = dataclasses.replace(
+            self.target, requires=(self.namespace,), addons=self.addons.by_group if self.addons else {}
+        )
         self.tier_opts = pulumi.ResourceOptions(parent=self)
         self.entry_points: dict[str, Any] = {
             "role": region.role,
             "namespace": cfg.namespace,
             "cluster": region.context or f"rendered to build/{cfg.stack}/{region.name}",
             "api": f"https://{cfg.gateway.hostname}",
+            # What this cluster runs: the pinned releases installed here, or "external".
+            "addons": dict(sorted(self.addons.versions.items())) if self.addons else "external",
         }
         self.credentials = credentials
         self._build_tiers()
@@ -190,8 +215,15 @@ class Region(pulumi.ComponentResource):
                 backend_service=self.backend.service_name,
                 backend_port=self.backend.port,
                 health_path=nodeapp.HEALTH_PATH,
+                gslb_hostname=cfg.derived.gslb_hostname if len(cfg.regions) > 1 else None,
             ),
             opts=self.tier_opts,
+        )
+        # What clients use: the public address of this region's gateway (waited for at
+        # `pulumi up`) and the hostnames that reach it.
+        self.entry_points["gatewayAddress"] = self.gateway.address
+        self.entry_points["hostnames"] = [cfg.gateway.hostname] + (
+            [cfg.derived.gslb_hostname] if len(cfg.regions) > 1 else []
         )
         # A single region has nothing to fail over to (dev): no Gslb there, no k8gb needed.
         if len(cfg.regions) > 1:

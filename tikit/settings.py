@@ -80,6 +80,10 @@ class Region(Section):
     # ObjectStore and the Redis backup job, in every region that reads it); empty means
     # objectStorage.endpointUrl.
     object_storage_endpoint: checks.OptionalUrl = ""
+    # "install": the add-ons tier installs the operators (tikit/versions.py) in this
+    # cluster; "external": the cluster's platform team already runs them (README lists
+    # what must then be present) and nothing is installed here.
+    addons: Literal["install", "external"] = "install"
 
     @property
     def tag(self) -> str:
@@ -295,17 +299,68 @@ class Network(Section):
 
 
 class Addons(Section):
-    """The operators the platform's custom resources need, and where they run."""
+    """The operators the platform's custom resources need (versions: tikit/versions.py),
+    where they run and how big they are (components/addons.py)."""
 
+    cert_manager_namespace: checks.DnsLabel = "cert-manager"
     cnpg_namespace: checks.DnsLabel = "cnpg-system"
     keda_namespace: checks.DnsLabel = "keda"
     envoy_gateway_namespace: checks.DnsLabel = "envoy-gateway-system"
     monitoring_namespace: checks.DnsLabel = "monitoring"
     k8gb_namespace: checks.DnsLabel = "k8gb"
+    chaos_mesh_namespace: checks.DnsLabel = "chaos-mesh"
     k6_operator_namespace: checks.DnsLabel = "k6-operator-system"
     # kube-prometheus-stack's Helm release: its Prometheus selects ServiceMonitors,
     # PodMonitors and PrometheusRules labelled release=<this>.
     prometheus_release: checks.LabelValue = "kube-prometheus-stack"
+    # Replicas of every operator whose chart supports more than one (leader election),
+    # and of Prometheus and Alertmanager.
+    replicas: int = Field(ge=1, le=5)
+    operator_cpu: checks.Cpu = "100m"
+    operator_memory: checks.Memory = "256Mi"
+    prometheus_cpu: checks.Cpu = "500m"
+    prometheus_memory: checks.Memory = "2Gi"
+    prometheus_retention: checks.Retention = "15d"
+    prometheus_storage_size: checks.Storage = "50Gi"
+    # The container runtime of the nodes, for Chaos Mesh's daemon (resilience tier only).
+    container_runtime: Literal["containerd", "crio", "docker"] = "containerd"
+
+
+class Route53(Section):
+    """DNS-01 for cert-manager and the k8gb zone delegation through Amazon Route 53."""
+
+    # The hosted zone of dns.parentZone ("" lets the solver look it up).
+    hosted_zone_id: str = Field("", pattern=r"^[A-Z0-9]{0,32}$")
+    # A region for the Route 53 API calls (Route 53 is global; any region works).
+    region: str = Field("eu-west-2", pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]$")
+    # IAM role (IRSA) the cert-manager and external-dns service accounts assume; "" uses
+    # the nodes' or the pod identity's own credentials.
+    role_arn: str = Field("", pattern=r"^$|^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$")
+
+
+class Cloudflare(Section):
+    # A Secret (created out of band) in the cert-manager and k8gb namespaces holding the
+    # API token, with DNS edit rights on dns.parentZone.
+    api_token_secret: checks.DnsLabel = "cloudflare-api-token"
+    api_token_key: checks.SecretKey = "api-token"
+
+
+class Dns(Section):
+    """The public zone: TLS certificates by ACME DNS-01 (cert-manager's ClusterIssuer) and
+    the failover zone k8gb serves (docs/traffic.md)."""
+
+    # The zone the DNS provider hosts; gateway.hostname lives in it.
+    parent_zone: checks.Hostname = "tikit.app"
+    # The zone delegated to k8gb's CoreDNS in every region: the Gslb answers
+    # <first label of gateway.hostname>.<gslbZone>, which gateway.hostname is a CNAME of.
+    gslb_zone: checks.Hostname = "gslb.tikit.app"
+    provider: Literal["route53", "cloudflare"] = "route53"
+    route53: Route53 = Route53()
+    cloudflare: Cloudflare = Cloudflare()
+    # Resolvers k8gb asks to check the delegation (host or IP, optional :port).
+    edge_dns_servers: tuple[str, ...] = Field(("1.1.1.1", "8.8.8.8"), strict=False, min_length=1)
+    acme_email: str = Field("platform@tikit.app", pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")
+    acme_server: checks.Url = "https://acme-v02.api.letsencrypt.org/directory"
 
 
 STAGE_PATTERN = r"^([1-9][0-9]*(?:s|m|h)):([0-9]{1,6})$"
@@ -368,9 +423,10 @@ SECTIONS: dict[str, type[Section]] = {
     "capacity": Capacity,
     "network": Network,
     "addons": Addons,
+    "dns": Dns,
     "resilience": Resilience,
 }
-TOP_LEVEL_KEYS = ("environment", "namespace", "regions", *SECTIONS)
+TOP_LEVEL_KEYS = ("environment", "namespace", "regions", "renderOnly", *SECTIONS)
 
 
 # --------------------------------------------------------------------------------------
@@ -397,8 +453,11 @@ class Settings:
     capacity: Capacity
     network: Network
     addons: Addons
+    dns: Dns
     resilience: Resilience
     derived: Derived
+    # Regions without a kubeconfig context render YAML; staging and prod must ask for it.
+    render_only: bool = False
 
     @property
     def primary(self) -> Region:
@@ -483,12 +542,19 @@ def _section(cls: type[Section], prefix: str, values: Any) -> Any:
         return cls.model_validate(values)
     except ValidationError as exc:
         error = exc.errors()[0]
-        allowed = sorted(f.alias or name for name, f in cls.model_fields.items())
         loc = tuple(error["loc"])
-        if error["type"] == "extra_forbidden":
-            # Nested maps (postgres.parameters) have no extra keys; this is the section's own.
-            loc = loc[:1]
-        raise ConfigError(_key(prefix, loc), _message(error, allowed)) from None
+        raise ConfigError(_key(prefix, loc), _message(error, _allowed(cls, loc[:-1]))) from None
+
+
+def _allowed(cls: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+    """The keys of the (nested) section at ``path`` (aliases), for unknown-key messages."""
+    for part in path:
+        field = next((f for n, f in cls.model_fields.items() if part in (n, f.alias)), None)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        cls = annotation
+    return sorted(f.alias or name for name, f in cls.model_fields.items())
 
 
 # --------------------------------------------------------------------------------------
@@ -550,6 +616,15 @@ def _monitoring_checks(m: Monitoring) -> None:
         )
 
 
+def _gslb_zone_checks(s: Settings) -> None:
+    """k8gb serves gateway.hostname's name in dns.gslbZone, delegated from dns.parentZone."""
+    dns = s.dns
+    if not s.gateway.hostname.endswith("." + dns.parent_zone):
+        raise ConfigError("gateway.hostname", f"'{s.gateway.hostname}' must be a name in dns.parentZone '{dns.parent_zone}'")
+    if not dns.gslb_zone.endswith("." + dns.parent_zone):
+        raise ConfigError("dns.gslbZone", f"'{dns.gslb_zone}' must be a zone under dns.parentZone '{dns.parent_zone}'")
+
+
 def _cross_checks(s: Settings) -> None:
     b, w, r = s.backend, s.workers, s.redis
     _not_above("backend.minReplicas", b.min_replicas, "backend.maxReplicas", b.max_replicas)
@@ -565,6 +640,8 @@ def _cross_checks(s: Settings) -> None:
         # Not silently ignored: the whole resilience tier is off without `enabled`.
         raise ConfigError("resilience.loadTest", "true needs resilience.enabled: true as well")
     _monitoring_checks(s.monitoring)
+    if len(s.regions) > 1:
+        _gslb_zone_checks(s)
     backup_period_seconds("postgres.backupSchedule", s.postgres.backup_schedule)
     redis_period = backup_period_seconds("redis.backupSchedule", r.backup_schedule)
     max_age = s.monitoring.redis_backup_max_age_seconds
@@ -580,8 +657,11 @@ def _cross_checks(s: Settings) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def load(config: Mapping[str, Any], *, stack: str, project: str = PROJECT) -> Settings:
-    """Validate a stack's config (keys without the project prefix, values already parsed)."""
+def load(config: Mapping[str, Any], *, stack: str, project: str = PROJECT, deploying: bool = False) -> Settings:
+    """Validate a stack's config (keys without the project prefix, values already parsed).
+
+    ``deploying``: the config is a stack the Pulumi engine runs (from_pulumi), which must
+    also say where each region deploys (_targets)."""
     if not isinstance(config, Mapping):
         raise ConfigError("config", "must be a map")
     for k in config:
@@ -595,6 +675,9 @@ def load(config: Mapping[str, Any], *, stack: str, project: str = PROJECT) -> Se
     namespace = config.get("namespace", DEFAULT_NAMESPACE)
     if not isinstance(namespace, str) or not checks.DNS_LABEL_RE.match(namespace):
         raise ConfigError("namespace", f"must be a DNS label such as 'tikit', got {_shown(namespace)}")
+    render_only = config.get("renderOnly", False)
+    if not isinstance(render_only, bool):
+        raise ConfigError("renderOnly", f"must be true or false, got {_shown(render_only)}")
     defaults = preset(environment)
     sections: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
@@ -602,7 +685,8 @@ def load(config: Mapping[str, Any], *, stack: str, project: str = PROJECT) -> Se
         if not isinstance(override, Mapping):
             raise ConfigError(name, f"must be a map, got {_shown(override)}")
         sections[name] = _section(cls, name, {**defaults.get(name, {}), **override})
-    regions = _regions(config.get("regions", REGION_PRESETS[environment]))
+    raw_regions = config.get("regions", REGION_PRESETS[environment])
+    regions = _regions(raw_regions)
     by_field = {_snake(name): section for name, section in sections.items()}
     s = Settings(
         project=project,
@@ -610,15 +694,41 @@ def load(config: Mapping[str, Any], *, stack: str, project: str = PROJECT) -> Se
         environment=environment,
         namespace=namespace,
         regions=regions,
+        render_only=render_only,
         derived=derive(**{name: by_field[name] for name in _DERIVE_INPUTS}),
         **by_field,
     )
     _cross_checks(s)
+    if deploying:
+        _targets(s, [r.get("name") if isinstance(r, Mapping) else None for r in raw_regions])
     return s
 
 
+# Environments whose stacks deploy to clusters: a region must name its kubeconfig context
+# (or the stack says renderOnly: true).
+DEPLOYED_ENVIRONMENTS = ("staging", "prod")
+
+
+def _targets(s: Settings, order: list[Any]) -> None:
+    """Every region says where it deploys: a kubeconfig context, or (renderOnly) YAML
+    rendered to build/<stack>/<region>/.  dev renders by default; staging and prod must not
+    "succeed" at deploying nothing because a context went missing."""
+    for region in s.regions:
+        key = f"regions[{order.index(region.name)}]" if region.name in order else "regions"
+        if s.render_only and region.context:
+            raise ConfigError(
+                f"{key}.context", f"'{region.context}' with renderOnly: true; a region deploys or renders, not both"
+            )
+        if not region.context and not s.render_only and s.environment in DEPLOYED_ENVIRONMENTS:
+            raise ConfigError(
+                f"{key}.context",
+                f"{s.environment} region '{region.name}' has no kubeconfig context: set regions[].context to the "
+                f"cluster it deploys to, or renderOnly: true to render YAML to build/{s.stack}/{region.name}/ only",
+            )
+
+
 # The sections tikit/derived.py computes from.
-_DERIVE_INPUTS = ("backend", "workers", "postgres", "pgbouncer", "redis", "monitoring", "addons")
+_DERIVE_INPUTS = ("backend", "workers", "postgres", "pgbouncer", "redis", "monitoring", "addons", "gateway", "dns")
 
 
 def _snake(name: str) -> str:
@@ -644,4 +754,4 @@ def from_pulumi() -> Settings:
     prefix = f"{pulumi.get_project()}:"
     raw = {k[len(prefix):]: v for k, v in all_config.items() if k.startswith(prefix)}
     parsed = {k: _parse_value(k, v) for k, v in sorted(raw.items())}
-    return load(parsed, stack=pulumi.get_stack(), project=pulumi.get_project())
+    return load(parsed, stack=pulumi.get_stack(), project=pulumi.get_project(), deploying=True)

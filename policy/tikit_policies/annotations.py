@@ -15,6 +15,9 @@ REQUESTS_PER_USER_PER_MINUTE = "tikit.app/requests-per-user-per-minute"
 DB_CONNECTIONS_PER_REPLICA = "tikit.app/db-connections-per-replica"
 # ObjectStore: the region its bucket lives in (the program sets it on every ObjectStore).
 STORAGE_REGION = "tikit.app/storage-region"
+# Namespace of an operator add-on: why it enforces a Pod Security level below
+# "restricted" (its pods need the host, or its chart's pods do not meet the profile).
+POD_SECURITY_EXCEPTION = "tikit.app/pod-security-exception"
 
 # Labels every object carries (tikit/kube.py labels()).
 REGION_LABEL = "tikit.app/region"
@@ -26,4 +29,5 @@ ALL = {
     "REQUESTS_PER_USER_PER_MINUTE": REQUESTS_PER_USER_PER_MINUTE,
     "DB_CONNECTIONS_PER_REPLICA": DB_CONNECTIONS_PER_REPLICA,
     "STORAGE_REGION": STORAGE_REGION,
+    "POD_SECURITY_EXCEPTION": POD_SECURITY_EXCEPTION,
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from . import annotations as ann
 from .base import ADVISORY, boolean, choice, resource_policy, schema, strings
 from .model import CLUSTER_SCOPED, CNPG_GROUP, Obj, container_name, containers, pod_spec, pod_template
 from .parse import UNKNOWN, as_dict, as_list, get, image_problem, mib, quantity
@@ -321,14 +322,22 @@ service_exposure = resource_policy(
 
 
 def _namespace_pss(obj: Obj, cfg: dict, say: Say) -> None:
+    """The platform's namespace always enforces the level; an operator's namespace may enforce
+    less only with its reason written on it (the annotation), never Tikit's own namespace
+    (the one that carries the region-role annotation)."""
     if obj.kind != "Namespace":
         return
     level = obj.labels.get("pod-security.kubernetes.io/enforce")
-    if level != cfg["level"]:
-        say(
-            f"{obj.ref}: pod-security.kubernetes.io/enforce is {level or 'unset'}, expected {cfg['level']}; "
-            "label the namespace so admission rejects non-compliant pods"
-        )
+    if level == cfg["level"]:
+        return
+    reason = (obj.annotations.get(ann.POD_SECURITY_EXCEPTION) or "").strip()
+    if reason and ann.REGION_ROLE not in obj.annotations and level in ("baseline", "privileged"):
+        return
+    hint = "" if ann.REGION_ROLE in obj.annotations else f", or give an operator's reason in {ann.POD_SECURITY_EXCEPTION}"
+    say(
+        f"{obj.ref}: pod-security.kubernetes.io/enforce is {level or 'unset'}, expected {cfg['level']}; "
+        f"label the namespace so admission rejects non-compliant pods{hint}"
+    )
 
 
 namespace_pod_security = resource_policy(

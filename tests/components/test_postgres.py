@@ -200,8 +200,8 @@ def test_each_bucket_is_read_through_its_own_regions_endpoint():
     region; the other region's bucket keeps the stack-wide endpoint."""
     lagos_s3 = "https://s3.af-south-1.amazonaws.com"
     regions = [
-        {"name": "lagos", "role": "primary", "objectStorageEndpoint": lagos_s3},
-        {"name": "london", "role": "backup"},
+        {"name": "lagos", "role": "primary", "objectStorageEndpoint": lagos_s3, "context": "tikit-prod-lagos"},
+        {"name": "london", "role": "backup", "context": "tikit-prod-london"},
     ]
     plan = plan_mod.build(engine.run_program("prod", config_override=as_cli({"environment": "prod", "regions": regions})))
     default = settings.load({}, stack="prod").object_storage.endpoint_url
@@ -313,7 +313,10 @@ def flipped(primary: str, token: str = "") -> dict:
     other = "lagos" if primary == "london" else "london"
     return {
         "environment": "prod",
-        "regions": [{"name": primary, "role": "primary"}, {"name": other, "role": "backup"}],
+        "regions": [
+            {"name": primary, "role": "primary", "context": f"tikit-prod-{primary}"},
+            {"name": other, "role": "backup", "context": f"tikit-prod-{other}"},
+        ],
         "postgres": {"promotionToken": token} if token else {},
     }
 

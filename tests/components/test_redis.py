@@ -411,8 +411,8 @@ def test_backup_and_restore_use_their_regions_endpoint():
     """regions[].objectStorageEndpoint reaches the scripts of that region only."""
     lagos_s3 = "https://s3.af-south-1.amazonaws.com"
     regions = [
-        {"name": "lagos", "role": "primary", "objectStorageEndpoint": lagos_s3},
-        {"name": "london", "role": "backup"},
+        {"name": "lagos", "role": "primary", "objectStorageEndpoint": lagos_s3, "context": "tikit-prod-lagos"},
+        {"name": "london", "role": "backup", "context": "tikit-prod-london"},
     ]
     config = {"tikit:environment": "prod", "tikit:regions": json.dumps(regions)}
     plan = plan_mod.build(engine.run_program("prod", config_override=config))

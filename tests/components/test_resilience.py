@@ -87,7 +87,7 @@ def primary_region(plan) -> str:
     (region,) = [
         r for r in plan.regions
         for ns in objects(plan, "Namespace", r)
-        if ns["metadata"]["annotations"][names.REGION_ROLE_ANNOTATION] == "primary"
+        if (ns["metadata"].get("annotations") or {}).get(names.REGION_ROLE_ANNOTATION) == "primary"
     ]
     return region
 
@@ -119,14 +119,22 @@ def test_disabled_renders_nothing_and_enabled_adds_only_the_tier(rendered, stagi
     assert stack_settings("staging").resilience.enabled, "staging's preset switches the tier on"
     assert staging_off.by_type(RESILIENCE_TYPE) == []
     assert resilience_objects(staging_off) == []
-    # Switching the tier on adds its component, its children and the k6 policies; nothing else changes.
+    # Switching the tier on adds its component, its children, the k6 policies and the two
+    # operators it needs (Chaos Mesh, the k6-operator) with their namespaces; nothing else.
     off_urns = {r.urn for r in staging_off.resources}
     added = [r for r in on.resources if r.urn not in off_urns]
     assert off_urns <= {r.urn for r in on.resources}
     tier = {r.urn for r in on.by_type(RESILIENCE_TYPE)}
+    addons = {r.urn for r in on.by_type("tikit:platform:Addons")}
+    a = stack_settings("staging").addons
     for r in added:
         is_k6_policy = r.type.endswith("NetworkPolicy") and r.manifest["metadata"]["name"] in K6_POLICIES
-        assert r.urn in tier or r.parent in tier or is_k6_policy, r.urn
+        operator = r.parent in addons and (
+            (r.type == "kubernetes:helm.sh/v4:Chart" and r.inputs["chart"] in ("chaos-mesh", "k6-operator"))
+            or (r.type == "kubernetes:core/v1:Namespace" and r.name.rsplit("-", 1)[0] == f"ns-{a.chaos_mesh_namespace}")
+            or (r.type == "kubernetes:core/v1:Namespace" and r.name.rsplit("-", 1)[0] == f"ns-{a.k6_operator_namespace}")
+        )
+        assert r.urn in tier or r.parent in tier or is_k6_policy or operator, r.urn
 
 
 def test_load_test_switch(rendered, switched_on, stack):

@@ -34,6 +34,10 @@ HEALTH_CHECK_UNHEALTHY_THRESHOLD = 3
 HEALTH_CHECK_HEALTHY_THRESHOLD = 1
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
+# What `pulumi up` waits for on the Gateway (the provider's generic await, JSONPath).
+WAIT_FOR_ADDRESS = "jsonpath={.status.addresses[0].value}"
+# The stack output before the controller has reported an address (a rendered or mock run).
+NO_ADDRESS = "(assigned by the load balancer at pulumi up)"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 ENVOY_API = "gateway.envoyproxy.io/v1alpha1"
 ENVOY_GROUP = "gateway.envoyproxy.io"
@@ -82,6 +86,9 @@ class GatewayArgs:
     backend_port: int
     # Path the gateway's active health checks request on every API pod.
     health_path: str
+    # The name k8gb answers in its delegated zone (multi-region stacks; the public hostname
+    # is a CNAME of it, docs/traffic.md): the REST route carries it for the Gslb.
+    gslb_hostname: Optional[str] = None
 
 
 # --- specs (pure functions of the args, so tests and docs can call them) ---------------
@@ -155,6 +162,12 @@ def certificate_spec(args: GatewayArgs, secret_labels: dict[str, str]) -> dict[s
     }
 
 
+def address_of(status: Any) -> str:
+    """The Gateway's first reported address."""
+    addresses = (status or {}).get("addresses") or []
+    return str(addresses[0].get("value")) if addresses and addresses[0].get("value") else NO_ADDRESS
+
+
 def _parent(listener: str) -> list[dict[str, Any]]:
     # Exactly one parent: k8gb follows the route to its Gateway and wants a single one.
     return [{"group": GATEWAY_GROUP, "kind": "Gateway", "name": names.GATEWAY, "sectionName": listener}]
@@ -177,7 +190,7 @@ def rest_route_spec(args: GatewayArgs) -> dict[str, Any]:
     idempotent += [{"path": {"type": "Exact", "value": args.health_path}, "method": m} for m in ("GET", "HEAD")]
     return {
         "parentRefs": _parent(HTTPS_LISTENER),
-        "hostnames": [g.hostname],
+        "hostnames": [g.hostname, *([args.gslb_hostname] if args.gslb_hostname else [])],
         "rules": [
             {"name": IDEMPOTENT_RULE, "matches": idempotent, "backendRefs": _backend(args)},
             {"name": WRITES_RULE, "matches": [{"path": prefix}], "backendRefs": _backend(args)},
@@ -301,14 +314,19 @@ class Gateway(pulumi.ComponentResource):
             certificate_spec(args, tls_meta["labels"]),
             child,
         )
-        self.gateway = kube.custom(
+        gateway_meta = meta(names.GATEWAY)
+        # `pulumi up` waits until the controller has published the load balancer's address.
+        gateway_meta["annotations"] = {kube.WAIT_FOR_ANNOTATION: WAIT_FOR_ADDRESS}
+        self.gateway = kube.custom_with_status(
             t.rname(f"gateway-{names.GATEWAY}"),
             GATEWAY_API,
             "Gateway",
-            meta(names.GATEWAY),
+            gateway_meta,
             gateway_spec(args),
             t.opts(self, depends_on=[self.envoy_proxy, self.certificate]),
         )
+        # The public address clients reach (the cloud load balancer's IP or hostname).
+        self.address: pulumi.Output[str] = self.gateway.status.apply(address_of)
         after_gateway = t.opts(self, depends_on=[self.gateway])
         self.rest_route = kube.custom(
             t.rname(names.REST_ROUTE), GATEWAY_API, "HTTPRoute", meta(names.REST_ROUTE), rest_route_spec(args), after_gateway

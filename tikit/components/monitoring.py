@@ -46,8 +46,9 @@ ENVOY_GATEWAY_SELECTOR = {"control-plane": "envoy-gateway"}
 KEDA_OPERATOR_SELECTOR = {"app": "keda-operator"}
 K8GB_SELECTOR = {names.APP_NAME_LABEL: "k8gb"}
 METRICS_PATH = "/metrics"
-# The KEDA operator's metrics port (its chart's name for it).
-KEDA_METRICS_PORT = "http"
+# The KEDA operator's metrics port: its chart names it "metrics" when
+# prometheus.operator.enabled (components/addons.py sets it).
+KEDA_METRICS_PORT = "metrics"
 # Grafana's dashboard sidecar (kube-prometheus-stack) loads ConfigMaps with this label.
 DASHBOARD_LABEL = "grafana_dashboard"
 

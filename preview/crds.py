@@ -65,7 +65,7 @@ def problems(root: Optional[Path] = None) -> list[str]:
         path = root / crds.folder / file
         if not path.is_file():
             out.append(f"{crds.folder}/{file} is missing")
-        elif _sha256(path) != crds.files[file]:
+        elif _sha256(path) != crds.files[file].sha256:
             out.append(f"{crds.folder}/{file} is not the file of {crds.repo} {crds.tag} (sha256 differs)")
     return out
 
@@ -85,8 +85,8 @@ def _download(crds: CrdFiles, file: str, target: Path) -> None:
         reason = getattr(exc, "reason", exc)
         raise CrdsUnavailable(f"cannot download {url}: {reason}; {FIX}") from None
     digest = hashlib.sha256(data).hexdigest()
-    if digest != crds.files[file]:
-        raise CrdsUnavailable(f"{url} has sha256 {digest}, not the pinned {crds.files[file]}; refusing it")
+    if digest != crds.files[file].sha256:
+        raise CrdsUnavailable(f"{url} has sha256 {digest}, not the pinned {crds.files[file].sha256}; refusing it")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{file}.", delete=False) as tmp:
         tmp.write(data)
@@ -102,7 +102,7 @@ def ensure(root: Optional[Path] = None, *, download: Optional[bool] = None) -> l
     fetched = []
     for crds, file in crd_files():
         path = root / crds.folder / file
-        if path.is_file() and _sha256(path) == crds.files[file]:
+        if path.is_file() and _sha256(path) == crds.files[file].sha256:
             continue
         if not download:
             raise CrdsUnavailable(summary(problems(root), root))

@@ -19,6 +19,7 @@ config file are errors (exit code 2 in the preview), not silently ignored.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import inspect
 import json
 from dataclasses import dataclass
@@ -137,7 +138,9 @@ def resolve(policies: list[Policy], default: EnforcementLevel, config: Mapping[s
     by_name = {p.name: p for p in policies}
     for name in config:
         if name != "all" and name not in by_name:
-            raise PolicyConfigError(f"policy-config.{name}", f"unknown policy; known: {', '.join(sorted(by_name))}")
+            close = difflib.get_close_matches(name, list(by_name), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise PolicyConfigError(f"policy-config.{name}", f"unknown policy; {hint}known: {', '.join(sorted(by_name))}")
     all_level: Optional[EnforcementLevel] = None
     if "all" in config:
         entry = config["all"]

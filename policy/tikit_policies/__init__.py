@@ -6,7 +6,7 @@ preview (preview/policies.py) imports the very same objects and runs them over i
 
 from pulumi_policy import EnforcementLevel
 
-from . import capacity, hygiene, reliability, secrets
+from . import addons, capacity, hygiene, reliability, secrets
 
 PACK_NAME = "tikit"
 # Policies state their own level; this is the pack default for any that does not.
@@ -17,6 +17,7 @@ AREAS = {
     "reliability": reliability.POLICIES,
     "capacity": capacity.POLICIES,
     "secrets": secrets.POLICIES,
+    "addons": addons.POLICIES,
 }
 ALL = [policy for policies in AREAS.values() for policy in policies]
 

@@ -50,6 +50,14 @@ def edit(plan: Plan, kind: str, name: str, region: str, fn: Callable[[dict], Any
     return dataclasses.replace(plan, resources=tuple(resources))
 
 
+def replace(plan: Plan, match: Callable[[Resource], bool], fn: Callable[[Resource], Resource]) -> Plan:
+    """A copy of ``plan`` where ``fn`` has replaced every resource ``match`` selects (any
+    resource type: a Helm Chart component, a dependency list)."""
+    hits = [r for r in plan.resources if match(r)]
+    assert hits, "no resource matched"
+    return dataclasses.replace(plan, resources=tuple(fn(r) if match(r) else r for r in plan.resources))
+
+
 def remove(plan: Plan, kind: str, name: str, region: str) -> Plan:
     urns = {r.urn for r in find(plan, kind, name, region)}
     assert urns, f"no {kind}/{name} in {region}"

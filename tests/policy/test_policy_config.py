@@ -51,7 +51,7 @@ def test_enforcement_level_overrides(rendered):
 @pytest.mark.parametrize(
     "config, message",
     [
-        ({"requests-capacity": "advisory"}, "policy-config.requests-capacity: unknown policy; known: autoscaled-replicas-unset,"),
+        ({"requests-capacity": "advisory"}, "policy-config.requests-capacity: unknown policy; did you mean request-capacity? known: addon-pinned,"),
         ({"request-capacity": {"headroom": 10}}, "policy-config.request-capacity.headroom: unknown setting; allowed: enforcementLevel, headroomPercent, scope"),
         ({"request-capacity": {"headroomPercent": "10"}}, 'policy-config.request-capacity.headroomPercent: must be an integer, got "10"'),
         ({"request-capacity": {"headroomPercent": -1}}, "policy-config.request-capacity.headroomPercent: must be >= 0, got -1"),

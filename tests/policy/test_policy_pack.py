@@ -27,7 +27,7 @@ import tikit_policies
 from tikit_policies import annotations as ann
 
 POLICY_DIR = REPO / "policy"
-AREAS = ("hygiene", "reliability", "capacity", "secrets")
+AREAS = ("hygiene", "reliability", "capacity", "secrets", "addons")
 
 
 # ---- metadata ----------------------------------------------------------------------------
@@ -242,7 +242,8 @@ def test_analyzer_runs_stack_policies(rendered, analyzer):
         if r.type.endswith(":ScaledObject") and props["metadata"]["name"] == names.BACKEND and r.region == "lagos":
             props["spec"]["maxReplicaCount"] = 5
         resources.append(
-            analyzer_pb2.AnalyzerResource(type=r.type, properties=_struct(props), urn=r.urn, name=r.name, parent=r.parent or "")
+            analyzer_pb2.AnalyzerResource(type=r.type, properties=_struct(props), urn=r.urn, name=r.name, parent=r.parent or "",
+                                         dependencies=list(r.dependencies))
         )
     response = analyzer.AnalyzeStack(analyzer_pb2.AnalyzeStackRequest(resources=resources))
     found = [(d.policyName, d.message, d.enforcementLevel) for d in response.diagnostics]

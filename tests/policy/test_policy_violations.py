@@ -7,6 +7,7 @@ the message with the numbers a reviewer needs."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -168,6 +169,28 @@ def add_hpa(plan: Plan) -> Plan:
         },
     }
     return F.add(plan, "lagos", hpa)
+
+
+def chart(name: str, version: str, region: str = "lagos") -> Callable[[Plan], Plan]:
+    """The add-on chart ``name`` in ``region`` asks for ``version`` instead of the pinned release."""
+
+    def mutate(plan: Plan) -> Plan:
+        def match(r) -> bool:
+            return r.type.startswith("kubernetes:helm.sh/") and r.inputs.get("chart") == name and r.region == region
+
+        return F.replace(plan, match, lambda r: dataclasses.replace(r, inputs={**r.inputs, "version": version}))
+
+    return mutate
+
+
+def without_dependencies(kind: str, name: str, region: str = "lagos") -> Callable[[Plan], Plan]:
+    """``kind/name`` declared without depends_on: nothing orders it after its operator."""
+
+    def mutate(plan: Plan) -> Plan:
+        (target,) = F.find(plan, kind, name, region)
+        return F.replace(plan, lambda r: r.urn == target.urn, lambda r: dataclasses.replace(r, dependencies=()))
+
+    return mutate
 
 
 def keda_cron(fn: Callable[[dict], None]) -> Callable[[dict], None]:
@@ -333,6 +356,20 @@ CASES = [
           f"requests/min = {fmt(DEMAND)} requests/min",
           f"> {fmt(SHORT_MAX)} x {fmt(PROD.backend.requests_per_minute_per_instance)}",
           f"= {fmt(SHORT_MAX * PROD.backend.requests_per_minute_per_instance)}", f"(at least {fmt(NEEDED)} replicas)")),
+    # ---- add-ons ----
+    Case("chart-range", "addon-pinned", "dev", chart("keda", "^2.20.0"),
+         ("Helm chart keda (keda-lagos) is not pinned to an exact release (version '^2.20.0')",)),
+    Case("chart-unpinned-release", "addon-pinned", "prod", chart("cloudnative-pg", "0.28.0", "london"),
+         ("Helm chart cloudnative-pg 0.28.0 (cloudnative-pg-london) is not a release tikit/versions.py pins",)),
+    Case("kind-not-served", "custom-resource-served", "prod",
+         obj("ScaledObject", names.BACKEND, set_in("apiVersion", "keda.sh/v1beta1")),
+         ("ScaledObject/api in lagos: keda.sh/v1beta1 ScaledObject is not served by the pinned CRDs",
+          "the pinned release serves keda.sh/v1alpha1")),
+    Case("group-without-operator", "custom-resource-served", "dev",
+         lambda plan: F.add(plan, "lagos", {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "tikit"}}),
+         ("Widget/w in lagos: example.com/v1 Widget is not served by the pinned CRDs (no pinned operator serves group 'example.com')",)),
+    Case("custom-resource-first", "custom-resource-after-addon", "dev", without_dependencies("ScaledObject", names.BACKEND),
+         ("ScaledObject api-lagos in lagos does not wait for", "its chart is not among its dependencies")),
     # ---- secrets ----
     Case("env-password", "no-secret-in-env", "dev", api(env("DB_PASSWORD", "hunter2")),
          ("Deployment/api in lagos: containers 'api' env DB_PASSWORD is a literal secret value",)),

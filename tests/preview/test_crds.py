@@ -25,7 +25,20 @@ def test_every_custom_resource_group_has_one_pinned_operator():
     for o in versions.OPERATORS:
         assert o.crds and all(c.files for c in o.crds)
         for c in o.crds:
-            assert c.tag.startswith("v") and all(len(s) == 64 for s in c.files.values())
+            assert c.tag.startswith("v") and all(len(f.sha256) == 64 and f.served for f in c.files.values())
+
+
+def test_the_table_says_what_each_pinned_crd_file_defines(crds):
+    """Kinds and served versions in tikit/versions.py (the policy pack reads them) are those
+    of the files themselves."""
+    import yaml
+
+    for release, file in versions.crd_files():
+        doc = yaml.load((Path(crds) / release.folder / file).read_text(), Loader=yaml.CSafeLoader)
+        entry = release.files[file]
+        assert entry.kind == doc["spec"]["names"]["kind"], file
+        assert entry.served == tuple(v["name"] for v in doc["spec"]["versions"] if v.get("served")), file
+        assert file.split("_", 1)[0] == doc["spec"]["group"], file
 
 
 def test_the_url_is_derived_from_the_table():

@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
+from . import effective
 from .plan import Plan
 
 # Component type tokens -> label in the topology diagram, in drawing order.
@@ -151,6 +152,8 @@ def stack_report(plan: Plan, policy: Optional[PolicyResult] = None) -> str:
         "## Policies",
         "",
         *policy_section(policy),
+        "",
+        *effective.section(plan, _table),
         "",
         "## Topology",
         "",

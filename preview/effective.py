@@ -16,6 +16,11 @@ from .plan import Plan
 
 UNSET = "-"
 ENVOY_PROXY = ("EnvoyProxy", "gateway.envoyproxy.io")
+# What plan.md says for a region whose stack installs no operator (regions[].addons).
+ADDONS_NOT_INSTALLED = {
+    "external": "none: the cluster's own operators (`addons: external`)",
+    "rendered": "none: YAML only, for a cluster that already runs the operators of `tikit/versions.py`",
+}
 ENVOY_IMAGE = "Envoy Gateway's default"
 
 
@@ -155,8 +160,11 @@ def target_rows(plan: Plan) -> list[tuple]:
     rows = []
     for region in plan.regions:
         out = as_dict(regions.get(region))
-        addons = as_dict(out.get("addons"))
-        installed = ", ".join(f"{k} {v}" for k, v in sorted(addons.items())) if addons else "none (the cluster's own: `addons: external`)"
+        addons = out.get("addons")
+        if isinstance(addons, dict) and addons:
+            installed = ", ".join(f"{k} {v}" for k, v in sorted(addons.items()))
+        else:
+            installed = ADDONS_NOT_INSTALLED.get(str(addons), f"none ({addons})")
         rows.append((region, out.get("role", UNSET), targets.get(region, "no provider"), installed))
     return rows
 

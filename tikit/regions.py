@@ -101,7 +101,7 @@ class Region(pulumi.ComponentResource):
         )
         # The operators first: every custom resource below waits for the one serving it.
         self.addons: Optional[Addons] = None
-        if region.addons == "install":
+        if region.installs_addons:
             self.addons = Addons(
                 self.target.rname("addons"),
                 AddonsArgs(
@@ -154,8 +154,9 @@ class Region(pulumi.ComponentResource):
             "namespace": cfg.namespace,
             "cluster": region.context or f"rendered to build/{cfg.stack}/{region.name}",
             "api": f"https://{cfg.gateway.hostname}",
-            # What this cluster runs: the pinned releases installed here, or "external".
-            "addons": dict(sorted(self.addons.versions.items())) if self.addons else "external",
+            # What this cluster runs: the pinned releases installed here, "external" (the
+            # cluster's own operators) or "rendered" (YAML only: no cluster to install into).
+            "addons": dict(sorted(self.addons.versions.items())) if self.addons else region.addons_mode,
         }
         self.credentials = credentials
         self._build_tiers()

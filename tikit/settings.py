@@ -18,7 +18,7 @@ import difflib
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
@@ -82,12 +82,25 @@ class Region(Section):
     object_storage_endpoint: checks.OptionalUrl = ""
     # "install": the add-ons tier installs the operators (tikit/versions.py) in this
     # cluster; "external": the cluster's platform team already runs them (README lists
-    # what must then be present) and nothing is installed here.
-    addons: Literal["install", "external"] = "install"
+    # what must then be present) and nothing is installed here.  Unset: "install" where
+    # the region has a context; a region that renders YAML installs nothing (Helm cannot
+    # template the operators' charts without a cluster, see ADDONS_NEED_A_CLUSTER).
+    addons: Optional[Literal["install", "external"]] = None
 
     @property
     def tag(self) -> str:
         return self.geo_tag or self.name
+
+    @property
+    def installs_addons(self) -> bool:
+        return bool(self.context) and self.addons != "external"
+
+    @property
+    def addons_mode(self) -> str:
+        """"install", "external" or "rendered" (no cluster: the platform's own objects only)."""
+        if not self.context:
+            return "rendered"
+        return self.addons or "install"
 
 
 # --------------------------------------------------------------------------------------
@@ -699,9 +712,35 @@ def load(config: Mapping[str, Any], *, stack: str, project: str = PROJECT, deplo
         **by_field,
     )
     _cross_checks(s)
+    order = [r.get("name") if isinstance(r, Mapping) else None for r in raw_regions]
+    _addons_targets(s, order)
     if deploying:
-        _targets(s, [r.get("name") if isinstance(r, Mapping) else None for r in raw_regions])
+        _targets(s, order)
     return s
+
+
+# Why a region that renders YAML cannot install the operators: helm.v4.Chart templates each
+# chart in the provider, and with no cluster to ask, Helm checks the charts' kubeVersion
+# constraints (cert-manager >= 1.22, CloudNativePG >= 1.29, ...) against its offline default,
+# Kubernetes 1.20, and refuses them.
+ADDONS_NEED_A_CLUSTER = (
+    "Helm templates the operators' charts against a live cluster; offline it assumes "
+    "Kubernetes 1.20 and the pinned charts require newer"
+)
+
+
+def _region_key(region: "Region", order: list[Any]) -> str:
+    return f"regions[{order.index(region.name)}]" if region.name in order else "regions"
+
+
+def _addons_targets(s: "Settings", order: list[Any]) -> None:
+    for region in s.regions:
+        if region.addons == "install" and not region.context:
+            raise ConfigError(
+                f"{_region_key(region, order)}.addons",
+                f"'install' needs a cluster, and region '{region.name}' renders YAML (no context): "
+                f"{ADDONS_NEED_A_CLUSTER}; set regions[].context, or leave addons unset",
+            )
 
 
 # Environments whose stacks deploy to clusters: a region must name its kubeconfig context
@@ -714,7 +753,7 @@ def _targets(s: Settings, order: list[Any]) -> None:
     rendered to build/<stack>/<region>/.  dev renders by default; staging and prod must not
     "succeed" at deploying nothing because a context went missing."""
     for region in s.regions:
-        key = f"regions[{order.index(region.name)}]" if region.name in order else "regions"
+        key = _region_key(region, order)
         if s.render_only and region.context:
             raise ConfigError(
                 f"{key}.context", f"'{region.context}' with renderOnly: true; a region deploys or renders, not both"

@@ -14,7 +14,8 @@ from tikit import settings, versions
 from tikit.components import addons
 
 CHART = "kubernetes:helm.sh/v4:Chart"
-STACKS = ("dev", "staging", "prod")
+STACKS = ("staging", "prod")
+KIND_DEV = [{"name": "lagos", "role": "primary", "context": "kind-tikit"}]
 
 
 def charts(plan, region: str) -> dict[str, Any]:
@@ -62,10 +63,22 @@ def test_operators_run_highly_available_in_prod_and_single_in_dev(rendered):
     prod, dev = settings.load({}, stack="prod"), settings.load({}, stack="dev")
     assert prod.addons.replicas >= 2 and dev.addons.replicas == 1
     assert set(replicas(rendered("prod").plan).values()) == {prod.addons.replicas}
-    assert set(replicas(rendered("dev").plan).values()) == {dev.addons.replicas}
+    assert set(replicas(render("dev", regions=KIND_DEV)).values()) == {dev.addons.replicas}
     prod_values = charts(rendered("prod").plan, "lagos")["keda"].inputs["values"]
     assert prod_values["podDisruptionBudget"]["operator"] == {"maxUnavailable": 1}
     assert prod_values["resources"]["operator"]["requests"]["memory"] == prod.addons.operator_memory
+
+
+def test_a_region_that_renders_yaml_installs_nothing(rendered):
+    """dev renders YAML (no context): Helm cannot template the charts without a cluster,
+    so the rendered directory holds the platform's own objects; with a context it installs."""
+    plan = rendered("dev").plan
+    assert not [r for r in plan.resources if r.type == CHART]
+    assert plan.outputs["regions"]["lagos"]["addons"] == "rendered"
+    with pytest.raises(settings.ConfigError, match=r"regions\[0\]\.addons: 'install' needs a cluster"):
+        settings.load({"regions": [{"name": "lagos", "role": "primary", "addons": "install"}]}, stack="dev")
+    kind = render("dev", regions=KIND_DEV)
+    assert {r.inputs["chart"] for r in kind.resources if r.type == CHART} >= {"cert-manager", "keda", "cloudnative-pg"}
 
 
 def cluster_issuer(plan, region: str = "lagos") -> dict:
@@ -151,3 +164,16 @@ def test_outputs_name_gateway_address_hostnames_and_versions(rendered):
         assert "gatewayAddress" in out
         assert out["addons"]["cloudnative-pg"] == "1.30.0" and out["addons"]["keda"] == "2.20.2"
         assert out["addons"]["prometheus-operator"] == "0.93.0" and out["addons"]["k8gb"] == "0.20.0"
+
+
+def test_architecture_doc_lists_every_chart_at_its_pinned_release():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
+    section = doc[doc.index("## Platform add-ons") :]
+    for operator in versions.OPERATORS:
+        if not operator.installed:
+            continue
+        assert f"{operator.version}" in section, operator.key
+        for chart in operator.charts:
+            assert f"`{chart.name.rsplit('/', 1)[-1]}` {chart.version}" in section, chart.name

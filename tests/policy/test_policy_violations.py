@@ -357,7 +357,7 @@ CASES = [
           f"> {fmt(SHORT_MAX)} x {fmt(PROD.backend.requests_per_minute_per_instance)}",
           f"= {fmt(SHORT_MAX * PROD.backend.requests_per_minute_per_instance)}", f"(at least {fmt(NEEDED)} replicas)")),
     # ---- add-ons ----
-    Case("chart-range", "addon-pinned", "dev", chart("keda", "^2.20.0"),
+    Case("chart-range", "addon-pinned", "staging", chart("keda", "^2.20.0"),
          ("Helm chart keda (keda-lagos) is not pinned to an exact release (version '^2.20.0')",)),
     Case("chart-unpinned-release", "addon-pinned", "prod", chart("cloudnative-pg", "0.28.0", "london"),
          ("Helm chart cloudnative-pg 0.28.0 (cloudnative-pg-london) is not a release tikit/versions.py pins",)),
@@ -368,7 +368,7 @@ CASES = [
     Case("group-without-operator", "custom-resource-served", "dev",
          lambda plan: F.add(plan, "lagos", {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "tikit"}}),
          ("Widget/w in lagos: example.com/v1 Widget is not served by the pinned CRDs (no pinned operator serves group 'example.com')",)),
-    Case("custom-resource-first", "custom-resource-after-addon", "dev", without_dependencies("ScaledObject", names.BACKEND),
+    Case("custom-resource-first", "custom-resource-after-addon", "staging", without_dependencies("ScaledObject", names.BACKEND),
          ("ScaledObject api-lagos in lagos does not wait for", "its chart is not among its dependencies")),
     # ---- secrets ----
     Case("env-password", "no-secret-in-env", "dev", api(env("DB_PASSWORD", "hunter2")),

@@ -93,5 +93,5 @@ def test_an_override_and_an_external_region_show_in_the_tables():
     assert [(r[2].split(" ")[0], r[6]) for r in api] == [("2-14", "3Gi / 3Gi")] * 2
     targets = {r[0]: r for r in rows(md, "## Where each region deploys")}
     assert targets["london"][2] == "context platform-london"
-    assert targets["london"][3].startswith("none")
+    assert targets["london"][3] == effective.ADDONS_NOT_INSTALLED["external"]
     assert "cert-manager 1.21.1" in targets["lagos"][3]

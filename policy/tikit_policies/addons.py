@@ -21,7 +21,7 @@ from pulumi_policy import (
 from tikit import versions
 
 from .base import MANDATORY, Report, stack_policy
-from .model import Obj, _region_from_parents
+from .model import Obj, _region_from_parents, from_chart
 
 AREA = "addons"
 CHART_TYPES = ("kubernetes:helm.sh/v4:Chart", "kubernetes:helm.sh/v3:Chart", "kubernetes:helm.sh/v3:Release")
@@ -118,8 +118,8 @@ def _validate_order(args: StackValidationArgs, report: ReportViolation) -> None:
                 charts.setdefault((_region_from_parents(r), operator.key), []).append(r.urn)
     managed = {region for region, _ in charts}
     for r in resources:
-        if r.resource_type in CHART_TYPES or not r.resource_type.startswith("kubernetes:"):
-            continue
+        if r.resource_type in CHART_TYPES or not r.resource_type.startswith("kubernetes:") or from_chart(r.urn):
+            continue  # charts themselves, non-Kubernetes resources, and a chart's own objects
         api_version = r.resource_type.split(":")[1]
         group = api_version.rpartition("/")[0]
         operator = versions.operator_for_group(group)

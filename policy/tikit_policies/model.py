@@ -121,8 +121,26 @@ def is_kubernetes(resource_type: str, body: Any) -> bool:
     )
 
 
+# Component types whose children are a Helm chart's own objects.
+CHART_TYPE_PREFIX = "kubernetes:helm.sh/"
+
+
+def from_chart(urn: str) -> bool:
+    """Whether a resource is one of a Helm chart's objects: under `pulumi up` a helm.v4.Chart
+    registers every object it templates as its child.  Those are the operator's own
+    manifests at the release tikit/versions.py pins (the add-on policies check the pin);
+    Tikit's rules for its own objects (labels, names, Pod Security "restricted", digests)
+    do not apply to them."""
+    parts = urn.split("::")
+    chain = parts[2].split("$") if len(parts) >= 4 else []
+    return any(t.startswith(CHART_TYPE_PREFIX) for t in chain[:-1])
+
+
 def to_obj(resource_type: str, props: Any, urn: str, region: Optional[str] = None) -> Optional[Obj]:
-    """The Kubernetes object behind a resource's properties, or None for anything else."""
+    """The Kubernetes object behind a resource's properties, or None for anything else
+    (a Helm chart's own objects included, see from_chart)."""
+    if from_chart(urn):
+        return None
     body = plain(props)
     if not is_kubernetes(resource_type, body):
         return None

@@ -259,3 +259,39 @@ def test_docs_list_every_policy_with_its_level_and_defaults():
         assert f"| {p.enforcement_level.value} | {p.description} |" in row
         for key, prop in (p.config_schema.properties.items() if p.config_schema else []):
             assert f"`{key}` = `{json.dumps(prop['default'])}`" in row, f"{p.name}.{key}"
+
+
+def test_objects_a_helm_chart_templates_are_the_charts_own(rendered, analyzer):
+    """Under `pulumi up` a helm.v4.Chart registers each object it templates as its child. Those
+    are the operator's manifests (node-exporter on the host network, the chart's own labels):
+    the pack leaves them alone, and still checks the same object declared by Tikit."""
+    from pulumi.runtime.proto import analyzer_pb2
+
+    plan = rendered("prod").plan
+    (chart,) = [r for r in plan.resources if r.type == "kubernetes:helm.sh/v4:Chart" and r.name == "kube-prometheus-stack-lagos"]
+    exporter = {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "node-exporter", "namespace": "monitoring", "labels": {"app": "node-exporter"}},
+        "spec": {
+            "selector": {"matchLabels": {"app": "node-exporter"}},
+            "template": {
+                "metadata": {"labels": {"app": "node-exporter"}},
+                "spec": {"hostNetwork": True, "hostPID": True,
+                         "containers": [{"name": "node-exporter", "image": "quay.io/prometheus/node-exporter"}]},
+            },
+        },
+    }
+    type_ = "kubernetes:apps/v1:DaemonSet"
+
+    def diagnostics(urn: str) -> set[str]:
+        response = analyzer.Analyze(
+            analyzer_pb2.AnalyzeRequest(type=type_, properties=_struct(exporter), urn=urn, name="node-exporter")
+        )
+        return {d.policyName for d in response.diagnostics}
+
+    chain = chart.urn.split("::")[2]
+    child = f"urn:pulumi:prod::tikit::{chain}${type_}::kube-prometheus-stack-lagos:monitoring/node-exporter"
+    assert diagnostics(child) == set()
+    own = f"urn:pulumi:prod::tikit::tikit:platform:Region${type_}::node-exporter-lagos"
+    assert {"image-pinned", "no-host-namespaces", "recommended-labels"} <= diagnostics(own)

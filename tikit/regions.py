@@ -146,7 +146,7 @@ class Region(pulumi.ComponentResource):
         )
         self.workers = Workers(
             t.rname("workers"),
-            WorkersArgs(target=t, workers=cfg.workers, redis=cfg.redis),
+            WorkersArgs(target=t, workers=cfg.workers, redis=cfg.redis, prometheus_address=cfg.derived.prometheus_address),
             opts=self.tier_opts,
         )
         self.entry_points["apiService"] = f"{names.service_host(names.BACKEND, cfg.namespace)}:{self.backend.port}"

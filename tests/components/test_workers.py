@@ -7,6 +7,7 @@ from __future__ import annotations
 from tikit import kube
 from tikit import names
 from tikit import settings
+from tikit import units
 from tikit import checks
 from tikit.components import autoscaling
 from tikit.components import workers
@@ -88,6 +89,15 @@ def test_workers_scale_on_queue_length(plan, stack):
             assert md["address"] == f"{names.REDIS}.{s.namespace}.svc.cluster.local:{names.REDIS_PORT}"
         behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
         assert behavior["scaleDown"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 300}]
+        # CPU and memory held for the notes' 2 minutes in the query, as for the API.
+        sustained = {t["name"]: t for t in spec["triggers"] if t["type"] == "prometheus"}
+        assert set(sustained) == {autoscaling.CPU_TRIGGER, autoscaling.MEMORY_TRIGGER}
+        assert sustained[autoscaling.CPU_TRIGGER]["metadata"]["query"] == autoscaling.sustained_cpu_query(s.namespace, names.WORKERS)
+        assert float(sustained[autoscaling.CPU_TRIGGER]["metadata"]["threshold"]) == units.cpu_millis(s.workers.cpu) * 0.7 / 1000
+        # An idle worker's CPU and memory never reach 0: they must not keep it from zero.
+        for t in sustained.values():
+            assert t["metadata"]["activationThreshold"] == t["metadata"]["threshold"]
+        assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 0
         # KEDA's idle time before 1 -> 0: the notes' 5-minute cooldown, its own constant.
         assert spec["cooldownPeriod"] == autoscaling.COOLDOWN_SECONDS == 300
 
@@ -155,7 +165,7 @@ def test_cooldown_is_its_own_constant(monkeypatch):
     longer a setting: a stack file that still sets it is told so."""
     cfg = settings.load({}, stack="dev")
     target = kube.Target(region=cfg.primary.name, namespace=cfg.namespace, provider=None, environment=cfg.environment)
-    args = workers.WorkersArgs(target=target, workers=cfg.workers, redis=cfg.redis)
+    args = workers.WorkersArgs(target=target, workers=cfg.workers, redis=cfg.redis, prometheus_address=cfg.derived.prometheus_address)
     monkeypatch.setattr(autoscaling, "COOLDOWN_SECONDS", 900)
     spec = workers.scaled_object_spec(args)
     assert spec["cooldownPeriod"] == 900

@@ -66,11 +66,14 @@ def probes() -> dict[str, Any]:
 
 def scaled_object_spec(args: BackendArgs) -> dict[str, Any]:
     b, t = args.backend, args.target
+    prom = args.prometheus_address
     triggers = [
-        autoscaling.utilization_trigger("cpu", b.cpu_target_percent),
-        autoscaling.utilization_trigger("memory", b.memory_target_percent),
+        # "CPU > 70 % for 2 minutes", "memory > 80 % for 2 minutes": sustained in the query.
+        autoscaling.cpu_trigger(prom, t.namespace, names.BACKEND, b.cpu, b.cpu_target_percent),
+        autoscaling.memory_trigger(prom, t.namespace, names.BACKEND, b.memory, b.memory_target_percent),
+        # "> 1000 requests/minute per instance": reacts at the next HPA sync.
         autoscaling.prometheus_trigger(
-            args.prometheus_address,
+            prom,
             autoscaling.request_rate_query(metrics.API_REQUESTS, t.namespace, names.BACKEND),
             b.requests_per_minute_per_instance,
         ),

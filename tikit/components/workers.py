@@ -39,6 +39,8 @@ class WorkersArgs:
     workers: WorkersSettings
     # Sentinel count and topology decide which KEDA trigger reads the queue.
     redis: RedisSettings
+    # Where KEDA's sustained cpu and memory triggers query Prometheus.
+    prometheus_address: str
 
 
 def auth_name() -> str:
@@ -101,10 +103,10 @@ def queue_trigger(args: WorkersArgs) -> dict[str, Any]:
 
 
 def scaled_object_spec(args: WorkersArgs) -> dict[str, Any]:
-    """Queue length first; cpu and memory add capacity for heavy jobs while pods run.
-    KEDA allows min 0 with cpu/memory triggers only next to another trigger: the queue
-    trigger decides 0 <-> 1, the HPA the max over all three from 1 up."""
-    w = args.workers
+    """Queue length first; cpu and memory (held for 2 minutes, as for the API) add capacity
+    for heavy jobs while pods run.  The queue trigger decides 0 <-> 1, the HPA the max over
+    all three from 1 up."""
+    w, ns, prom = args.workers, args.target.namespace, args.prometheus_address
     return autoscaling.scaled_object_spec(
         workload=names.WORKERS,
         min_replicas=w.min_replicas,
@@ -112,8 +114,8 @@ def scaled_object_spec(args: WorkersArgs) -> dict[str, Any]:
         hpa_behavior=autoscaling.behavior(),
         triggers=[
             queue_trigger(args),
-            autoscaling.utilization_trigger("cpu", w.cpu_target_percent),
-            autoscaling.utilization_trigger("memory", w.memory_target_percent),
+            autoscaling.cpu_trigger(prom, ns, names.WORKERS, w.cpu, w.cpu_target_percent),
+            autoscaling.memory_trigger(prom, ns, names.WORKERS, w.memory, w.memory_target_percent),
         ],
         cooldown_seconds=autoscaling.COOLDOWN_SECONDS,
     )

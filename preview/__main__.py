@@ -9,6 +9,9 @@ written.
 
 ``python -m preview diff [--base REF] [--stacks dev,staging,prod] [--out build/diff]``
 compares two revisions of every stack (preview/revisions.py).
+
+``python -m preview capacity [--stack prod] [--out build]`` also replays the capacity
+model and writes build/<stack>/capacity/ (preview/capacity.py).
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import revisions
 
         return revisions.main(argv[1:])
+    if argv[:1] == ["capacity"]:
+        from . import capacity
+
+        return capacity.main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m preview",
         description=__doc__.splitlines()[0],

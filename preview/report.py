@@ -20,6 +20,7 @@ TIERS = {
     "tikit:observability:Monitoring": "Monitoring",
     "tikit:security:NetworkPolicies": "NetworkPolicies",
     "tikit:resilience:Resilience": "Chaos + load test",
+    "tikit:platform:Nodes": "NodePools",
 }
 # Links inside one region (from, to).
 LINKS = [
@@ -133,7 +134,7 @@ def policy_section(result: Optional[PolicyResult], max_rows: int = MAX_FINDING_R
     return lines
 
 
-def stack_report(plan: Plan, policy: Optional[PolicyResult] = None) -> str:
+def stack_report(plan: Plan, policy: Optional[PolicyResult] = None, capacity: Optional[list[str]] = None) -> str:
     counts = Counter((r.region or "global", r.type) for r in plan.resources)
     per_region = Counter(r.region or "global" for r in plan.resources)
     lines = [
@@ -152,6 +153,7 @@ def stack_report(plan: Plan, policy: Optional[PolicyResult] = None) -> str:
         "",
         *policy_section(policy),
         "",
+        *(["## Capacity", "", *capacity, ""] if capacity else []),
         "## Topology",
         "",
         "```mermaid",

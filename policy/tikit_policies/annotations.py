@@ -16,6 +16,25 @@ DB_CONNECTIONS_PER_REPLICA = "tikit.app/db-connections-per-replica"
 # ObjectStore: the region its bucket lives in (the program sets it on every ObjectStore).
 STORAGE_REGION = "tikit.app/storage-region"
 
+# Workload: "true" = its pods may run on spot capacity (jobs safe to retry).
+INTERRUPTIBLE = "tikit.app/interruptible"
+# Namespace: the load the capacity model replays, k6 stages "<duration>:<users>" joined by commas.
+LOAD_PROFILE = "tikit.app/load-profile"
+# Namespace: requests per minute one user of the profile sends.
+PROFILE_REQUESTS_PER_USER_PER_MINUTE = "tikit.app/profile-requests-per-user-per-minute"
+# Deployment: requests per minute one instance serves (its capacity, not its scale-up threshold).
+SUSTAINABLE_REQUESTS_PER_MINUTE = "tikit.app/sustainable-requests-per-minute"
+# Deployment: seconds from container start to its health endpoint answering.
+BOOT_SECONDS = "tikit.app/boot-seconds"
+# NodePool: seconds from a pending pod to a new node Ready with the image.
+PROVISIONING_SECONDS = "tikit.app/provisioning-seconds"
+# NodePool: CPU per node outside the pods (DaemonSets and the kubelet's reservations).
+NODE_OVERHEAD_CPU = "tikit.app/node-overhead-cpu"
+# NodePool: memory per node outside the pods.
+NODE_OVERHEAD_MEMORY = "tikit.app/node-overhead-memory"
+# NodePool: share of an instance's memory the hypervisor keeps.
+VM_MEMORY_OVERHEAD_PERCENT = "tikit.app/vm-memory-overhead-percent"
+
 # Labels every object carries (tikit/kube.py labels()).
 REGION_LABEL = "tikit.app/region"
 ENVIRONMENT_LABEL = "tikit.app/environment"
@@ -26,4 +45,13 @@ ALL = {
     "REQUESTS_PER_USER_PER_MINUTE": REQUESTS_PER_USER_PER_MINUTE,
     "DB_CONNECTIONS_PER_REPLICA": DB_CONNECTIONS_PER_REPLICA,
     "STORAGE_REGION": STORAGE_REGION,
+    "INTERRUPTIBLE": INTERRUPTIBLE,
+    "LOAD_PROFILE": LOAD_PROFILE,
+    "PROFILE_REQUESTS_PER_USER_PER_MINUTE": PROFILE_REQUESTS_PER_USER_PER_MINUTE,
+    "SUSTAINABLE_REQUESTS_PER_MINUTE": SUSTAINABLE_REQUESTS_PER_MINUTE,
+    "BOOT_SECONDS": BOOT_SECONDS,
+    "PROVISIONING_SECONDS": PROVISIONING_SECONDS,
+    "NODE_OVERHEAD_CPU": NODE_OVERHEAD_CPU,
+    "NODE_OVERHEAD_MEMORY": NODE_OVERHEAD_MEMORY,
+    "VM_MEMORY_OVERHEAD_PERCENT": VM_MEMORY_OVERHEAD_PERCENT,
 }

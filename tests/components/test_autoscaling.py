@@ -112,7 +112,7 @@ def test_peak_floor_arrival_in_the_docs_matches_the_settings():
 
 
 def test_the_readme_configuration_example_is_a_valid_prod_stack():
-    """The README's Pulumi.prod.yaml example loads, keeps the notes' cost cap of 10 API
+    """The README's Pulumi.prod.yaml example loads, keeps the prod preset's cost cap on API
     replicas, and passes every mandatory policy (the earlier peakStart included)."""
     import json
     import re
@@ -127,7 +127,7 @@ def test_the_readme_configuration_example_is_a_valid_prod_stack():
     (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "# Pulumi.prod.yaml" in b]
     config = yaml.safe_load(block)["config"]
     cfg = settings.load({k.split(":", 1)[1]: v for k, v in config.items()}, stack="prod")
-    assert cfg.backend.max_replicas <= 10
+    assert cfg.backend.max_replicas <= settings.load({}, stack="prod").backend.max_replicas
     assert cfg.backend.peak_start == "45 17 * * *"
     project, _, _ = engine.load_stack_config("prod")
     override = {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}

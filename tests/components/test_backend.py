@@ -15,7 +15,8 @@ from conftest import named, objects, regional
 from preview.validate import validate
 
 # The notes' numbers, per environment: (min, max) replicas and (cpu, memory) per instance.
-REPLICAS = {"dev": (1, 1), "staging": (2, 2), "prod": (2, 10)}
+# Maxima above the notes' 2 and 10: the target users with 20 % headroom (docs/sizing.md).
+REPLICAS = {"dev": (1, 1), "staging": (2, 3), "prod": (2, 12)}
 RESOURCES = {"dev": ("500m", "512Mi"), "staging": ("1", "1Gi"), "prod": ("2", "2Gi")}
 PEAK_MIN = {"prod": 5}
 

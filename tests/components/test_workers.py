@@ -23,19 +23,28 @@ def queue_trigger(so: dict) -> dict:
 
 
 def test_workers_run_on_spot_capacity(plan, stack):
-    w = settings.load({}, stack=stack).workers
-    for _, dep in regional(plan, "Deployment", names.WORKERS):
+    s = settings.load({}, stack=stack)
+    w = s.workers
+    fallback = {r.name: r.spot_fallback for r in s.regions}
+    spot = [{"key": w.spot_node_label_key, "operator": "In", "values": [w.spot_node_label_value]}]
+    for region, dep in regional(plan, "Deployment", names.WORKERS):
         pod = dep["spec"]["template"]["spec"]
         assert {"key": w.spot_taint_key, "operator": "Equal", "value": w.spot_taint_value, "effect": w.spot_taint_effect} in pod[
             "tolerations"
         ]
+        # The platform pools' own taint too: on-demand is where the fallback lands.
+        assert {"key": "tikit.app/dedicated", "operator": "Equal", "value": s.namespace, "effect": "NoSchedule"} in pod["tolerations"]
+        assert pod["priorityClassName"] == f"{s.namespace}-workers"
+        assert dep["metadata"]["annotations"][names.INTERRUPTIBLE_ANNOTATION] == "true"
         node = pod["affinity"]["nodeAffinity"]
-        # Preferred, never required: without spot capacity the workers still run.
-        assert "requiredDuringSchedulingIgnoredDuringExecution" not in node
-        (pref,) = node["preferredDuringSchedulingIgnoredDuringExecution"]
-        assert pref["preference"]["matchExpressions"] == [
-            {"key": w.spot_node_label_key, "operator": "In", "values": [w.spot_node_label_value]}
-        ]
+        if fallback[region]:
+            # Preferred: without spot capacity the workers still run (Lagos' Local Zone).
+            assert "requiredDuringSchedulingIgnoredDuringExecution" not in node
+            (pref,) = node["preferredDuringSchedulingIgnoredDuringExecution"]
+            assert pref["preference"]["matchExpressions"] == spot
+        else:
+            # Required: the workers wait for spot capacity (London).
+            assert node == {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": spot}]}}
 
 
 def test_workers_resources_env_and_security(plan, stack):

@@ -16,6 +16,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from tikit import kube
+from tikit import settings
 from tikit import units
 from tikit.conf import metrics
 
@@ -51,8 +52,8 @@ REQUEST_RATE_WINDOW = "1m"
 SUSTAIN = "2m"
 CPU_RATE_WINDOW = "1m"
 SUBQUERY_STEP = "15s"
-# The peak hours are Lagos's evening (the notes: "6 PM - 11 PM WAT").
-PEAK_TIMEZONE = "Africa/Lagos"
+# The peak hours are Lagos's evening (the notes: "6 PM - 11 PM WAT"); settings.PEAK_TIMEZONE.
+PEAK_TIMEZONE = settings.PEAK_TIMEZONE
 # Trigger names (unique per ScaledObject): what `kubectl describe` and the capacity model
 # call each signal.
 CPU_TRIGGER = "cpu-sustained"

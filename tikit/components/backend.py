@@ -133,7 +133,12 @@ class Backend(pulumi.ComponentResource):
         self.deployment = k8s.apps.v1.Deployment(
             t.rname(app),
             metadata=nodeapp.deployment_metadata(
-                app, COMPONENT, t, version=version, db_connections_per_replica=b.db_connections_per_replica
+                app, COMPONENT, t, version=version, db_connections_per_replica=b.db_connections_per_replica,
+                # The capacity model's inputs no Kubernetes field carries (docs/autoscaling.md).
+                extra_annotations={
+                    names.CAPACITY_PER_INSTANCE_ANNOTATION: str(b.sustainable_requests_per_minute),
+                    names.BOOT_SECONDS_ANNOTATION: str(b.boot_seconds),
+                },
             ),
             spec={
                 # No spec.replicas: the HPA that KEDA owns sets it; declaring it here
@@ -142,7 +147,9 @@ class Backend(pulumi.ComponentResource):
                 "strategy": kube.rolling_surge(),
                 "template": {
                     "metadata": {"labels": kube.labels(app, COMPONENT, t, version)},
-                    "spec": nodeapp.pod_spec(sel, container, grace_seconds=TERMINATION_GRACE_SECONDS),
+                    "spec": nodeapp.pod_spec(
+                        sel, container, grace_seconds=TERMINATION_GRACE_SECONDS, **kube.pool_placement(t, names.PRIORITY_API)
+                    ),
                 },
             },
             # Pods read the ConfigMap at start: create it first.

@@ -168,7 +168,7 @@ def _scale_out(stack: Stack, cfg: dict, report: Report) -> None:
             continue
         obj = placement.serving_workload(stack, region)
         for profile in scenarios(m, cfg["scenarios"]):
-            _, steps = worst_case(m, profile)
+            _, steps = worst_case(m, profile, True)
             for st in steps:
                 if st.time_to_capacity is None or st.time_to_capacity > cfg["maxSeconds"]:
                     took = "never reaches it" if st.time_to_capacity is None else f"takes {st.time_to_capacity} s"

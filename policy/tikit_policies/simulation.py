@@ -39,6 +39,7 @@ and nodes counted in API pods), metric collection delays beyond the scrape inter
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from dataclasses import dataclass, field
@@ -410,6 +411,8 @@ def simulate(m: Model, profile: Profile, *, sync_phase: int = 0, scrape_phase: i
     cache: dict[str, Optional[float]] = {}
     run = Run(scenario=profile.name, sync_phase=sync_phase, scrape_phase=scrape_phase, headroom=headroom)
     steps = _steps(m, profile, demand, windows)
+    spans = [(st, st.start, _step_end(st, steps, duration)) for st in steps]
+    ready_at: list[float] = sorted(p.ready for p in pods if p.ready is not None)
 
     def value(tr: Trigger, at: int) -> Optional[float]:
         if tr.kind == "requests":
@@ -485,7 +488,8 @@ def simulate(m: Model, profile: Profile, *, sync_phase: int = 0, scrape_phase: i
                     )
                     pods.pop(victim)
             replicas = new
-        ready = sum(1 for p in pods if p.ready is not None and p.ready <= t)
+            ready_at = sorted(p.ready for p in pods if p.ready is not None)
+        ready = bisect.bisect_right(ready_at, t)
         capacity = ready * m.per_instance
         if t < duration:
             served = min(demand[t], capacity)
@@ -493,9 +497,10 @@ def simulate(m: Model, profile: Profile, *, sync_phase: int = 0, scrape_phase: i
             cpu_cum[t + 1] = cpu_cum[t] + cores
             above = max(0.0, demand[t] - capacity) / 60
             run.requests_above += above
-            for st in steps:
-                if st.start <= t < _step_end(st, steps, duration):
-                    st.requests_above += above
+            if above:
+                for st, begin, end in spans:
+                    if begin <= t < end:
+                        st.requests_above += above
         for st in steps:
             if st.time_to_capacity is None and t >= st.start:
                 if ready >= st.goal_replicas:

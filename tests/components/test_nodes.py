@@ -189,3 +189,23 @@ def test_node_count_behind_the_limits_is_the_smallest_nodes():
     pool = cfg("prod").derived.pools["lagos"]["on-demand"]
     alloc_cpu, alloc_mem = derived.node_allocatable(pool.node_cpu, pool.node_memory_mib, pool.overhead_cpu_millis, pool.overhead_memory_bytes)
     assert pool.nodes == max(math.ceil(pool.cpu_millis / alloc_cpu), math.ceil(pool.memory_bytes / alloc_mem))
+
+
+def test_docs_pool_table_is_the_derived_one():
+    """docs/nodes.md's table of pools is what tikit/derived.py computes for each preset."""
+    from conftest import REPO
+
+    text = (REPO / "docs" / "nodes.md").read_text()
+    table = text.split("<!-- pools:begin", 1)[1].split("<!-- pools:end -->", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| stack") ]
+    want = []
+    for st in ("dev", "staging", "prod"):
+        s = cfg(st)
+        for r, pools in s.derived.pools.items():
+            for n, p in pools.items():
+                tenants = ", ".join(f"{t.workload} {t.pods}" for t in p.tenants)
+                want.append(
+                    f"| {st} | {r} | {n} | {tenants} | {p.cpu_millis / 1000:g} CPU, {p.memory_bytes / units.GIB:.1f}Gi | "
+                    f"{p.node_cpu} vCPU, {p.node_memory_mib} MiB | {p.nodes} | {p.limit_cpu} CPU, {p.limit_memory_gib}Gi |"
+                )
+    assert rows == want

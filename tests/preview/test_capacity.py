@@ -51,3 +51,19 @@ def test_make_capacity_writes_the_series_the_plot_and_the_figures(tmp_path):
     without = re.findall(r"lagos profile \(without headroom\): 100 -> 1000 users: time to capacity (\d+) s", result.stdout)
     assert with_h and without and int(with_h[0]) <= 120 < int(without[0])
     assert "requests above capacity" in result.stdout and "Pool limits against what can land there" in result.stdout
+
+
+def test_docs_quote_the_models_prod_figures(rendered):
+    """docs/autoscaling.md's prod table is what the model computes from the rendered stack."""
+    from preview import capacity
+
+    _, scenarios = capacity.replay(rendered("prod").plan)
+    got = {
+        (s.name, s.headroom, st.label): st.time_to_capacity for s in scenarios if s.region == "lagos" for st in s.steps
+    }
+    ramp, floor = "100 -> 1000 users", "peak-floor: 2 -> 5 replicas"
+    text = (REPO / "docs" / "autoscaling.md").read_text()
+    row = f"| k6 100 -> 1000 users (60,000/min, 10 pods) | **{got[('profile', True, ramp)]} s** | {got[('profile', False, ramp)]} s |"
+    assert row in text
+    assert f"| peak floor 2 -> 5 at 18:00 | **{got[('peak', True, floor)]} s** | {got[('peak', False, floor)]} s |" in text
+    assert got[("profile", True, ramp)] <= 120 and got[("peak", True, floor)] <= 120

@@ -11,7 +11,7 @@ POLICY_CONFIG ?=
 # The oldest Python the project runs on (scripts/bootstrap.sh says the same).
 MIN_PYTHON := 3.11
 
-.PHONY: help preview preview-all crds test check test-fast system-deps diff clean FORCE
+.PHONY: help preview preview-all capacity crds test check test-fast system-deps diff clean FORCE
 .DEFAULT_GOAL := help
 
 ## help: list the targets (the default)
@@ -42,6 +42,10 @@ preview: $(VENV)/.runtime
 ## preview-all: offline preview of dev, staging and prod
 preview-all: $(VENV)/.runtime
 	@rc=0; for s in $(STACKS); do $(PY) -m preview --stack $$s $(if $(POLICY_CONFIG),--policy-config $(POLICY_CONFIG)) || rc=$$?; done; exit $$rc
+
+## capacity: the preview of STACK plus the capacity model (time series, plot) into build/STACK/capacity/
+capacity: $(VENV)/.dev
+	@$(PY) -m preview capacity --stack $(STACK)
 
 ## diff: offline diff of STACKS between BASE (default: merge-base with main) and the working tree, into build/diff/
 diff: $(VENV)/.runtime

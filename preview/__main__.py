@@ -10,6 +10,9 @@ written.
 ``python -m preview diff [--base REF] [--stacks dev,staging,prod] [--out build/diff]``
 compares two revisions of every stack (preview/revisions.py); ``python -m preview crds``
 fetches or checks the pinned CRD files the validation reads (preview/crds.py).
+
+``python -m preview capacity [--stack prod] [--out build]`` also replays the capacity
+model and writes build/<stack>/capacity/ (preview/capacity.py).
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import crds
 
         return crds.main(argv[1:])
+    if argv[:1] == ["capacity"]:
+        from . import capacity
+
+        return capacity.main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m preview",
         description=__doc__.splitlines()[0],

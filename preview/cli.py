@@ -42,7 +42,11 @@ def render(
     run = engine.run_program(stack, repo, program=program)
     the_plan = plan_mod.build(run)
     policy = evaluate_policies(the_plan, policy_config)
-    files = output.render_files(the_plan, report.stack_report(the_plan, policy), policy_json(policy))
+    from . import capacity
+
+    files = output.render_files(
+        the_plan, report.stack_report(the_plan, policy, capacity.plan_section(the_plan)), policy_json(policy)
+    )
     return Rendered(plan=the_plan, policy=policy, files=files, stand_ins=tuple(run.stand_ins))
 
 

@@ -53,7 +53,7 @@ def plan_json(plan: Plan) -> str:
     return json.dumps(plan.as_json(), indent=2, sort_keys=True) + "\n"
 
 
-def render_files(plan: Plan, report_md: str, policy_json: dict[str, Any] | None = None) -> dict[str, str]:
+def render_files(plan: Plan, report_md: str, policy_json: dict[str, Any] | None = None) -> dict[str, Any]:
     """Relative path -> file text, for everything the preview writes for one stack."""
     files: dict[str, str] = {"plan.json": plan_json(plan), "plan.md": report_md}
     if policy_json is not None:
@@ -91,7 +91,7 @@ def check_replaceable(out_dir: Path) -> None:
         )
 
 
-def write(out_dir: Path, files: dict[str, str]) -> None:
+def write(out_dir: Path, files: dict[str, Any]) -> None:
     """Replace out_dir with exactly these files.  Only an absent or empty directory, or
     one an earlier preview wrote, is replaced (OutputDirError otherwise)."""
     check_replaceable(out_dir)
@@ -101,7 +101,10 @@ def write(out_dir: Path, files: dict[str, str]) -> None:
         for rel, text in sorted(files.items()):
             path = staging / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            if isinstance(text, bytes):
+                path.write_bytes(text)  # the capacity plot
+            else:
+                path.write_text(text)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)

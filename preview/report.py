@@ -21,6 +21,7 @@ TIERS = {
     "tikit:observability:Monitoring": "Monitoring",
     "tikit:security:NetworkPolicies": "NetworkPolicies",
     "tikit:resilience:Resilience": "Chaos + load test",
+    "tikit:platform:Nodes": "NodePools",
 }
 # Links inside one region (from, to).
 LINKS = [
@@ -134,7 +135,7 @@ def policy_section(result: Optional[PolicyResult], max_rows: int = MAX_FINDING_R
     return lines
 
 
-def stack_report(plan: Plan, policy: Optional[PolicyResult] = None) -> str:
+def stack_report(plan: Plan, policy: Optional[PolicyResult] = None, capacity: Optional[list[str]] = None) -> str:
     counts = Counter((r.region or "global", r.type) for r in plan.resources)
     per_region = Counter(r.region or "global" for r in plan.resources)
     lines = [
@@ -155,6 +156,7 @@ def stack_report(plan: Plan, policy: Optional[PolicyResult] = None) -> str:
         "",
         *effective.section(plan, _table),
         "",
+        *(["## Capacity", "", *capacity, ""] if capacity else []),
         "## Topology",
         "",
         "```mermaid",

@@ -152,4 +152,21 @@ SecretKey = Annotated[str, _pattern(SECRET_KEY_RE, "a Secret key (letters, digit
 Base64 = Annotated[str, _pattern(BASE64_RE, "base64 text")]
 GeoTag = Annotated[str, _pattern(GEO_TAG_RE, "lowercase letters, digits and '-'")]
 Cron5 = Annotated[str, _rule(_cron5)]
+# Karpenter's NodePool durations (expireAfter): hours, minutes, seconds, or Never.
+KARPENTER_DURATION_RE = re.compile(r"^(([0-9]+(s|m|h))+|Never)$")
+KarpenterDuration = Annotated[str, _pattern(KARPENTER_DURATION_RE, "a duration such as '720h' or 'Never'")]
+# A Kubernetes kind and an API group (DNS subdomain), for references to a node class.
+KIND_RE = re.compile(r"^[A-Z][A-Za-z0-9]{0,62}$")
+API_GROUP_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$")
+Kind = Annotated[str, _pattern(KIND_RE, "a Kubernetes kind such as 'EC2NodeClass'")]
+ApiGroup = Annotated[str, _pattern(API_GROUP_RE, "an API group such as 'karpenter.k8s.aws'")]
+# An AWS tag key or value as Karpenter selects on it (no control characters).
+AWS_TAG_RE = re.compile(r"^[\w .:/=+@-]{1,256}$")
+AwsTag = Annotated[str, _pattern(AWS_TAG_RE, "an AWS tag (letters, digits, spaces and _ . : / = + - @)")]
+# A Karpenter AMI alias: <family>@<version>.
+AMI_ALIAS_RE = re.compile(r"^(al2|al2023|bottlerocket)@(latest|v[0-9]+(\.[0-9]+)*)$")
+AmiAlias = Annotated[str, _pattern(AMI_ALIAS_RE, "an AMI alias such as 'al2023@latest' or 'al2023@v20250101'")]
+# An IAM role name.
+IAM_ROLE_RE = re.compile(r"^[\w+=,.@-]{1,64}$")
+IamRole = Annotated[str, _rule(lambda v: None if not v or IAM_ROLE_RE.match(v) else f"must be an IAM role name, got {v!r}")]
 Cron6 = Annotated[str, _rule(_cron6)]

@@ -78,3 +78,33 @@ def period_seconds(schedule: str) -> Optional[int]:
         return None
     period = steps.pop() * HOUR_SECONDS
     return period if DAY_SECONDS % period == 0 else None
+
+
+def utc_window(start: str, end: str, tz: str) -> tuple[str, str]:
+    """A daily window given as two five-field schedules in time zone ``tz`` (a KEDA cron
+    trigger's start and end), as Karpenter's disruption budgets want it: one five-field
+    schedule in UTC (budgets take no time zone) and a duration such as '6h' or '6h15m'.
+
+    Only daily schedules (one minute, one hour, every day) in a zone without daylight
+    saving translate to a single UTC schedule; anything else raises ValueError."""
+    from zoneinfo import ZoneInfo
+
+    from croniter import croniter
+
+    zone = ZoneInfo(tz)
+    offsets = {datetime(2026, month, 1, tzinfo=zone).utcoffset() for month in (1, 4, 7, 10)}
+    if len(offsets) != 1:
+        raise ValueError(f"time zone {tz} changes its UTC offset during the year; a UTC budget schedule cannot follow it")
+    for schedule in (start, end):
+        if not is_valid(schedule):
+            raise ValueError(f"'{schedule}' is not a five-field schedule")
+        minutes, hours, days, months, weekdays = croniter(schedule).expanded[:5]
+        if len(minutes) != 1 or len(hours) != 1 or any(f != ["*"] for f in (days, months, weekdays)):
+            raise ValueError(f"'{schedule}' is not a daily schedule (one minute, one hour, every day)")
+    local_start = croniter(start, _REFERENCE.astimezone(zone)).get_next(datetime)
+    local_end = croniter(end, local_start).get_next(datetime)
+    minutes = int((local_end - local_start).total_seconds() // 60)
+    utc_start = local_start.astimezone(timezone.utc)
+    hours, rest = divmod(minutes, 60)
+    duration = f"{hours}h{rest}m" if rest else f"{hours}h"
+    return f"{utc_start.minute} {utc_start.hour} * * *", duration

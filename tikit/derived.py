@@ -5,14 +5,18 @@ settings.load() computes ``Derived`` once; components, config generators and doc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
 
 from tikit import units
+from tikit.conf import pods
 from tikit.conf import postgres as pg_conf
 
 if TYPE_CHECKING:
-    from tikit.settings import Addons, Backend, Dns, Gateway, Monitoring, PgBouncer, Postgres, Redis, Workers
+    from tikit.settings import (
+        Addons, Backend, Dns, Gateway, Monitoring, Nodes, PgBouncer, Postgres, Redis, Region, Resilience, Workers,
+    )
 
 # The write pool and the read pool: both may land on one PostgreSQL instance (the read pool
 # targets -r in a single-instance cluster, and any standby can be promoted).
@@ -25,6 +29,129 @@ def server_connections_per_pod(pb: PgBouncer) -> int:
     """Each PgBouncer pod opens at most default_pool_size + reserve_pool_size server
     connections (pgbouncer.ini's max_db_connections says the same)."""
     return pb.default_pool_size + pb.reserve_pool_size
+
+
+# Karpenter (AWS) takes this share of an instance's memory off for the hypervisor before
+# the kubelet's reservations (its VM_MEMORY_OVERHEAD_PERCENT setting, 0.075 by default).
+VM_MEMORY_OVERHEAD_PERCENT = 7.5
+ON_DEMAND, SPOT = "on-demand", "spot"
+# Names of the workloads the pools hold (their Kubernetes names, tikit/names.py).
+_TENANT_NAMES = {
+    "api": "api", "buffer": "capacity-buffer", "workers": "workers", "pgbouncer-rw": "pgbouncer-rw",
+    "pgbouncer-ro": "pgbouncer-ro", "redis": "redis", "redis-sentinel": "redis-sentinel", "redis-backup": "redis-backup",
+    "postgres": "postgres", "envoy": "envoy", "k6": "k6",
+}
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A workload that can land in a pool: at most ``pods`` pods of this size (every
+    container of one pod, the larger of the init containers and the rest)."""
+
+    workload: str
+    pods: int
+    cpu_millis: int
+    memory_bytes: int
+
+
+def _pod(*containers: tuple[str, str]) -> tuple[int, int]:
+    return sum(units.cpu_millis(c) for c, _ in containers), sum(units.memory_bytes(m) for _, m in containers)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A NodePool's sizing: what can land there at maximum scale, the smallest node that
+    holds the largest pod beside the per-node overhead, and the limits (docs/nodes.md)."""
+
+    name: str
+    tenants: tuple[Tenant, ...]
+    overhead_cpu_millis: int
+    overhead_memory_bytes: int
+    node_cpu: int            # vCPUs of the smallest node the pool launches
+    node_memory_mib: int     # MiB of the smallest node the pool launches
+    nodes: int               # smallest nodes that hold every tenant at maximum
+    limit_cpu: int           # cores
+    limit_memory_gib: int
+
+    @property
+    def cpu_millis(self) -> int:
+        return sum(t.pods * t.cpu_millis for t in self.tenants)
+
+    @property
+    def memory_bytes(self) -> int:
+        return sum(t.pods * t.memory_bytes for t in self.tenants)
+
+
+def node_allocatable(node_cpu: int, node_memory_mib: int, overhead_cpu: int, overhead_memory: int) -> tuple[int, int]:
+    """(millicores, bytes) a node of this size leaves for pods after the hypervisor, the
+    kubelet's reservations and the DaemonSets."""
+    memory = node_memory_mib * units.MIB * (100 - VM_MEMORY_OVERHEAD_PERCENT) / 100
+    return node_cpu * 1000 - overhead_cpu, int(memory) - overhead_memory
+
+
+def size_pool(name: str, tenants: Sequence[Tenant], nodes: Nodes) -> Pool:
+    """Limits = (every tenant at its maximum + per-node overhead x nodes) x (1 + headroom);
+    nodes counted at the smallest size the pool launches, the most overhead it can cost."""
+    tenants = tuple(t for t in tenants if t.pods > 0)
+    oh_cpu = units.cpu_millis(nodes.daemon_set_cpu) + units.cpu_millis(nodes.reserved_cpu)
+    oh_mem = units.memory_bytes(nodes.daemon_set_memory) + units.memory_bytes(nodes.reserved_memory)
+    big_cpu = max((t.cpu_millis for t in tenants), default=0)
+    big_mem = max((t.memory_bytes for t in tenants), default=0)
+    node_cpu = max(nodes.min_instance_cpu, math.ceil((big_cpu + oh_cpu) / 1000))
+    node_mib = math.ceil((big_mem + oh_mem) / units.MIB / ((100 - VM_MEMORY_OVERHEAD_PERCENT) / 100))
+    alloc_cpu, alloc_mem = node_allocatable(node_cpu, node_mib, oh_cpu, oh_mem)
+    cpu = sum(t.pods * t.cpu_millis for t in tenants)
+    mem = sum(t.pods * t.memory_bytes for t in tenants)
+    count = max(math.ceil(cpu / alloc_cpu), math.ceil(mem / alloc_mem), 1 if tenants else 0)
+    grow = (100 + nodes.headroom_percent) / 100
+    return Pool(
+        name=name,
+        tenants=tenants,
+        overhead_cpu_millis=oh_cpu,
+        overhead_memory_bytes=oh_mem,
+        node_cpu=node_cpu,
+        node_memory_mib=node_mib,
+        nodes=count,
+        limit_cpu=math.ceil((cpu + count * oh_cpu) * grow / 1000),
+        limit_memory_gib=math.ceil((mem + count * oh_mem) * grow / units.GIB),
+    )
+
+
+def pool_tenants(
+    *,
+    backend: Backend,
+    workers: Workers,
+    postgres: Postgres,
+    pgbouncer: PgBouncer,
+    redis: Redis,
+    gateway: Gateway,
+    resilience: Resilience,
+    nodes: Nodes,
+    spot_fallback: bool,
+    primary: bool,
+) -> dict[str, list[Tenant]]:
+    """Every pod the program can run in one region, by the pool it can land in."""
+    api = _pod((backend.cpu, backend.memory))
+    worker = _pod((workers.cpu, workers.memory))
+    on_demand = [
+        Tenant(_TENANT_NAMES["api"], backend.max_replicas, *api),
+        Tenant(_TENANT_NAMES["buffer"], nodes.buffer_pods, *api),
+        Tenant(_TENANT_NAMES["pgbouncer-rw"], pgbouncer.replicas, *_pod((pgbouncer.cpu, pgbouncer.memory), pods.PGBOUNCER_EXPORTER)),
+        Tenant(_TENANT_NAMES["pgbouncer-ro"], pgbouncer.replicas, *_pod((pgbouncer.cpu, pgbouncer.memory), pods.PGBOUNCER_EXPORTER)),
+        Tenant(_TENANT_NAMES["redis"], redis.replicas, *_pod((redis.cpu, redis.memory), pods.REDIS_EXPORTER)),
+        Tenant(_TENANT_NAMES["redis-sentinel"], redis.sentinels, *_pod(pods.REDIS_SENTINEL)),
+        Tenant(_TENANT_NAMES["redis-backup"], 1, *_pod(pods.REDIS_BACKUP)),
+        Tenant(_TENANT_NAMES["postgres"], postgres.instances, *_pod((postgres.cpu, postgres.memory), pods.BARMAN_SIDECAR)),
+        Tenant(_TENANT_NAMES["envoy"], gateway.envoy_replicas, *_pod((gateway.envoy_cpu, gateway.envoy_memory))),
+    ]
+    if resilience.enabled and resilience.load_test and primary:
+        # The runners run together with the starter (the initializer finishes first).
+        on_demand.append(Tenant(_TENANT_NAMES["k6"], resilience.parallelism, *_pod((resilience.runner_cpu, resilience.runner_memory))))
+        on_demand.append(Tenant("k6-starter", 1, *_pod(pods.K6_STARTER)))
+    if spot_fallback:
+        on_demand.append(Tenant(_TENANT_NAMES["workers"], workers.max_replicas, *worker))
+    spot = [Tenant(_TENANT_NAMES["workers"], workers.max_replicas, *worker)]
+    return {ON_DEMAND: on_demand, SPOT: spot}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +173,8 @@ class Derived:
     # The name k8gb answers for the API in dns.gslbZone: gateway.hostname with dns.parentZone
     # swapped for it (api.tikit.app -> api.gslb.tikit.app); the public name is its CNAME.
     gslb_hostname: str
+    # Per region, per pool (ON_DEMAND, SPOT): the NodePools' sizes and limits.
+    pools: dict[str, dict[str, Pool]] = field(default_factory=dict)
 
 
 def derive(
@@ -59,6 +188,9 @@ def derive(
     addons: Addons,
     gateway: Gateway,
     dns: Dns,
+    resilience: Resilience,
+    nodes: Nodes,
+    regions: Sequence[Region] = (),
 ) -> Derived:
     per_pod = server_connections_per_pod(pgbouncer)
     pools = POOLS * pgbouncer.replicas * per_pod
@@ -86,6 +218,17 @@ def derive(
         pgbouncer_client_capacity=pgbouncer.replicas * (pgbouncer.max_client_conn - 1),
         prometheus_address=prometheus,
         gslb_hostname=gslb_hostname(gateway.hostname, dns.parent_zone, dns.gslb_zone),
+        pools={
+            r.name: {
+                name: size_pool(name, tenants, nodes)
+                for name, tenants in pool_tenants(
+                    backend=backend, workers=workers, postgres=postgres, pgbouncer=pgbouncer, redis=redis,
+                    gateway=gateway, resilience=resilience, nodes=nodes, spot_fallback=r.spot_fallback,
+                    primary=r.role == "primary",
+                ).items()
+            }
+            for r in regions
+        },
     )
 
 

@@ -209,6 +209,28 @@ def pre_stop_sleep(seconds: int) -> Optional[dict[str, Any]]:
 
 # --- Placement -------------------------------------------------------------------------
 
+# The platform's node pools carry this taint (value: the namespace), so only its own pods
+# land there and the pools' limits count every pod that can (docs/nodes.md).
+DEDICATED_TAINT_KEY = "tikit.app/dedicated"
+# Karpenter's pod annotation: no voluntary disruption (consolidation, drift) of the node
+# while the pod runs; expiry and spot interruptions still happen.
+DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
+
+
+def dedicated_taint(target: "Target") -> dict[str, Any]:
+    return {"key": DEDICATED_TAINT_KEY, "value": target.namespace, "effect": "NoSchedule"}
+
+
+def dedicated_toleration(target: "Target") -> dict[str, Any]:
+    return {"key": DEDICATED_TAINT_KEY, "operator": "Equal", "value": target.namespace, "effect": "NoSchedule"}
+
+
+def pool_placement(target: "Target", tier: str) -> dict[str, Any]:
+    """What lets a pod onto the platform's node pools, and its rank when they are full:
+    the dedicated taint's toleration and the tier's PriorityClass (names.PRIORITY_*)."""
+    return {"priorityClassName": names.priority_class(target.namespace, tier), "tolerations": [dedicated_toleration(target)]}
+
+
 
 # Weights of preferred scheduling terms (the scheduler accepts 1-100): a strong
 # preference outweighs a weak one when both cannot be met.

@@ -84,6 +84,25 @@ REDIRECT_ROUTE = "https-redirect"
 
 POSTGRES_PORT = 5432
 
+# Nodes (Karpenter): cluster-scoped objects carry the namespace, so two stacks sharing a
+# cluster never declare the same one.  PriorityClasses order the tiers: data > API >
+# workers > buffer (placeholders every real pod preempts).
+PRIORITY_DATA = "data"
+PRIORITY_API = "api"
+PRIORITY_WORKERS = "workers"
+PRIORITY_BUFFER = "buffer"
+CAPACITY_BUFFER = "capacity-buffer"       # Deployment of placeholder pods (the warm headroom)
+ON_DEMAND_POOL = "on-demand"
+SPOT_POOL = "spot"
+
+
+def priority_class(namespace: str, tier: str) -> str:
+    return f"{namespace}-{tier}"
+
+
+def node_pool(namespace: str, pool: str) -> str:
+    return f"{namespace}-{pool}"
+
 # Annotations the policy pack reads: capacity facts no Kubernetes field carries
 # (policy/tikit_policies/annotations.py holds the same keys; a test keeps them equal).
 REGION_ROLE_ANNOTATION = "tikit.app/region-role"                          # Namespace: primary | backup
@@ -92,6 +111,16 @@ REQUESTS_PER_USER_ANNOTATION = "tikit.app/requests-per-user-per-minute"   # Name
 DB_CONNECTIONS_ANNOTATION = "tikit.app/db-connections-per-replica"        # Deployment of a database client
 STORAGE_REGION_ANNOTATION = "tikit.app/storage-region"                    # ObjectStore: the region its bucket lives in
 POD_SECURITY_EXCEPTION_ANNOTATION = "tikit.app/pod-security-exception"    # Namespace of an operator: why below restricted
+INTERRUPTIBLE_ANNOTATION = "tikit.app/interruptible"                      # workload: "true" = may run on spot
+# The capacity model's inputs (docs/autoscaling.md, "Capacity model").
+PROFILE_ANNOTATION = "tikit.app/load-profile"                             # Namespace: k6 stages
+PROFILE_REQUESTS_PER_USER_ANNOTATION = "tikit.app/profile-requests-per-user-per-minute"  # Namespace
+CAPACITY_PER_INSTANCE_ANNOTATION = "tikit.app/sustainable-requests-per-minute"  # Deployment: per instance
+BOOT_SECONDS_ANNOTATION = "tikit.app/boot-seconds"                        # Deployment: container start to /health
+PROVISIONING_SECONDS_ANNOTATION = "tikit.app/provisioning-seconds"        # NodePool: pending pod to a Ready node
+NODE_OVERHEAD_CPU_ANNOTATION = "tikit.app/node-overhead-cpu"              # NodePool: DaemonSets + reserved, per node
+NODE_OVERHEAD_MEMORY_ANNOTATION = "tikit.app/node-overhead-memory"        # NodePool
+VM_MEMORY_OVERHEAD_ANNOTATION = "tikit.app/vm-memory-overhead-percent"   # NodePool: the hypervisor's share
 
 
 def service_host(service: str, namespace: str) -> str:

@@ -15,10 +15,15 @@ ENVIRONMENTS = ("dev", "staging", "prod")
 PRESETS: dict[str, tuple[Any, Any, Any]] = {
     #                                       dev        staging    prod
     "backend.minReplicas":                  (1,        2,         2),
-    "backend.maxReplicas":                  (1,        2,         10),
+    # Staging 3 and prod 12, not the notes' 2 and 10: the target users with 20 % headroom at
+    # the assumed instance capacity (docs/sizing.md, "Requests").
+    "backend.maxReplicas":                  (1,        3,         12),
     "backend.cpu":                          ("500m",   "1",       "2"),
     "backend.memory":                       ("512Mi",  "1Gi",     "2Gi"),
     "backend.peakMinReplicas":              (0,        0,         5),
+    # 3,000 requests/minute (50 per second) per CPU of the request: an assumption until the
+    # k6 test measures it (docs/sizing.md).
+    "backend.sustainableRequestsPerMinute":  (1500,     3000,      6000),
     "workers.minReplicas":                  (0,        0,         1),
     "workers.maxReplicas":                  (2,        3,         10),
     "workers.cpu":                          ("250m",   "500m",    "1"),
@@ -42,6 +47,9 @@ PRESETS: dict[str, tuple[Any, Any, Any]] = {
     # Operators (KEDA, cert-manager, CNPG, Envoy Gateway, ...) and Prometheus run two
     # replicas where the platform must survive a node loss.
     "addons.replicas":                      (1,        1,         2),
+    # API-sized placeholder pods on warm nodes: the largest step the prod profile asks for
+    # lands without waiting for a node (docs/nodes.md); none in dev.
+    "nodes.bufferPods":                     (0,        1,         4),
     # Chaos experiments run where people rehearse failures, not in prod by default.
     "resilience.enabled":                   (False,    True,      False),
 }
@@ -50,6 +58,17 @@ REGION_PRESETS: dict[str, list[dict[str, str]]] = {
     "dev": [{"name": "lagos", "role": "primary"}],
     "staging": [{"name": "lagos", "role": "primary"}, {"name": "london", "role": "backup"}],
     "prod": [{"name": "lagos", "role": "primary"}, {"name": "london", "role": "backup"}],
+}
+
+
+# Defaults of a region by its name, under whatever a stack file says about it (a stack that
+# lists its regions keeps these).  Lagos is an AWS Local Zone of af-south-1 (Cape Town):
+# one zone, few instance families, no promise of spot capacity, so workers may fall back to
+# on-demand nodes there.  London is eu-west-2: three zones and a deep spot market, so its
+# workers wait for spot rather than take on-demand capacity (docs/nodes.md).
+REGION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "lagos": {"zones": ["af-south-1-los-1a"], "spotFallback": True},
+    "london": {"zones": ["eu-west-2a", "eu-west-2b", "eu-west-2c"], "spotFallback": False},
 }
 
 

@@ -23,6 +23,7 @@ from tikit.components.failover import Failover, FailoverArgs
 from tikit.components.gateway import Gateway, GatewayArgs
 from tikit.components.monitoring import Monitoring, MonitoringArgs
 from tikit.components.network import NetworkArgs, NetworkPolicies
+from tikit.components.nodes import Nodes, NodesArgs, peak_budget
 from tikit.components.pgbouncer import PgBouncer, PgBouncerArgs
 from tikit.components.postgres import Postgres, PostgresArgs
 from tikit.components.redis import Redis, RedisArgs
@@ -138,6 +139,9 @@ class Region(pulumi.ComponentResource):
                     names.REGION_ROLE_ANNOTATION: region.role,
                     names.TARGET_USERS_ANNOTATION: str(cfg.capacity.target_concurrent_users),
                     names.REQUESTS_PER_USER_ANNOTATION: str(cfg.capacity.requests_per_user_per_minute),
+                    # The load the capacity model replays (k6 stages) and its users' rate.
+                    names.PROFILE_ANNOTATION: ",".join(f"{d}:{u}" for d, u in cfg.profile),
+                    names.PROFILE_REQUESTS_PER_USER_ANNOTATION: str(cfg.capacity.profile_requests_per_user_per_minute),
                 },
                 namespaced=False,
             ),
@@ -149,6 +153,18 @@ class Region(pulumi.ComponentResource):
             self.target, requires=(self.namespace,), addons=self.addons.by_group if self.addons else {}
         )
         self.tier_opts = pulumi.ResourceOptions(parent=self)
+        # Node pools and PriorityClasses first: every pod names its tier's class, which the
+        # API server must know before it admits the pod.
+        self.nodes = Nodes(
+            self.target.rname("nodes"),
+            NodesArgs(
+                target=self.target, nodes=cfg.nodes, region=region, backend=cfg.backend, workers=cfg.workers,
+                pools=cfg.derived.pools[region.name], peak_budget=peak_budget(cfg.backend),
+                cluster_name=cfg.cluster_name(region.name),
+            ),
+            opts=self.tier_opts,
+        )
+        self.target = dataclasses.replace(self.target, requires=(self.namespace, *self.nodes.priority_classes.values()))
         self.entry_points: dict[str, Any] = {
             "role": region.role,
             "namespace": cfg.namespace,
@@ -172,7 +188,10 @@ class Region(pulumi.ComponentResource):
         )
         self.workers = Workers(
             t.rname("workers"),
-            WorkersArgs(target=t, workers=cfg.workers, redis=cfg.redis),
+            WorkersArgs(
+                target=t, workers=cfg.workers, redis=cfg.redis, prometheus_address=cfg.derived.prometheus_address,
+                spot_fallback=self.region.spot_fallback,
+            ),
             opts=self.tier_opts,
         )
         self.entry_points["apiService"] = f"{names.service_host(names.BACKEND, cfg.namespace)}:{self.backend.port}"

@@ -26,7 +26,7 @@ from pydantic.alias_generators import to_camel
 from tikit import checks, cron
 from tikit.conf import postgres as pg_conf
 from tikit.derived import Derived, derive
-from tikit.presets import ENVIRONMENTS, PRESETS, REGION_PRESETS, preset
+from tikit.presets import ENVIRONMENTS, PRESETS, REGION_DEFAULTS, REGION_PRESETS, preset
 
 try:  # Under the Pulumi engine a config error must print one line, not a traceback.
     from pulumi import RunError as _BaseError
@@ -35,6 +35,12 @@ except ImportError:  # pragma: no cover - pulumi is always installed with this p
 
 PROJECT = "tikit"
 DEFAULT_NAMESPACE = "tikit"
+# The peak hours are Lagos's evening (the notes: "6 PM - 11 PM WAT"): the KEDA cron
+# trigger's time zone, and the zone the NodePools' peak disruption budgets convert from.
+PEAK_TIMEZONE = "Africa/Lagos"
+# The only node class kind the program can declare (any kind can be referenced).
+EC2_NODE_CLASS_GROUP = "karpenter.k8s.aws"
+EC2_NODE_CLASS_KIND = "EC2NodeClass"
 
 __all__ = ["ConfigError", "Settings", "load", "from_pulumi", "ENVIRONMENTS", "PRESETS", "REGION_PRESETS"]
 
@@ -69,6 +75,35 @@ def _strings(default: tuple[str, ...]) -> Any:
 # --------------------------------------------------------------------------------------
 
 
+class NodeClass(Section):
+    """The Karpenter node class a region's NodePools launch from (docs/nodes.md).
+
+    ``declare: true`` (the default) declares an EC2NodeClass from ``role`` and the selector
+    tags; ``declare: false`` only references an existing node class of ``group``/``kind``/
+    ``name``: another cloud's (an AKSNodeClass, ...), or one the platform team owns."""
+
+    group: checks.ApiGroup = "karpenter.k8s.aws"
+    kind: checks.Kind = "EC2NodeClass"
+    # Empty: the stack's namespace (node classes are cluster-scoped).
+    name: str = ""
+    declare: bool = True
+    # IAM role of the nodes; empty: KarpenterNodeRole-<cluster> (Karpenter's install guide).
+    role: checks.IamRole = ""
+    # Subnets and security groups by tag; empty: {"karpenter.sh/discovery": <cluster>}.
+    subnet_tags: dict[checks.AwsTag, checks.AwsTag] = {}
+    security_group_tags: dict[checks.AwsTag, checks.AwsTag] = {}
+    # "latest" follows every AMI release (nodes drift and are replaced, within the
+    # disruption budgets); pin a version (al2023@v20250101) to roll AMIs by hand.
+    ami_alias: checks.AmiAlias = "al2023@latest"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if v and not checks.DNS_LABEL_RE.match(v):
+            raise ValueError(f"must be a DNS label, got {v!r}")
+        return v
+
+
 class Region(Section):
     name: checks.DnsLabel
     role: Literal["primary", "backup"]
@@ -86,6 +121,12 @@ class Region(Section):
     # the region has a context; a region that renders YAML installs nothing (Helm cannot
     # template the operators' charts without a cluster, see ADDONS_NEED_A_CLUSTER).
     addons: Optional[Literal["install", "external"]] = None
+    # Karpenter: the node class, the zones the pools may use (empty: every zone the node
+    # class's subnets are in), and whether workers may fall back to on-demand nodes when
+    # spot capacity is short (docs/nodes.md says where and why).
+    node_class: NodeClass = NodeClass()
+    zones: tuple[checks.LabelValue, ...] = _strings(())
+    spot_fallback: bool = True
 
     @property
     def tag(self) -> str:
@@ -118,7 +159,16 @@ class Backend(Section):
     memory: checks.Memory
     cpu_target_percent: int = Field(70, ge=10, le=100)
     memory_target_percent: int = Field(80, ge=10, le=100)
+    # The notes' scale-up threshold: the HPA adds pods above this many requests per minute
+    # per instance.  Not the capacity of an instance (sustainableRequestsPerMinute).
     requests_per_minute_per_instance: int = Field(1000, ge=1, le=1_000_000)
+    # What one instance serves at 100 % of its CPU request within the latency SLO: the
+    # capacity the request-capacity policy and the capacity model count (docs/sizing.md).
+    # An assumption until the k6 test measures it.
+    sustainable_requests_per_minute: int = Field(ge=1, le=10_000_000)
+    # From container start to /health answering on a node that has the image (the startup
+    # probe tolerates up to 150 s): what the capacity model waits for a new pod.
+    boot_seconds: int = Field(20, ge=1, le=600)
     # Peak-hour floor (KEDA cron, five fields, in autoscaling.PEAK_TIMEZONE).  0 disables it.
     peak_min_replicas: int = Field(0, ge=0, le=100)
     peak_start: checks.Cron5 = "0 18 * * *"
@@ -292,11 +342,61 @@ class Monitoring(Section):
     redis_backup_max_age_seconds: int = Field(7200, ge=60, le=7 * 86400)
 
 
+# k6 stages, "<duration>:<virtual users>": the load test's and the capacity model's profile.
+STAGE_PATTERN = r"^([1-9][0-9]*(?:s|m|h)):([0-9]{1,6})$"
+
+
 class Capacity(Section):
-    """What the stack must carry; the capacity policy checks it against max replicas."""
+    """What the stack must carry, and the load the capacity model replays (docs/sizing.md)."""
 
     target_concurrent_users: int = Field(ge=1, le=10_000_000)
-    requests_per_user_per_minute: float = Field(1.0, ge=0.01, le=1000.0)
+    # A concurrent user of the app: one request every 10 s.  The notes size their k6 test
+    # for the 10,000-user target at 1000 virtual users x 1 request/s = 60,000 per minute.
+    requests_per_user_per_minute: float = Field(6.0, ge=0.01, le=1000.0)
+    # The replayed profile: k6 stages ("<duration>:<users>"); empty: resilience.stages, the
+    # notes' k6 test.  Its users are k6 virtual users: one request, then sleep(1).
+    profile: tuple[str, ...] = _strings(())
+    profile_requests_per_user_per_minute: float = Field(60.0, ge=0.01, le=100_000.0)
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for stage in v:
+            if not re.match(STAGE_PATTERN, stage):
+                raise ValueError(f"stage {stage!r} must be '<duration>:<users>' such as '2m:100'")
+        return v
+
+
+class Nodes(Section):
+    """Karpenter NodePools in every region: an on-demand pool and a spot pool for the
+    workers, their limits (tikit/derived.py), the warm headroom (docs/nodes.md)."""
+
+    # API-sized placeholder pods kept on warm nodes, preempted by real pods.
+    buffer_pods: int = Field(ge=0, le=100)
+    buffer_image: checks.Image = "registry.k8s.io/pause:3.10"
+    # Pool limits: what may land there at maximum scale, plus per-node overhead, plus this.
+    headroom_percent: int = Field(20, ge=0, le=500)
+    # From a pod going pending to a new node Ready with the image pulled: Karpenter's batch
+    # window (up to 10 s), the EC2 launch and kubelet registration (30-60 s on AL2023,
+    # up to 100 s reported) and the image pull.
+    provisioning_seconds: int = Field(90, ge=1, le=1800)
+    # Per node, outside the pods' requests: the cluster's DaemonSets (CNI, kube-proxy, CSI,
+    # node exporter, log agent) and the kubelet's reservations (kube- and system-reserved,
+    # eviction threshold).
+    daemon_set_cpu: checks.Cpu = "250m"
+    daemon_set_memory: checks.Memory = "512Mi"
+    reserved_cpu: checks.Cpu = "100m"
+    reserved_memory: checks.Memory = "1Gi"
+    instance_categories: tuple[checks.LabelValue, ...] = _strings(("c", "m", "r"))
+    architectures: tuple[Literal["amd64", "arm64"], ...] = _strings(("amd64",))
+    # The smallest and largest node a pool may launch (vCPUs).  Nodes are at least as big
+    # as the largest pod of their pool plus the per-node overhead, and at least
+    # minInstanceCpu, so the overhead does not eat small nodes; at most maxInstanceCpu, which
+    # bounds what one lost node takes down.
+    min_instance_cpu: int = Field(4, ge=1, le=448)
+    max_instance_cpu: int = Field(16, ge=1, le=448)
+    # Nodes are replaced after this long (forceful: not held by disruption budgets).
+    expire_after: checks.KarpenterDuration = "720h"
 
 
 class Network(Section):
@@ -376,9 +476,6 @@ class Dns(Section):
     acme_server: checks.Url = "https://acme-v02.api.letsencrypt.org/directory"
 
 
-STAGE_PATTERN = r"^([1-9][0-9]*(?:s|m|h)):([0-9]{1,6})$"
-
-
 class Resilience(Section):
     """The notes' "Testing Auto-Scaling": a k6 load test (k6-operator TestRun) and Chaos Mesh
     experiments on a schedule (docs/resilience.md)."""
@@ -434,6 +531,7 @@ SECTIONS: dict[str, type[Section]] = {
     "gslb": Gslb,
     "monitoring": Monitoring,
     "capacity": Capacity,
+    "nodes": Nodes,
     "network": Network,
     "addons": Addons,
     "dns": Dns,
@@ -464,6 +562,7 @@ class Settings:
     gslb: Gslb
     monitoring: Monitoring
     capacity: Capacity
+    nodes: Nodes
     network: Network
     addons: Addons
     dns: Dns
@@ -483,6 +582,17 @@ class Settings:
     @property
     def is_prod(self) -> bool:
         return self.environment == "prod"
+
+    @property
+    def profile(self) -> tuple[tuple[str, int], ...]:
+        """The capacity model's load profile: capacity.profile, else the k6 test's stages."""
+        stages = self.capacity.profile or self.resilience.stages
+        return tuple((d, int(u)) for d, _, u in (st.rpartition(":") for st in stages))
+
+    def cluster_name(self, region: str) -> str:
+        """What the cluster of one region is called in its cloud (Karpenter's discovery tag
+        and node role name default to it): <project>-<environment>-<region>."""
+        return f"{self.project}-{self.environment}-{region}"
 
     def bucket(self, region: str) -> str:
         return f"{self.object_storage.bucket_prefix}-{self.environment}-{region}"
@@ -578,7 +688,10 @@ def _allowed(cls: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
 def _regions(value: Any) -> tuple[Region, ...]:
     if not isinstance(value, list) or not value:
         raise ConfigError("regions", "must be a non-empty list of {name, role[, context, geoTag, objectStorageEndpoint]}")
-    regions = tuple(_section(Region, f"regions[{i}]", r) for i, r in enumerate(value))
+    regions = tuple(
+        _section(Region, f"regions[{i}]", {**REGION_DEFAULTS.get(r.get("name"), {}), **r} if isinstance(r, Mapping) else r)
+        for i, r in enumerate(value)
+    )
     primaries = [r for r in regions if r.role == "primary"]
     if not primaries:
         raise ConfigError("regions", "no primary region; exactly one region needs role 'primary'")
@@ -649,6 +762,28 @@ def _cross_checks(s: Settings) -> None:
             raise ConfigError("redis.sentinels", "Sentinel needs at least one replica to promote (redis.replicas >= 2)")
         if r.sentinels < 3:
             raise ConfigError("redis.sentinels", f"must be 0 or at least 3 for a safe quorum, got {r.sentinels}")
+    if b.peak_min_replicas > b.min_replicas:
+        # The NodePools' budgets hold consolidation off during the peak window, in UTC.
+        try:
+            cron.utc_window(b.peak_start, b.peak_end, PEAK_TIMEZONE)
+        except ValueError as exc:
+            raise ConfigError("backend.peakStart", f"the peak window cannot become a node disruption budget: {exc}") from None
+    for region, pools in s.derived.pools.items():
+        for pool in pools.values():
+            if pool.node_cpu > s.nodes.max_instance_cpu:
+                raise ConfigError(
+                    "nodes.maxInstanceCpu",
+                    f"{s.nodes.max_instance_cpu} vCPUs is below the {pool.node_cpu} the {pool.name} pool in {region} needs "
+                    "for its largest pod beside the per-node overhead",
+                )
+    for i, region in enumerate(s.regions):
+        nc = region.node_class
+        if nc.declare and (nc.group, nc.kind) != (EC2_NODE_CLASS_GROUP, EC2_NODE_CLASS_KIND):
+            raise ConfigError(
+                f"regions[{i}].nodeClass.declare",
+                f"the program declares only {EC2_NODE_CLASS_KIND} ({EC2_NODE_CLASS_GROUP}); set declare: false to reference "
+                f"an existing {nc.kind}",
+            )
     if s.resilience.load_test and not s.resilience.enabled:
         # Not silently ignored: the whole resilience tier is off without `enabled`.
         raise ConfigError("resilience.loadTest", "true needs resilience.enabled: true as well")
@@ -701,6 +836,7 @@ def load(config: Mapping[str, Any], *, stack: str, project: str = PROJECT, deplo
     raw_regions = config.get("regions", REGION_PRESETS[environment])
     regions = _regions(raw_regions)
     by_field = {_snake(name): section for name, section in sections.items()}
+    inputs = {name: by_field[name] for name in _DERIVE_INPUTS}
     s = Settings(
         project=project,
         stack=stack,
@@ -708,7 +844,7 @@ def load(config: Mapping[str, Any], *, stack: str, project: str = PROJECT, deplo
         namespace=namespace,
         regions=regions,
         render_only=render_only,
-        derived=derive(**{name: by_field[name] for name in _DERIVE_INPUTS}),
+        derived=derive(**inputs, regions=regions),
         **by_field,
     )
     _cross_checks(s)
@@ -767,7 +903,9 @@ def _targets(s: Settings, order: list[Any]) -> None:
 
 
 # The sections tikit/derived.py computes from.
-_DERIVE_INPUTS = ("backend", "workers", "postgres", "pgbouncer", "redis", "monitoring", "addons", "gateway", "dns")
+_DERIVE_INPUTS = (
+    "backend", "workers", "postgres", "pgbouncer", "redis", "monitoring", "addons", "gateway", "dns", "resilience", "nodes",
+)
 
 
 def _snake(name: str) -> str:

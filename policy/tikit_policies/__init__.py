@@ -6,7 +6,7 @@ preview (preview/policies.py) imports the very same objects and runs them over i
 
 from pulumi_policy import EnforcementLevel
 
-from . import addons, capacity, hygiene, reliability, secrets
+from . import addons, capacity, hygiene, nodes, reliability, secrets
 
 PACK_NAME = "tikit"
 # Policies state their own level; this is the pack default for any that does not.
@@ -16,6 +16,7 @@ AREAS = {
     "hygiene": hygiene.POLICIES,
     "reliability": reliability.POLICIES,
     "capacity": capacity.POLICIES,
+    "nodes": nodes.POLICIES,
     "secrets": secrets.POLICIES,
     "addons": addons.POLICIES,
 }

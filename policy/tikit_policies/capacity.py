@@ -7,7 +7,9 @@ add up.  Each failure spells out the arithmetic, with the objects the numbers ca
              have had their own slots, max_wal_senders, since PostgreSQL 12)
 - Redis:     maxmemory + fork headroom <= the container's memory limit
 - scaling:   autoscaler minimum <= maximum, and PDB minAvailable < the minimum
-- requests:  target users x requests per user per minute <= max replicas x per-instance capacity
+- requests:  target users x requests per user per minute x (1 + headroom) <= max replicas x
+             per-instance capacity (the Deployment's sustainable-requests-per-minute, not the
+             autoscaler's scale-up threshold)
 """
 
 from __future__ import annotations
@@ -262,11 +264,11 @@ autoscaler_bounds = stack_policy(
 
 
 def _per_instance(w: Workload) -> tuple[Optional[float], str]:
-    """Requests per minute one replica carries: its autoscaler's request-rate threshold."""
-    if w.autoscaler:
-        value = w.autoscaler.requests_per_minute_per_instance()
-        if value is not None:
-            return value, f"{w.autoscaler.obj.kind}/{w.autoscaler.obj.name} request-rate threshold"
+    """Requests per minute one replica serves: its declared capacity, not the autoscaler's
+    request-rate threshold (that is where the HPA adds pods, far below what one carries)."""
+    value = as_float(w.obj.annotations.get(ann.SUSTAINABLE_REQUESTS_PER_MINUTE))
+    if value:
+        return value, ann.SUSTAINABLE_REQUESTS_PER_MINUTE
     return None, ""
 
 
@@ -283,8 +285,8 @@ def _requests(stack: Stack, cfg: dict, report: Report) -> None:
         if not serving:
             if deployments:
                 report(
-                    f"{region}: targets {fmt(users)} users but no Deployment declares its request capacity (a KEDA "
-                    "request-rate trigger in requests per minute)",
+                    f"{region}: targets {fmt(users)} users but no Deployment declares its request capacity (the "
+                    f"{ann.SUSTAINABLE_REQUESTS_PER_MINUTE} annotation, requests per minute per instance)",
                     deployments[0].obj,
                 )
             continue
@@ -301,19 +303,20 @@ def _requests(stack: Stack, cfg: dict, report: Report) -> None:
             hint = f" (at least {fmt(math.ceil(needed / n))} replicas)"
         report(
             f"{region}: {fmt(users)} concurrent users x {fmt(per_user)} requests/min = {fmt(demand)} requests/min{head} > "
-            f"{terms} = {fmt(capacity)}; raise backend.maxReplicas{hint} or backend.requestsPerMinutePerInstance",
+            f"{terms} = {fmt(capacity)}; raise backend.maxReplicas{hint}, or measure one instance and set "
+            "backend.sustainableRequestsPerMinute",
             serving[0][0].obj,
         )
 
 
 request_capacity = stack_policy(
     name="request-capacity",
-    description="Target concurrent users x requests per user per minute <= max replicas x per-instance capacity, in every region that may take the traffic.",
+    description="Target concurrent users x requests per user per minute, plus headroom, <= max replicas x per-instance capacity (not the scale-up threshold), in every region that may take the traffic.",
     check=_requests,
-    remediation="Raise backend.maxReplicas (or the per-instance capacity) until it covers capacity.targetConcurrentUsers.",
+    remediation="Raise backend.maxReplicas (or measure the per-instance capacity) until it covers capacity.targetConcurrentUsers.",
     area=AREA,
     config=schema(
-        headroomPercent=integer(0, "Extra capacity required above the target load, in percent.", maximum=1000),
+        headroomPercent=integer(20, "Extra capacity required above the target load, in percent.", maximum=1000),
         scope=choice(
             "all-regions",
             ["all-regions", "primary"],

@@ -95,7 +95,7 @@ container_resources = resource_policy(
 
 
 def _probes(obj: Obj, cfg: dict, say: Say) -> None:
-    if obj.kind not in LONG_RUNNING:
+    if obj.kind not in LONG_RUNNING or obj.name in cfg["exemptWorkloads"]:
         return
     spec = pod_spec(obj) or {}
     for _, c in containers(spec, init=False):
@@ -120,6 +120,10 @@ container_probes = resource_policy(
     config=schema(
         serving=strings(["livenessProbe", "readinessProbe"], "Probes a container with ports must declare.", enum=_PROBES),
         other=strings(["livenessProbe"], "Probes a container without ports must declare.", enum=_PROBES),
+        exemptWorkloads=strings(
+            ["capacity-buffer"],
+            "Workloads whose containers run no process that can hang or serve: the warm headroom's pause containers.",
+        ),
     ),
 )
 

@@ -44,6 +44,9 @@ CLUSTER_SCOPED = frozenset(
         "ClusterIssuer",
         "CSIDriver",
         "VolumeSnapshotClass",
+        "NodePool",
+        "NodeClaim",
+        "EC2NodeClass",
     }
 )
 CNPG_GROUP = "postgresql.cnpg.io"

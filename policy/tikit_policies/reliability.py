@@ -62,8 +62,9 @@ def _envoy_min_replicas(k8s: dict) -> Optional[int]:
 ENV_PROD = strings(["prod"], "Environments (tikit.app/environment) the policy applies to.", enum=ENVIRONMENTS)
 ENV_STAGING_PROD = strings(["staging", "prod"], "Environments (tikit.app/environment) the policy applies to.", enum=ENVIRONMENTS)
 EXEMPT = strings(
-    ["workers"],
-    "Workloads exempt from the prod HA rules: queue consumers on spot capacity, whose loss delays jobs but drops no request.",
+    ["workers", "capacity-buffer"],
+    "Workloads exempt from the prod HA rules: queue consumers on spot capacity, whose loss delays jobs but drops no "
+    "request, and the warm headroom's placeholder pods, which hold no state and serve nothing.",
 )
 
 

@@ -8,13 +8,15 @@ import pytest
 from tikit import names
 from tikit import settings
 from tikit import checks
-from tikit.components import backend
+from tikit.components import autoscaling, backend
+from tikit import units
 from tikit.conf import metrics
 from conftest import named, objects, regional
 from preview.validate import validate
 
 # The notes' numbers, per environment: (min, max) replicas and (cpu, memory) per instance.
-REPLICAS = {"dev": (1, 1), "staging": (2, 2), "prod": (2, 10)}
+# Maxima above the notes' 2 and 10: the target users with 20 % headroom (docs/sizing.md).
+REPLICAS = {"dev": (1, 1), "staging": (2, 3), "prod": (2, 12)}
 RESOURCES = {"dev": ("500m", "512Mi"), "staging": ("1", "1Gi"), "prod": ("2", "2Gi")}
 PEAK_MIN = {"prod": 5}
 
@@ -180,7 +182,13 @@ def test_scaled_object_bounds_and_behaviour(plan, stack):
         assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (low, high)
         hpa = spec["advanced"]["horizontalPodAutoscalerConfig"]
         assert hpa["name"]
-        assert hpa["behavior"]["scaleUp"]["stabilizationWindowSeconds"] == 120
+        # Scale up at the next sync, at the HPA's default rate: the triggers hold their own
+        # sustain periods (docs/autoscaling.md).
+        assert hpa["behavior"]["scaleUp"] == {
+            "stabilizationWindowSeconds": 0,
+            "selectPolicy": "Max",
+            "policies": [{"type": "Pods", "value": 4, "periodSeconds": 15}, {"type": "Percent", "value": 100, "periodSeconds": 15}],
+        }
         down = hpa["behavior"]["scaleDown"]
         assert down["stabilizationWindowSeconds"] == 300
         # One step down per 5 minutes: the notes' cooldown.
@@ -189,27 +197,40 @@ def test_scaled_object_bounds_and_behaviour(plan, stack):
 
 def test_scaled_object_triggers(plan, stack):
     s = settings.load({}, stack=stack)
+    b = s.backend
     for region, so in regional(plan, "ScaledObject", names.BACKEND):
-        t = triggers_by_type(so)
-        assert t["cpu"] == {"type": "cpu", "metricType": "Utilization", "metadata": {"value": "70"}}
-        assert t["memory"] == {"type": "memory", "metricType": "Utilization", "metadata": {"value": "80"}}
-        prom = t["prometheus"]
-        assert prom.get("metricType", "AverageValue") == "AverageValue"
-        assert prom["metadata"]["serverAddress"] == s.derived.prometheus_address
+        t = {tr["name"]: tr for tr in so["spec"]["triggers"]}
+        assert len(t) == len(so["spec"]["triggers"]), "one trigger per name"
+        for name in (autoscaling.CPU_TRIGGER, autoscaling.MEMORY_TRIGGER, autoscaling.REQUEST_RATE_TRIGGER):
+            assert t[name]["type"] == "prometheus" and t[name].get("metricType", "AverageValue") == "AverageValue"
+            assert t[name]["metadata"]["serverAddress"] == s.derived.prometheus_address
+        # CPU > 70 % of the request for 2 minutes: the lowest 1-minute rate of the last 2
+        # minutes (evaluated every 15 s), in cores, against 70 % of one pod's request.
+        cpu = t[autoscaling.CPU_TRIGGER]["metadata"]
+        assert cpu["query"] == (
+            "min_over_time(sum(rate(container_cpu_usage_seconds_total{namespace=\"%s\",pod=~\"api-[a-z0-9]+-[a-z0-9]+\","
+            "container=\"api\"}[1m]))[2m:15s])" % s.namespace
+        )
+        assert float(cpu["threshold"]) == units.cpu_millis(b.cpu) / 1000 * 0.70
+        mem = t[autoscaling.MEMORY_TRIGGER]["metadata"]
+        assert mem["query"].startswith("min_over_time(sum(container_memory_working_set_bytes{") and mem["query"].endswith("[2m:15s])")
+        assert int(mem["threshold"]) == units.memory_bytes(b.memory) * 80 // 100
+        prom = t[autoscaling.REQUEST_RATE_TRIGGER]
         assert prom["metadata"]["threshold"] == "1000"
         query = prom["metadata"]["query"]
-        assert query.startswith("sum(") and query.endswith("* 60"), "requests per minute over all API pods"
+        assert query.startswith("sum(") and query.endswith("[1m])) * 60"), "requests per minute over all API pods"
         assert metrics.API_REQUESTS in query and f'namespace="{s.namespace}"' in query
         if stack in PEAK_MIN:
-            assert t["cron"]["metadata"] == {
+            assert t[autoscaling.PEAK_TRIGGER]["type"] == "cron"
+            assert t[autoscaling.PEAK_TRIGGER]["metadata"] == {
                 "timezone": "Africa/Lagos",
                 "start": "0 18 * * *",
                 "end": "0 0 * * *",
                 "desiredReplicas": str(PEAK_MIN[stack]),
             }
-            assert set(t) == {"cpu", "memory", "prometheus", "cron"}
+            assert len(t) == 4
         else:
-            assert set(t) == {"cpu", "memory", "prometheus"}, "no peak floor where it adds nothing"
+            assert len(t) == 3, "no peak floor where it adds nothing"
 
 
 @pytest.mark.parametrize("kind", ["Deployment", "ScaledObject", "Service", "PodDisruptionBudget"])

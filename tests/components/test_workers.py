@@ -7,6 +7,7 @@ from __future__ import annotations
 from tikit import kube
 from tikit import names
 from tikit import settings
+from tikit import units
 from tikit import checks
 from tikit.components import autoscaling
 from tikit.components import workers
@@ -22,19 +23,28 @@ def queue_trigger(so: dict) -> dict:
 
 
 def test_workers_run_on_spot_capacity(plan, stack):
-    w = settings.load({}, stack=stack).workers
-    for _, dep in regional(plan, "Deployment", names.WORKERS):
+    s = settings.load({}, stack=stack)
+    w = s.workers
+    fallback = {r.name: r.spot_fallback for r in s.regions}
+    spot = [{"key": w.spot_node_label_key, "operator": "In", "values": [w.spot_node_label_value]}]
+    for region, dep in regional(plan, "Deployment", names.WORKERS):
         pod = dep["spec"]["template"]["spec"]
         assert {"key": w.spot_taint_key, "operator": "Equal", "value": w.spot_taint_value, "effect": w.spot_taint_effect} in pod[
             "tolerations"
         ]
+        # The platform pools' own taint too: on-demand is where the fallback lands.
+        assert {"key": "tikit.app/dedicated", "operator": "Equal", "value": s.namespace, "effect": "NoSchedule"} in pod["tolerations"]
+        assert pod["priorityClassName"] == f"{s.namespace}-workers"
+        assert dep["metadata"]["annotations"][names.INTERRUPTIBLE_ANNOTATION] == "true"
         node = pod["affinity"]["nodeAffinity"]
-        # Preferred, never required: without spot capacity the workers still run.
-        assert "requiredDuringSchedulingIgnoredDuringExecution" not in node
-        (pref,) = node["preferredDuringSchedulingIgnoredDuringExecution"]
-        assert pref["preference"]["matchExpressions"] == [
-            {"key": w.spot_node_label_key, "operator": "In", "values": [w.spot_node_label_value]}
-        ]
+        if fallback[region]:
+            # Preferred: without spot capacity the workers still run (Lagos' Local Zone).
+            assert "requiredDuringSchedulingIgnoredDuringExecution" not in node
+            (pref,) = node["preferredDuringSchedulingIgnoredDuringExecution"]
+            assert pref["preference"]["matchExpressions"] == spot
+        else:
+            # Required: the workers wait for spot capacity (London).
+            assert node == {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": spot}]}}
 
 
 def test_workers_resources_env_and_security(plan, stack):
@@ -88,6 +98,15 @@ def test_workers_scale_on_queue_length(plan, stack):
             assert md["address"] == f"{names.REDIS}.{s.namespace}.svc.cluster.local:{names.REDIS_PORT}"
         behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
         assert behavior["scaleDown"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 300}]
+        # CPU and memory held for the notes' 2 minutes in the query, as for the API.
+        sustained = {t["name"]: t for t in spec["triggers"] if t["type"] == "prometheus"}
+        assert set(sustained) == {autoscaling.CPU_TRIGGER, autoscaling.MEMORY_TRIGGER}
+        assert sustained[autoscaling.CPU_TRIGGER]["metadata"]["query"] == autoscaling.sustained_cpu_query(s.namespace, names.WORKERS)
+        assert float(sustained[autoscaling.CPU_TRIGGER]["metadata"]["threshold"]) == units.cpu_millis(s.workers.cpu) * 0.7 / 1000
+        # An idle worker's CPU and memory never reach 0: they must not keep it from zero.
+        for t in sustained.values():
+            assert t["metadata"]["activationThreshold"] == t["metadata"]["threshold"]
+        assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 0
         # KEDA's idle time before 1 -> 0: the notes' 5-minute cooldown, its own constant.
         assert spec["cooldownPeriod"] == autoscaling.COOLDOWN_SECONDS == 300
 
@@ -155,7 +174,7 @@ def test_cooldown_is_its_own_constant(monkeypatch):
     longer a setting: a stack file that still sets it is told so."""
     cfg = settings.load({}, stack="dev")
     target = kube.Target(region=cfg.primary.name, namespace=cfg.namespace, provider=None, environment=cfg.environment)
-    args = workers.WorkersArgs(target=target, workers=cfg.workers, redis=cfg.redis)
+    args = workers.WorkersArgs(target=target, workers=cfg.workers, redis=cfg.redis, prometheus_address=cfg.derived.prometheus_address)
     monkeypatch.setattr(autoscaling, "COOLDOWN_SECONDS", 900)
     spec = workers.scaled_object_spec(args)
     assert spec["cooldownPeriod"] == 900

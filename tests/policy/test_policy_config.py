@@ -22,22 +22,23 @@ import tikit_policies
 def test_threshold_override_changes_the_outcome(rendered):
     plan = rendered("prod").plan
     assert F.of(F.run(plan), "request-capacity") == []
-    found = F.of(F.run(plan, {"request-capacity": {"headroomPercent": 10}}), "request-capacity")
+    # The default 20 % headroom holds exactly (10,000 x 6 x 1.2 = 12 x 6,000); 30 % does not.
+    found = F.of(F.run(plan, {"request-capacity": {"headroomPercent": 30}}), "request-capacity")
     assert [f.message.split(":")[0] for f in found] == ["lagos", "london"]
-    assert "+ 10% headroom = 11,000 > 10 x 1,000" in found[0].message
+    assert "+ 30% headroom = 78,000 > 12 x 6,000" in found[0].message
 
 
 def test_utilisation_threshold_of_the_pools(rendered):
     plan = rendered("prod").plan
     assert F.of(F.run(plan), "pgbouncer-client-capacity") == []
     found = F.of(F.run(plan, {"pgbouncer-client-capacity": {"maxUtilisationPercent": 50}}), "pgbouncer-client-capacity")
-    # 10 x 100 (api) + 10 x 10 (workers) against half of each pool's client slots.
-    assert len(found) == 4 and all("= 1,100 connections" in f.message and "(50% of " in f.message for f in found)
+    # 12 x 100 (api) + 10 x 10 (workers) against half of each pool's client slots.
+    assert len(found) == 4 and all("= 1,300 connections" in f.message and "(50% of " in f.message for f in found)
 
 
 def test_enforcement_level_overrides(rendered):
     plan = rendered("prod").plan
-    tight = {"headroomPercent": 10}
+    tight = {"headroomPercent": 30}
     advisory = F.run(plan, {"request-capacity": {"enforcementLevel": "advisory", **tight}})
     assert {f.enforcement for f in F.of(advisory, "request-capacity")} == {"advisory"} and not advisory.mandatory
     disabled = F.run(plan, {"request-capacity": {"enforcementLevel": "disabled", **tight}})
@@ -99,7 +100,7 @@ def _preview(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_preview_exits_1_on_a_mandatory_violation(tmp_path):
     config = tmp_path / "tight.json"
-    config.write_text(json.dumps({"request-capacity": {"headroomPercent": 10}}))
+    config.write_text(json.dumps({"request-capacity": {"headroomPercent": 30}}))
     result = _preview("--stack", "prod", "--out", str(tmp_path / "out"), "--policy-config", str(config))
     assert result.returncode == 1, result.stderr
     assert "prod: 2 mandatory policy violation(s)" in result.stderr

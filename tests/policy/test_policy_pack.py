@@ -27,13 +27,13 @@ import tikit_policies
 from tikit_policies import annotations as ann
 
 POLICY_DIR = REPO / "policy"
-AREAS = ("hygiene", "reliability", "capacity", "secrets", "addons")
+AREAS = ("hygiene", "reliability", "capacity", "nodes", "secrets", "addons")
 
 
 # ---- metadata ----------------------------------------------------------------------------
 
 
-def test_at_least_25_policies_in_four_areas():
+def test_at_least_25_policies_in_five_areas():
     assert len(tikit_policies.ALL) >= 25
     assert tuple(tikit_policies.AREAS) == AREAS
     assert all(tikit_policies.AREAS[a] for a in AREAS)
@@ -129,6 +129,15 @@ def test_annotation_keys_match_the_program():
         "DB_CONNECTIONS_PER_REPLICA": names.DB_CONNECTIONS_ANNOTATION,
         "STORAGE_REGION": names.STORAGE_REGION_ANNOTATION,
         "POD_SECURITY_EXCEPTION": names.POD_SECURITY_EXCEPTION_ANNOTATION,
+        "INTERRUPTIBLE": names.INTERRUPTIBLE_ANNOTATION,
+        "LOAD_PROFILE": names.PROFILE_ANNOTATION,
+        "PROFILE_REQUESTS_PER_USER_PER_MINUTE": names.PROFILE_REQUESTS_PER_USER_ANNOTATION,
+        "SUSTAINABLE_REQUESTS_PER_MINUTE": names.CAPACITY_PER_INSTANCE_ANNOTATION,
+        "BOOT_SECONDS": names.BOOT_SECONDS_ANNOTATION,
+        "PROVISIONING_SECONDS": names.PROVISIONING_SECONDS_ANNOTATION,
+        "NODE_OVERHEAD_CPU": names.NODE_OVERHEAD_CPU_ANNOTATION,
+        "NODE_OVERHEAD_MEMORY": names.NODE_OVERHEAD_MEMORY_ANNOTATION,
+        "VM_MEMORY_OVERHEAD_PERCENT": names.VM_MEMORY_OVERHEAD_ANNOTATION,
     }
     assert program == ann.ALL
 

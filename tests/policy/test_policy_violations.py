@@ -54,7 +54,7 @@ FORK_MI = REDIS_LIMIT_MI * FORK_PERCENT / 100
 SHORT_MAX = PROD.backend.max_replicas // 2  # request capacity for half the target
 DEMAND = PROD.capacity.target_concurrent_users * PROD.capacity.requests_per_user_per_minute
 NEEDED = math.ceil(
-    DEMAND * (100 + default("request-capacity", "headroomPercent")) / 100 / PROD.backend.requests_per_minute_per_instance
+    DEMAND * (100 + default("request-capacity", "headroomPercent")) / 100 / PROD.backend.sustainable_requests_per_minute
 )
 
 
@@ -354,8 +354,26 @@ CASES = [
     Case("not-enough-replicas", "request-capacity", "prod", obj("ScaledObject", names.BACKEND, set_in("spec.maxReplicaCount", SHORT_MAX)),
          (f"lagos: {fmt(PROD.capacity.target_concurrent_users)} concurrent users x {fmt(PROD.capacity.requests_per_user_per_minute)} "
           f"requests/min = {fmt(DEMAND)} requests/min",
-          f"> {fmt(SHORT_MAX)} x {fmt(PROD.backend.requests_per_minute_per_instance)}",
-          f"= {fmt(SHORT_MAX * PROD.backend.requests_per_minute_per_instance)}", f"(at least {fmt(NEEDED)} replicas)")),
+          f"> {fmt(SHORT_MAX)} x {fmt(PROD.backend.sustainable_requests_per_minute)}",
+          f"= {fmt(SHORT_MAX * PROD.backend.sustainable_requests_per_minute)}", f"(at least {fmt(NEEDED)} replicas)")),
+    # ---- nodes ----
+    Case("no-dedicated-toleration", "pod-schedulable", "prod", api(delete("spec.template.spec.tolerations")),
+         ("Deployment/api in lagos: can land in no NodePool",
+          f"tikit-on-demand: does not tolerate the taint tikit.app/dedicated={PROD.namespace}:NoSchedule")),
+    Case("pod-too-big", "pod-schedulable", "staging", api(set_in("spec.template.spec.containers.0.resources.requests.memory", "64Gi")),
+         ("Deployment/api in lagos: can land in no NodePool", "more than the pool's smallest node leaves for pods")),
+    Case("pool-limit-low", "pool-limits", "prod",
+         obj("NodePool", f"{PROD.namespace}-on-demand", set_in("spec.limits.cpu", "20")),
+         ("NodePool/tikit-on-demand in lagos: limits.cpu 20 <", f"{fmt(PROD.backend.max_replicas)} x Deployment/api",
+          "per-node overhead")),
+    Case("stateful-on-spot", "spot-interruptible", "prod",
+         obj("StatefulSet", names.REDIS, lambda o: o["spec"]["template"]["spec"]["tolerations"].append(
+             {"key": PROD.workers.spot_taint_key, "operator": "Equal", "value": PROD.workers.spot_taint_value, "effect": "NoSchedule"})),
+         ("StatefulSet/redis in lagos can land in the spot pool NodePool/tikit-spot but does not declare tikit.app/interruptible",
+          "keeps state on volumes", "asks not to be disrupted")),
+    Case("no-headroom", "scale-out-time", "prod", lambda p: F.remove(p, "Deployment", names.CAPACITY_BUFFER, "lagos"),
+         ("lagos: profile step 100 -> 1000 users: capacity for 60,000 requests/min (10 ready replicas of api) takes",
+          "more than 120 s")),
     # ---- add-ons ----
     Case("chart-range", "addon-pinned", "staging", chart("keda", "^2.20.0"),
          ("Helm chart keda (keda-lagos) is not pinned to an exact release (version '^2.20.0')",)),

@@ -386,11 +386,14 @@ def test_one_line_settings_change_end_to_end(repo_copy, tmp_path, rendered):
     assert "merge-base of HEAD and main" in doc["base"]["label"]
     (stack,) = doc["stacks"]
     assert stack["stack"] == STACK and stack["error"] is None and stack["notes"] == []
-    # The gateway proxies' CPU request changes, and nothing else does.
+    # The gateway proxies' CPU request changes; so may the limits of the node pools they
+    # land in (tikit/derived.py counts them), and nothing else does.
     path = "spec.provider.kubernetes.envoyDeployment.container.resources.requests.cpu"
     base_plan = json.loads((out / "base" / STACK / "plan.json").read_text())
     base_inputs = {r["urn"]: r["inputs"] for r in base_plan["resources"]}
-    (changed,) = stack["resources"]
+    pools = [r for r in stack["resources"] if r["type"] == "kubernetes:karpenter.sh/v1:NodePool"]
+    assert all(r["action"] == "change" and all(f["path"].startswith("spec.limits.") for f in r["fields"]) for r in pools)
+    (changed,) = [r for r in stack["resources"] if r not in pools]
     assert changed["action"] == "change" and changed["type"] == "kubernetes:gateway.envoyproxy.io/v1alpha1:EnvoyProxy"
     old_cpu = base_inputs[changed["urn"]]["spec"]["provider"]["kubernetes"]["envoyDeployment"]["container"]["resources"]["requests"]["cpu"]
     assert changed["fields"] == [{"path": path, "old": old_cpu, "new": "750m"}] and old_cpu != "750m"

@@ -66,11 +66,14 @@ def probes() -> dict[str, Any]:
 
 def scaled_object_spec(args: BackendArgs) -> dict[str, Any]:
     b, t = args.backend, args.target
+    prom = args.prometheus_address
     triggers = [
-        autoscaling.utilization_trigger("cpu", b.cpu_target_percent),
-        autoscaling.utilization_trigger("memory", b.memory_target_percent),
+        # "CPU > 70 % for 2 minutes", "memory > 80 % for 2 minutes": sustained in the query.
+        autoscaling.cpu_trigger(prom, t.namespace, names.BACKEND, b.cpu, b.cpu_target_percent),
+        autoscaling.memory_trigger(prom, t.namespace, names.BACKEND, b.memory, b.memory_target_percent),
+        # "> 1000 requests/minute per instance": reacts at the next HPA sync.
         autoscaling.prometheus_trigger(
-            args.prometheus_address,
+            prom,
             autoscaling.request_rate_query(metrics.API_REQUESTS, t.namespace, names.BACKEND),
             b.requests_per_minute_per_instance,
         ),
@@ -130,7 +133,12 @@ class Backend(pulumi.ComponentResource):
         self.deployment = k8s.apps.v1.Deployment(
             t.rname(app),
             metadata=nodeapp.deployment_metadata(
-                app, COMPONENT, t, version=version, db_connections_per_replica=b.db_connections_per_replica
+                app, COMPONENT, t, version=version, db_connections_per_replica=b.db_connections_per_replica,
+                # The capacity model's inputs no Kubernetes field carries (docs/autoscaling.md).
+                extra_annotations={
+                    names.CAPACITY_PER_INSTANCE_ANNOTATION: str(b.sustainable_requests_per_minute),
+                    names.BOOT_SECONDS_ANNOTATION: str(b.boot_seconds),
+                },
             ),
             spec={
                 # No spec.replicas: the HPA that KEDA owns sets it; declaring it here
@@ -139,7 +147,9 @@ class Backend(pulumi.ComponentResource):
                 "strategy": kube.rolling_surge(),
                 "template": {
                     "metadata": {"labels": kube.labels(app, COMPONENT, t, version)},
-                    "spec": nodeapp.pod_spec(sel, container, grace_seconds=TERMINATION_GRACE_SECONDS),
+                    "spec": nodeapp.pod_spec(
+                        sel, container, grace_seconds=TERMINATION_GRACE_SECONDS, **kube.pool_placement(t, names.PRIORITY_API)
+                    ),
                 },
             },
             # Pods read the ConfigMap at start: create it first.

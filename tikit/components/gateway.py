@@ -111,7 +111,7 @@ def envoy_proxy_spec(args: GatewayArgs) -> dict[str, Any]:
                     "container": {"resources": kube.resources(g.envoy_cpu, g.envoy_memory)},
                     # Local traffic policy makes proxy placement matter: spread over zones
                     # and nodes so every zone's load balancer targets have a proxy.
-                    "pod": {"topologySpreadConstraints": kube.spread(pods)},
+                    "pod": {"topologySpreadConstraints": kube.spread(pods), **kube.pool_placement(args.target, names.PRIORITY_API)},
                 },
                 # The same disruption rule as every PodDisruptionBudget of ours.
                 "envoyPDB": kube.disruption_rule(),

@@ -110,12 +110,18 @@ def pod_spec(sel: Mapping[str, str], container_spec: dict[str, Any], *, grace_se
 
 
 def deployment_metadata(
-    app: str, component: str, target: kube.Target, *, version: str, db_connections_per_replica: int
+    app: str,
+    component: str,
+    target: kube.Target,
+    *,
+    version: str,
+    db_connections_per_replica: int,
+    extra_annotations: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The pool size each replica opens (DB_POOL_SIZE) as an annotation: the policy pack,
     which runs apart from the program, sizes PgBouncer against it."""
     return kube.metadata(
         app, component, target, version=version,
-        annotations={names.DB_CONNECTIONS_ANNOTATION: str(db_connections_per_replica)},
+        annotations={names.DB_CONNECTIONS_ANNOTATION: str(db_connections_per_replica), **(extra_annotations or {})},
     )
 

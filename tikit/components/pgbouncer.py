@@ -28,6 +28,7 @@ from tikit import kube
 from tikit import names
 from tikit.components.postgres import scram_verifier
 from tikit.conf import pgbouncer as conf
+from tikit.conf import pods
 from tikit.settings import PgBouncer as PgBouncerSettings
 
 COMPONENT = "connection-pooler"
@@ -39,8 +40,7 @@ USERLIST_KEY = "userlist.txt"
 EXPORTER_ENV = "PGBOUNCER_EXPORTER_CONNECTION_STRING"  # read by pgbouncer_exporter
 # PgBouncer's admin console is the virtual database "pgbouncer".
 ADMIN_DATABASE = "pgbouncer"
-EXPORTER_CPU = "50m"
-EXPORTER_MEMORY = "64Mi"
+EXPORTER_CPU, EXPORTER_MEMORY = pods.PGBOUNCER_EXPORTER
 # TCP probes on the pool port (and the exporter's metrics port).
 PROBE = kube.ProbeTiming(period=10, timeout=3, failures=3)
 # Rollouts and drains: the preStop sleep lets the Service drop the pod before SIGTERM;
@@ -225,6 +225,7 @@ class PgBouncer(pulumi.ComponentResource):
                             "securityContext": kube.pod_security(),
                             "terminationGracePeriodSeconds": PRE_STOP_SECONDS + SHUTDOWN_SECONDS,
                             "topologySpreadConstraints": kube.spread(sel),
+                            **kube.pool_placement(t, names.PRIORITY_DATA),
                             "containers": containers(pb),
                             "volumes": [
                                 {"name": "config", "configMap": {"name": pool}},

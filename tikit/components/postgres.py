@@ -30,6 +30,7 @@ import pulumi_kubernetes as k8s
 from tikit import kube
 from tikit import names
 from tikit.conf import pgbouncer as pgbouncer_conf
+from tikit.conf import pods
 from tikit.conf import postgres as postgres_conf
 from tikit.derived import Derived
 from tikit.settings import ObjectStorage as ObjectStorageSettings
@@ -50,8 +51,7 @@ WAL_COMPRESSION = "gzip"
 DATA_COMPRESSION = "gzip"
 # The Barman Cloud plugin's sidecar in every instance pod; requests == limits, so the pod
 # stays in the Guaranteed QoS class.
-BACKUP_SIDECAR_CPU = "250m"
-BACKUP_SIDECAR_MEMORY = "256Mi"
+BACKUP_SIDECAR_CPU, BACKUP_SIDECAR_MEMORY = pods.BARMAN_SIDECAR
 
 
 @dataclass(frozen=True)
@@ -228,7 +228,8 @@ def cluster_spec(args: PostgresArgs) -> dict[str, Any]:
         # requests == limits for cpu and memory: Guaranteed QoS, never throttled below its
         # request nor evicted first under node pressure.
         "resources": kube.resources(pg.cpu, pg.memory, guaranteed=True),
-        "affinity": affinity(pg, cluster),
+        "affinity": {**affinity(pg, cluster), "tolerations": [kube.dedicated_toleration(args.target)]},
+        "priorityClassName": names.priority_class(args.target.namespace, names.PRIORITY_DATA),
         # CNPG's PDB keeps the primary up during drains, which only works with a standby to
         # switch over to; a lone instance (dev) would block every drain of its node.
         "enablePDB": pg.instances > 1,
@@ -247,7 +248,10 @@ def cluster_spec(args: PostgresArgs) -> dict[str, Any]:
                 "app.kubernetes.io/part-of": names.PART_OF,
                 "tikit.app/region": region,
                 "tikit.app/environment": args.target.environment,
-            }
+            },
+            # Consolidation moving an instance costs a switchover or a replica's catch-up:
+            # Karpenter leaves these nodes alone (expiry still rotates them, through the PDB).
+            "annotations": {kube.DO_NOT_DISRUPT: "true"},
         },
     }
     stanza = replica(args)

@@ -29,6 +29,7 @@ import pulumi_kubernetes as k8s
 
 from tikit import kube
 from tikit import names
+from tikit.conf import pods
 from tikit.conf import redis as rconf
 from tikit.conf import templates
 from tikit.settings import ObjectStorage as ObjectStorageSettings
@@ -70,9 +71,9 @@ CONFIG_HASH_ANNOTATION = "tikit.app/config-sha256"
 # statefulset.kubernetes.io/pod-name: set by the StatefulSet controller on every pod.
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 
-EXPORTER_CPU, EXPORTER_MEMORY = "50m", "64Mi"
-SENTINEL_CPU, SENTINEL_MEMORY = "100m", "64Mi"
-BACKUP_CPU, BACKUP_MEMORY = "250m", "256Mi"
+EXPORTER_CPU, EXPORTER_MEMORY = pods.REDIS_EXPORTER
+SENTINEL_CPU, SENTINEL_MEMORY = pods.REDIS_SENTINEL
+BACKUP_CPU, BACKUP_MEMORY = pods.REDIS_BACKUP
 # exec probes: redis-cli PING (liveness), PING plus a replication check (readiness).  A
 # large AOF replay answers LOADING, which liveness accepts; six misses is a minute.
 LIVENESS = kube.ProbeTiming(period=10, timeout=5, failures=6)
@@ -307,6 +308,7 @@ def data_pod_spec(args: RedisArgs) -> dict[str, Any]:
         # Covers redis' shutdown-timeout plus the final RDB save it makes on SIGTERM.
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         **_placement(r, sel),
+        **kube.pool_placement(args.target, names.PRIORITY_DATA),
         "containers": [redis, exporter],
         "volumes": [
             {"name": "template", "configMap": {"name": CONFIG_MAP}},
@@ -338,6 +340,7 @@ def sentinel_pod_spec(args: RedisArgs) -> dict[str, Any]:
     return {
         **_pod_basics(),
         **_placement(r, sel),
+        **kube.pool_placement(args.target, names.PRIORITY_DATA),
         "containers": [sentinel],
         "volumes": [
             {"name": "template", "configMap": {"name": SENTINEL_CONFIG_MAP}},
@@ -384,6 +387,8 @@ def backup_pod_spec(args: RedisArgs) -> dict[str, Any]:
         **_pod_basics(),
         # Never: each retry is a new pod, which kube_job_status_failed (the backup alert) counts.
         "restartPolicy": "Never",
+        # A batch job: below the serving tiers when the pool is full.
+        **kube.pool_placement(args.target, names.PRIORITY_WORKERS),
         "initContainers": [init],
         "containers": [backup],
         "volumes": [
@@ -527,7 +532,11 @@ class Redis(pulumi.ComponentResource):
                 "template": {
                     "metadata": {
                         "labels": pod_labels,
-                        "annotations": {CONFIG_HASH_ANNOTATION: config_hash(config, (rconf.REDIS_CONF, START_KEY))},
+                        "annotations": {
+                            CONFIG_HASH_ANNOTATION: config_hash(config, (rconf.REDIS_CONF, START_KEY)),
+                            # Consolidation moving a data pod costs a failover or a full resync.
+                            kube.DO_NOT_DISRUPT: "true",
+                        },
                     },
                     "spec": data_pod_spec(args),
                 },
@@ -591,7 +600,8 @@ class Redis(pulumi.ComponentResource):
                         "metadata": {
                             "labels": kube.labels(names.REDIS_SENTINEL, SENTINEL_COMPONENT, t, version),
                             "annotations": {
-                                CONFIG_HASH_ANNOTATION: config_hash(s_config, (rconf.SENTINEL_CONF, START_KEY))
+                                CONFIG_HASH_ANNOTATION: config_hash(s_config, (rconf.SENTINEL_CONF, START_KEY)),
+                                kube.DO_NOT_DISRUPT: "true",
                             },
                         },
                         "spec": sentinel_pod_spec(args),

@@ -26,6 +26,7 @@ import pulumi_kubernetes as k8s
 from tikit import kube
 from tikit import names
 from tikit.conf import loadtest
+from tikit.conf import pods
 from tikit.settings import Gateway as GatewaySettings
 from tikit.settings import Monitoring as MonitoringSettings
 from tikit.settings import Resilience as ResilienceSettings
@@ -37,7 +38,7 @@ CHAOS_API = "chaos-mesh.org/v1alpha1"
 CONCURRENCY = "Forbid"
 # k6 writes its script archive and logs under /tmp; the root filesystem stays read-only.
 TMP_VOLUME = "tmp"
-STARTER_CPU, STARTER_MEMORY = "50m", "64Mi"
+STARTER_CPU, STARTER_MEMORY = pods.K6_STARTER
 # 0: a chaos-killed pod dies outright, as a crash would.
 KILL_GRACE_PERIOD_SECONDS = 0
 HISTORY_LIMIT = 5
@@ -82,6 +83,8 @@ def _k6_pod(
         "containerSecurityContext": kube.container_security(),
         # A string in this CRD: the pods never talk to the Kubernetes API.
         "automountServiceAccountToken": "false",
+        # Test load: below the serving tiers when the pool is full.
+        **kube.pool_placement(target, names.PRIORITY_WORKERS),
     }
     if env:
         pod["env"] = list(env)

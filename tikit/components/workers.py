@@ -39,6 +39,10 @@ class WorkersArgs:
     workers: WorkersSettings
     # Sentinel count and topology decide which KEDA trigger reads the queue.
     redis: RedisSettings
+    # Where KEDA's sustained cpu and memory triggers query Prometheus.
+    prometheus_address: str
+    # The region lets workers fall back to on-demand nodes when spot capacity is short.
+    spot_fallback: bool = True
 
 
 def auth_name() -> str:
@@ -52,33 +56,31 @@ def config_data(args: WorkersArgs) -> dict[str, str]:
     return {**nodeapp.common_config(args.target), "HEALTH_PORT": str(HEALTH_PORT)}
 
 
-def spot_placement(w: WorkersSettings) -> dict[str, Any]:
-    """Tolerate the spot taint and PREFER spot nodes: when the cloud has no spot capacity
-    the workers still run on on-demand nodes.  Labels and taints come from settings
-    because every cloud (and Karpenter) names them differently."""
+def spot_placement(w: WorkersSettings, target: kube.Target, fallback: bool) -> dict[str, Any]:
+    """Tolerate the spot pool's taint and the platform pools' dedicated one.  Where the
+    region allows an on-demand fallback (``fallback``) spot nodes are PREFERRED, so the
+    workers still run when the cloud has no spot capacity; elsewhere they are REQUIRED.
+    Labels and taints come from settings because every cloud (and Karpenter) names them
+    differently; the spot NodePool carries exactly these."""
+    spot = {"matchExpressions": [{"key": w.spot_node_label_key, "operator": "In", "values": [w.spot_node_label_value]}]}
+    if fallback:
+        node_affinity: dict[str, Any] = {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": kube.STRONG_PREFERENCE, "preference": spot}]
+        }
+    else:
+        node_affinity = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [spot]}}
     return {
+        "priorityClassName": names.priority_class(target.namespace, names.PRIORITY_WORKERS),
         "tolerations": [
             {
                 "key": w.spot_taint_key,
                 "operator": "Equal",
                 "value": w.spot_taint_value,
                 "effect": w.spot_taint_effect,
-            }
+            },
+            kube.dedicated_toleration(target),
         ],
-        "affinity": {
-            "nodeAffinity": {
-                "preferredDuringSchedulingIgnoredDuringExecution": [
-                    {
-                        "weight": kube.STRONG_PREFERENCE,
-                        "preference": {
-                            "matchExpressions": [
-                                {"key": w.spot_node_label_key, "operator": "In", "values": [w.spot_node_label_value]}
-                            ]
-                        },
-                    }
-                ]
-            }
-        },
+        "affinity": {"nodeAffinity": node_affinity},
     }
 
 
@@ -101,10 +103,10 @@ def queue_trigger(args: WorkersArgs) -> dict[str, Any]:
 
 
 def scaled_object_spec(args: WorkersArgs) -> dict[str, Any]:
-    """Queue length first; cpu and memory add capacity for heavy jobs while pods run.
-    KEDA allows min 0 with cpu/memory triggers only next to another trigger: the queue
-    trigger decides 0 <-> 1, the HPA the max over all three from 1 up."""
-    w = args.workers
+    """Queue length first; cpu and memory (held for 2 minutes, as for the API) add capacity
+    for heavy jobs while pods run.  The queue trigger decides 0 <-> 1, the HPA the max over
+    all three from 1 up."""
+    w, ns, prom = args.workers, args.target.namespace, args.prometheus_address
     return autoscaling.scaled_object_spec(
         workload=names.WORKERS,
         min_replicas=w.min_replicas,
@@ -112,8 +114,8 @@ def scaled_object_spec(args: WorkersArgs) -> dict[str, Any]:
         hpa_behavior=autoscaling.behavior(),
         triggers=[
             queue_trigger(args),
-            autoscaling.utilization_trigger("cpu", w.cpu_target_percent),
-            autoscaling.utilization_trigger("memory", w.memory_target_percent),
+            autoscaling.cpu_trigger(prom, ns, names.WORKERS, w.cpu, w.cpu_target_percent),
+            autoscaling.memory_trigger(prom, ns, names.WORKERS, w.memory, w.memory_target_percent),
         ],
         cooldown_seconds=autoscaling.COOLDOWN_SECONDS,
     )
@@ -158,7 +160,9 @@ class Workers(pulumi.ComponentResource):
         self.deployment = k8s.apps.v1.Deployment(
             t.rname(app),
             metadata=nodeapp.deployment_metadata(
-                app, COMPONENT, t, version=version, db_connections_per_replica=w.db_connections_per_replica
+                app, COMPONENT, t, version=version, db_connections_per_replica=w.db_connections_per_replica,
+                # Jobs are safe to retry (docs/autoscaling.md): the only pods allowed on spot.
+                extra_annotations={names.INTERRUPTIBLE_ANNOTATION: "true"},
             ),
             spec={
                 # No spec.replicas: the HPA that KEDA owns sets it (and scales to zero).
@@ -167,7 +171,7 @@ class Workers(pulumi.ComponentResource):
                     "metadata": {"labels": kube.labels(app, COMPONENT, t, version)},
                     # The zone and node spread keeps one reclaimed spot node from taking
                     # every worker.
-                    "spec": nodeapp.pod_spec(sel, container, grace_seconds=SHUTDOWN_SECONDS, **spot_placement(w)),
+                    "spec": nodeapp.pod_spec(sel, container, grace_seconds=SHUTDOWN_SECONDS, **spot_placement(w, t, args.spot_fallback)),
                 },
             },
             # Pods read the ConfigMap at start: create it first.

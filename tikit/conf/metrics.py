@@ -28,6 +28,10 @@ from dataclasses import dataclass
 API_REQUESTS = "http_requests_total"
 API_REQUEST_CODE_LABEL = "code"
 API_LATENCY = "http_request_duration_seconds"
+# cAdvisor's per-container CPU counter and memory gauge (kubelet /metrics/cadvisor, scraped
+# by kube-prometheus-stack): what the autoscalers' sustained cpu and memory triggers read.
+CONTAINER_CPU = "container_cpu_usage_seconds_total"
+CONTAINER_MEMORY = "container_memory_working_set_bytes"
 
 
 @dataclass(frozen=True)
@@ -136,8 +140,8 @@ KUBE_STATE_METRICS = _source(
 CADVISOR = _source(
     "cadvisor",
     "kubelet /metrics/cadvisor (scraped by kube-prometheus-stack)",
-    "container_cpu_usage_seconds_total",
-    "container_memory_working_set_bytes",
+    CONTAINER_CPU,
+    CONTAINER_MEMORY,
 )
 
 KEDA = _source(

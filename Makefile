@@ -11,7 +11,7 @@ POLICY_CONFIG ?=
 # The oldest Python the project runs on (scripts/bootstrap.sh says the same).
 MIN_PYTHON := 3.11
 
-.PHONY: help preview preview-all capacity crds test check test-fast system-deps diff clean FORCE
+.PHONY: help preview preview-all capacity crds images test check test-fast system-deps diff clean FORCE
 .DEFAULT_GOAL := help
 
 ## help: list the targets (the default)
@@ -58,6 +58,10 @@ system-deps:
 ## crds: the pinned CRD files into .crds/ (or check the mirror TIKIT_CRDS_DIR names)
 crds: $(VENV)/.runtime
 	@$(PY) -m preview crds
+
+## images: compare the image pins of tikit/images.py with their registries (needs the registries; WRITE=1 updates them)
+images: $(VENV)/.runtime
+	@$(PY) -m preview images $(if $(WRITE),--write)
 
 ## test: the whole suite, integration tests included, on every core
 test: $(VENV)/.dev system-deps crds

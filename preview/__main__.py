@@ -9,7 +9,9 @@ written.
 
 ``python -m preview diff [--base REF] [--stacks dev,staging,prod] [--out build/diff]``
 compares two revisions of every stack (preview/revisions.py); ``python -m preview crds``
-fetches or checks the pinned CRD files the validation reads (preview/crds.py).
+fetches or checks the pinned CRD files the validation reads (preview/crds.py); ``python -m
+preview images`` compares the image pins with their registries and ``python -m preview
+app-images`` sets a deploy's app images (preview/images.py).
 
 ``python -m preview capacity [--stack prod] [--out build]`` also replays the capacity
 model and writes build/<stack>/capacity/ (preview/capacity.py).
@@ -38,6 +40,14 @@ def main(argv: list[str] | None = None) -> int:
         from . import capacity
 
         return capacity.main(argv[1:])
+    if argv[:1] == ["images"]:
+        from . import images
+
+        return images.main(argv[1:])
+    if argv[:1] == ["app-images"]:
+        from . import images
+
+        return images.app_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m preview",
         description=__doc__.splitlines()[0],

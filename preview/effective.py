@@ -12,6 +12,8 @@ from typing import Any, Iterable, Optional
 from tikit_policies.model import Obj, Stack, Workload, containers, container_name, get, to_obj
 from tikit_policies.parse import as_dict, mib, redis_bytes
 
+from tikit.images import is_app
+
 from .plan import Plan
 
 UNSET = "-"
@@ -169,11 +171,21 @@ def target_rows(plan: Plan) -> list[tuple]:
     return rows
 
 
+def pinning(image: str) -> str:
+    """How an image reference (as shown, in backquotes) is pinned."""
+    ref = image.strip("`")
+    if ref == image:  # not a reference (the gateway's default image)
+        return "by its chart's release"
+    if "@sha256:" in ref:
+        return "digest"
+    return "digest supplied at deploy" if is_app(ref) else "tag only"
+
+
 def images(rows: list[tuple]) -> list[tuple]:
     where: dict[str, list[str]] = {}
     for region, workload, _, container, image, *_ in rows:
         where.setdefault(image, []).append(f"{region} {workload} ({container})")
-    return [(image, "; ".join(sorted(set(w)))) for image, w in sorted(where.items())]
+    return [(image, pinning(image), "; ".join(sorted(set(w)))) for image, w in sorted(where.items())]
 
 
 def section(plan: Plan, table) -> list[str]:
@@ -206,9 +218,12 @@ def section(plan: Plan, table) -> list[str]:
         "",
         "### Images",
         "",
-        "The operators run the images of their pinned charts (`tikit/versions.py`).",
+        "Third-party images carry the digests of `tikit/images.py`. The platform's own images keep "
+        "a tag in the stack files; the deploy sets the digest of the release that built them "
+        "(`python -m preview app-images`). The operators run the images of their pinned charts "
+        "(`tikit/versions.py`).",
         "",
-        *table(["image", "used by"], images(workloads)),
+        *table(["image", "pinned", "used by"], images(workloads)),
         "",
     ]
 

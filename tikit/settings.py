@@ -23,7 +23,7 @@ from typing import Any, Literal, Mapping, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from tikit import checks, cron
+from tikit import checks, cron, images
 from tikit.conf import postgres as pg_conf
 from tikit.derived import Derived, derive
 from tikit.presets import ENVIRONMENTS, PRESETS, REGION_DEFAULTS, REGION_PRESETS, preset
@@ -199,7 +199,7 @@ class Workers(Section):
 
 
 class Postgres(Section):
-    image: checks.Image = "ghcr.io/cloudnative-pg/postgresql:17.6"
+    image: checks.Image = images.ref("postgresql")
     instances: int = Field(ge=1, le=9)
     cpu: checks.Cpu
     memory: checks.Memory
@@ -237,8 +237,8 @@ class Postgres(Section):
 
 
 class PgBouncer(Section):
-    image: checks.Image = "ghcr.io/cloudnative-pg/pgbouncer:1.24.1"
-    exporter_image: checks.Image = "quay.io/prometheuscommunity/pgbouncer-exporter:v0.10.2"
+    image: checks.Image = images.ref("pgbouncer")
+    exporter_image: checks.Image = images.ref("pgbouncer-exporter")
     replicas: int = Field(ge=1, le=20)
     # The notes' pgbouncer.ini: 1000 clients, pool 20, reserve 5 after 3 s.
     max_client_conn: int = Field(1000, ge=10, le=100_000)
@@ -250,10 +250,10 @@ class PgBouncer(Section):
 
 
 class Redis(Section):
-    image: checks.Image = "docker.io/library/redis:7.4.2"
-    exporter_image: checks.Image = "docker.io/oliver006/redis_exporter:v1.67.0"
+    image: checks.Image = images.ref("redis")
+    exporter_image: checks.Image = images.ref("redis-exporter")
     # The backup job copies rclone (a static binary) and a CA bundle from this image.
-    rclone_image: checks.Image = "docker.io/rclone/rclone:1.68.2"
+    rclone_image: checks.Image = images.ref("rclone")
     replicas: int = Field(ge=1, le=9)  # data pods: one primary + (replicas - 1) replicas
     sentinels: int = Field(ge=0, le=9)
     sentinel_quorum: int = Field(2, ge=1, le=9)
@@ -373,7 +373,7 @@ class Nodes(Section):
 
     # API-sized placeholder pods kept on warm nodes, preempted by real pods.
     buffer_pods: int = Field(ge=0, le=100)
-    buffer_image: checks.Image = "registry.k8s.io/pause:3.10"
+    buffer_image: checks.Image = images.ref("pause")
     # Pool limits: what may land there at maximum scale, plus per-node overhead, plus this.
     headroom_percent: int = Field(20, ge=0, le=500)
     # From a pod going pending to a new node Ready with the image pulled: Karpenter's batch
@@ -489,9 +489,9 @@ class Resilience(Section):
     think_time_seconds: int = Field(1, ge=0, le=60)
     path: checks.Path = "/events"
     parallelism: int = Field(4, ge=1, le=100)
-    k6_image: checks.Image = "docker.io/grafana/k6:1.3.0"
+    k6_image: checks.Image = images.ref("k6")
     # The starter pod only curls the runners' REST API to start them together.
-    starter_image: checks.Image = "docker.io/curlimages/curl:8.11.1"
+    starter_image: checks.Image = images.ref("curl")
     runner_cpu: checks.Cpu = "1"
     runner_memory: checks.Memory = "2Gi"
     # Chaos Mesh Schedules: five-field cron on the controller's clock (UTC), outside the

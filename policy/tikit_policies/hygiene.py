@@ -3,7 +3,10 @@ access, explicit names and recommended labels, no bare Pods, no stray external S
 
 from __future__ import annotations
 
+import re
 from typing import Callable
+
+from tikit.images import APP_REPOSITORIES
 
 from . import annotations as ann
 from .base import ADVISORY, boolean, choice, resource_policy, schema, strings
@@ -52,6 +55,61 @@ image_pinned = resource_policy(
     check=_images,
     remediation="Set the image to an explicit version tag (repo/name:1.2.3) or a digest (@sha256:...) in the stack settings.",
     area=AREA,
+)
+
+
+# ---- digests -----------------------------------------------------------------------------
+
+
+def _image_refs(obj: Obj) -> list[tuple[str, str]]:
+    """(where, image) of every image an object runs: containers, a CNPG Cluster's
+    imageName, an EnvoyProxy's container image when it sets one."""
+    out = []
+    spec = pod_spec(obj)
+    if spec is not None:
+        out += [(f"{field} '{container_name(c)}'", c.get("image")) for field, c in containers(spec)]
+    if obj.is_("Cluster", CNPG_GROUP) and "imageName" in obj.spec:
+        out.append(("spec.imageName", obj.spec["imageName"]))
+    envoy = get(obj.spec, "provider", "kubernetes", "envoyDeployment", "container", "image")
+    if obj.kind == "EnvoyProxy" and envoy:
+        out.append(("envoyDeployment.container.image", envoy))
+    return [(w, i) for w, i in out if isinstance(i, str)]
+
+
+def _digests(obj: Obj, cfg: dict, say: Say) -> None:
+    environment = obj.labels.get(ann.ENVIRONMENT_LABEL)
+    if environment not in cfg["environments"]:
+        return
+    apps = tuple(cfg["appRepositories"])
+    for where, image in _image_refs(obj):
+        if DIGESTED.search(image):
+            continue
+        if image.startswith(apps):
+            if cfg["requireAppDigest"]:
+                say(
+                    f"{obj.ref}: {where} image '{image}' has no digest; a deploy takes the platform's own images "
+                    "from the release that built them, as name:tag@sha256:... (python -m preview app-images)"
+                )
+        else:
+            say(
+                f"{obj.ref}: {where} third-party image '{image}' is pinned by tag only in {environment}; "
+                "a tag can move, a digest cannot: use name:tag@sha256:... from a public record (tikit/images.py)"
+            )
+
+
+DIGESTED = re.compile(r"@sha256:[a-f0-9]{64}$")
+
+image_digest = resource_policy(
+    name="image-digest",
+    description="In staging and prod every third-party image is pinned by digest; with requireAppDigest (deploys) the platform's own images too.",
+    check=_digests,
+    remediation="Use the pins of tikit/images.py (refresh them with `make images`); deploys set the app images with `python -m preview app-images`.",
+    area=AREA,
+    config=schema(
+        environments=strings(["staging", "prod"], "Environments (tikit.app/environment) whose images must carry a digest."),
+        appRepositories=strings(list(APP_REPOSITORIES), "Repository prefixes of the platform's own images."),
+        requireAppDigest=boolean(False, "Refuse app images without a digest (the deploy workflow's policy config sets it)."),
+    ),
 )
 
 
@@ -377,6 +435,7 @@ namespaced_objects = resource_policy(
 
 POLICIES = [
     image_pinned,
+    image_digest,
     container_resources,
     container_probes,
     restricted_security_context,

@@ -12,7 +12,7 @@ import re
 import pytest
 import yaml
 
-from tikit import names
+from tikit import images, names
 from tikit import settings
 from tikit import cron
 from tikit.components import autoscaling
@@ -460,9 +460,9 @@ def test_backup_limits_are_settings_errors_before_any_resource():
 
 
 def test_pool_saturation_reads_metrics_the_pinned_exporter_emits(plan, stack):
-    """pgbouncer_databases_reserve_pool never exists with PgBouncer 1.24 and exporter
-    v0.10.2, and `x + <empty>` is empty: the alert could never fire.  The denominator is
-    max_db_connections, which the rendered pgbouncer.ini must set to pool + reserve."""
+    """No rule or panel reads a name the pinned exporter does not emit (`x + <empty>` is
+    empty: the alert could never fire).  The denominator is max_db_connections, which every
+    exporter version emits and the rendered pgbouncer.ini sets to pool + reserve."""
     cfg = stack_settings(stack)
     for region in plan.regions:
         board = dashboard_of(plan, region)
@@ -486,10 +486,10 @@ def test_pool_saturation_reads_metrics_the_pinned_exporter_emits(plan, stack):
 def test_unknown_metrics_names_what_no_exporter_emits():
     groups = [{"name": "g", "rules": [
         {"record": "tikit:x:sum", "expr": "sum(pgbouncer_databases_pool_size)"},
-        {"alert": "A", "expr": "tikit:x:sum + pgbouncer_databases_reserve_pool > 0"},
+        {"alert": "A", "expr": "tikit:x:sum + pgbouncer_stats_queries_pooled_total > 0"},
         {"alert": "B", "expr": "redis_up == 0"},
     ]}]
-    assert alerts.unknown_metrics(groups) == {"A": {"pgbouncer_databases_reserve_pool"}}
+    assert alerts.unknown_metrics(groups) == {"A": {"pgbouncer_stats_queries_pooled_total"}}
     assert set(metrics.NOT_EMITTED).isdisjoint(metrics.exporter_metrics())
 
 
@@ -497,8 +497,8 @@ def test_pgbouncer_metric_list_names_the_versions_it_was_checked_against():
     """The PgBouncer names hold for one exporter and one daemon version: bumping either
     image fails here until someone re-checks metrics.PGBOUNCER against the new ones."""
     pb = settings.load({}, stack="prod").pgbouncer
-    exporter_tag = pb.exporter_image.rsplit(":", 1)[1]
-    daemon_minor = ".".join(pb.image.rsplit(":", 1)[1].split(".")[:2])
+    exporter_tag = images.split(pb.exporter_image)[1]
+    daemon_minor = ".".join(images.split(pb.image)[1].split(".")[:2])
     assert f"pgbouncer_exporter {exporter_tag} " in metrics.PGBOUNCER.source
     assert f"PgBouncer {daemon_minor} " in metrics.PGBOUNCER.source
 

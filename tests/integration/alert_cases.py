@@ -437,8 +437,9 @@ def pgbouncer_cases(f: Facts) -> list[Case]:
              {"warning": (here, 7), "critical": (here, crit_wait + 5)}),
         Case("TikitPgBouncerClientsWaiting", "only the admin console waits", waiting(0, 0, admin_waiting=3)),
     ]
-    # What pgbouncer_exporter v0.10.2 emits against PgBouncer 1.24: pool_size and
-    # max_connections (max_db_connections = pool + reserve in our ini), no reserve_pool.
+    # The series the alert reads: pool_size and max_connections (max_db_connections = pool +
+    # reserve in our ini), which every exporter version emits; no reserve_pool, which
+    # exporters before v0.12.1 never emit, so the alert must not need it.
     pool, reserve = f.cfg.pgbouncer.default_pool_size, f.cfg.pgbouncer.reserve_pool_size
     cap = pool + reserve
     dbs = dict(namespace=ns, pod=pod, name=db, host="pg-rw", port="5432", database=db, force_user="", pool_mode="transaction")

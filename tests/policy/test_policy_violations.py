@@ -374,6 +374,18 @@ CASES = [
     Case("no-headroom", "scale-out-time", "prod", lambda p: F.remove(p, "Deployment", names.CAPACITY_BUFFER, "lagos"),
          ("lagos: profile step 100 -> 1000 users: capacity for 60,000 requests/min (10 ready replicas of api) takes",
           "more than 120 s")),
+    # ---- digests ----
+    Case("tag-only-postgres", "image-digest", "prod",
+         obj("Cluster", names.pg_cluster("lagos"), set_in("spec.imageName", "ghcr.io/cloudnative-pg/postgresql:17.6")),
+         ("Cluster/pg-lagos in lagos: spec.imageName third-party image 'ghcr.io/cloudnative-pg/postgresql:17.6' "
+          "is pinned by tag only in prod",)),
+    Case("tag-only-sidecar", "image-digest", "staging",
+         lambda plan: F.edit(plan, "StatefulSet", redis_statefulset(plan), "lagos",
+                             lambda o: container(o, 1).__setitem__("image", "docker.io/oliver006/redis_exporter:v1.67.0")),
+         ("third-party image 'docker.io/oliver006/redis_exporter:v1.67.0' is pinned by tag only in staging",)),
+    Case("app-without-digest-at-deploy", "image-digest", "prod", lambda plan: plan,
+         (f"Deployment/api in lagos: containers 'api' image '{PROD.backend.image}' has no digest",),
+         config={"image-digest": {"requireAppDigest": True}}),
     # ---- add-ons ----
     Case("chart-range", "addon-pinned", "staging", chart("keda", "^2.20.0"),
          ("Helm chart keda (keda-lagos) is not pinned to an exact release (version '^2.20.0')",)),

@@ -473,8 +473,8 @@ def pool_saturation(namespace: str, database: str, *, by: str) -> str:
     """Server connections in use as a percentage of the database's max_db_connections (SHOW
     DATABASES max_connections), which pgbouncer.ini sets to default_pool_size +
     reserve_pool_size.  Not pool_size + reserve_pool: PgBouncer 1.24 renamed that column
-    reserve_pool_size and the pinned exporter maps only the old name, so the sum would be
-    empty.  "> 0" keeps an unlimited database (0) from dividing into +Inf."""
+    reserve_pool_size and exporters before v0.12.1 map only the old name, so the sum would
+    be empty with them; max_connections is emitted by every version.  "> 0" keeps an unlimited database (0) from dividing into +Inf."""
     pools = f'namespace="{namespace}", database="{database}"'
     dbs = f'namespace="{namespace}", name="{database}"'
     return (

@@ -9,8 +9,8 @@ that can never fire.
 What the list cannot promise: that the exporter version we pin emits a name against the
 daemon version we run.  An exporter that maps a daemon's columns by name silently drops a
 metric when the daemon renames the column.  So the PgBouncer entry lists what
-pgbouncer_exporter v0.10.2 (settings.PgBouncer.exporter_image) maps from the SHOW DATABASES
-and SHOW POOLS columns of PgBouncer 1.24 (settings.PgBouncer.image), not everything its
+pgbouncer_exporter v0.12.1 (settings.PgBouncer.exporter_image) maps from the SHOW DATABASES
+and SHOW POOLS columns of PgBouncer 1.25 (settings.PgBouncer.image), not everything its
 collector.go knows; a test pins both versions, so whoever bumps either image re-checks
 that entry.
 
@@ -76,13 +76,14 @@ BARMAN_CLOUD = _source(
     "barman_cloud_cloudnative_pg_io_first_recoverability_point",
 )
 
-# No pgbouncer_databases_reserve_pool (see NOT_EMITTED; the exporter maps the new column
-# name from v0.12.1 on).  max_connections (max_db_connections, which pgbouncer.ini sets to
-# pool_size + reserve_pool_size) kept its name in 1.24.
+# PgBouncer 1.24 renamed SHOW DATABASES reserve_pool to reserve_pool_size; v0.12.1 maps
+# both to pgbouncer_databases_reserve_pool (older exporters emit nothing for it: the
+# saturation alert divides by max_connections, max_db_connections in pgbouncer.ini =
+# pool_size + reserve_pool_size, which every version emits).
 PGBOUNCER = _source(
     "pgbouncer",
-    "prometheus-community/pgbouncer_exporter v0.10.2 collector.go metricMaps (pgbouncer_<SHOW list>_<column>) "
-    "against PgBouncer 1.24 src/admin.c (SHOW DATABASES, SHOW POOLS columns)",
+    "prometheus-community/pgbouncer_exporter v0.12.1 collector.go metricMaps (pgbouncer_<SHOW list>_<column>) "
+    "against PgBouncer 1.25 src/admin.c (SHOW DATABASES, SHOW POOLS columns)",
     "pgbouncer_up",
     "pgbouncer_pools_client_active_connections",
     "pgbouncer_pools_client_waiting_connections",
@@ -90,6 +91,7 @@ PGBOUNCER = _source(
     "pgbouncer_pools_server_idle_connections",
     "pgbouncer_pools_client_maxwait_seconds",
     "pgbouncer_databases_pool_size",
+    "pgbouncer_databases_reserve_pool",
     "pgbouncer_databases_max_connections",
     "pgbouncer_databases_current_connections",
     "pgbouncer_config_max_client_connections",
@@ -98,10 +100,9 @@ PGBOUNCER = _source(
 # Names an exporter's source mentions but that the pinned versions never emit, and why: a
 # rule or panel that reads one is an alert that cannot fire (the tests refuse them).
 NOT_EMITTED: dict[str, str] = {
-    "pgbouncer_databases_reserve_pool": (
-        "PgBouncer 1.24 renamed SHOW DATABASES reserve_pool to reserve_pool_size; "
-        "pgbouncer_exporter v0.10.2 maps only reserve_pool"
-    ),
+    # Documented in the exporter's README, but its collector.go (v0.11.0 on) names the SHOW
+    # STATS counters pgbouncer_stats_totals_*.
+    "pgbouncer_stats_queries_pooled_total": "pgbouncer_exporter v0.11.0 renamed it pgbouncer_stats_totals_queries_pooled_total",
 }
 
 REDIS = _source(

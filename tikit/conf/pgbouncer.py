@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from tikit.settings import PgBouncer
 
 # The release that introduced max_prepared_statements.  Older ones refuse to start on it
-# (1.18: "unknown parameter", FATAL); the deployed image (settings.PgBouncer.image) is 1.24.
+# (1.18: "unknown parameter", FATAL); the deployed image (settings.PgBouncer.image) is 1.25.
 MAX_PREPARED_STATEMENTS_SINCE = (1, 21)
 
 # Transaction pooling: the notes' pool_mode, and what the pool sizes assume.

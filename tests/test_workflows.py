@@ -288,7 +288,7 @@ def test_the_cli_version_matches_the_sdk_pin(name):
 def _run_step(step: dict, tmp_path: Path, inputs: dict[str, str]) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
     """Run a composite step's bash script with its `env:` block resolved from ``inputs``;
     returns the process and what it wrote to GITHUB_OUTPUT / GITHUB_ENV."""
-    env = {"PATH": os.environ["PATH"], "RUNNER_TEMP": str(tmp_path)}
+    env = {"PATH": os.environ["PATH"], "RUNNER_TEMP": str(tmp_path), "HOME": str(tmp_path)}
     for key, value in (step.get("env") or {}).items():
         m = re.fullmatch(r"\$\{\{ inputs\.([\w-]+) \}\}", str(value))
         env[key] = inputs.get(m.group(1), "") if m else str(value)
@@ -335,17 +335,20 @@ def test_kubeconfig_arrives_base64_encoded_and_is_decoded(tmp_path):
     encoded = base64.b64encode(KUBECONFIG.encode()).decode()
     # As pasted into the secrets form: wrapped at 76 columns, with a trailing newline.
     wrapped = "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76)) + "\n"
+    config = tmp_path / ".kube" / "config"
     for value in (encoded, wrapped):
         proc, written = _run_step(step, tmp_path, {"kubeconfig-base64": value})
         assert proc.returncode == 0, proc.stderr
-        assert (tmp_path / "kubeconfig").read_text() == KUBECONFIG
-        assert written["GITHUB_ENV"] == f"KUBECONFIG={tmp_path}/kubeconfig\n"
-        assert oct((tmp_path / "kubeconfig").stat().st_mode & 0o777) == "0o600"
+        # Where clients look when KUBECONFIG is unset; no later step's environment changes.
+        assert config.read_text() == KUBECONFIG
+        assert written["GITHUB_ENV"] == ""
+        assert oct(config.stat().st_mode & 0o777) == "0o600"
 
-    # The raw file pasted where base64 belongs fails here, with a message saying what to do.
+    # The raw file pasted where base64 belongs fails here, with a message saying what to do,
+    # and leaves no half-decoded file behind.
     proc, written = _run_step(step, tmp_path, {"kubeconfig-base64": KUBECONFIG})
     assert proc.returncode != 0 and written["GITHUB_ENV"] == ""
-    assert "base64 -w0" in proc.stdout
+    assert "base64 -w0" in proc.stdout and not config.exists()
 
 
 @pytest.mark.parametrize("token, available", [("pul-abc123", "true"), ("", "false")])

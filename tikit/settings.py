@@ -184,6 +184,8 @@ class PgBouncer(Section):
 
 class Redis(Section):
     image: checks.Image = "docker.io/library/redis:7.4.2"
+    # The sentinels' image: the same release by default, upgraded on its own schedule.
+    sentinel_image: checks.Image = "docker.io/library/redis:7.4.2"
     exporter_image: checks.Image = "docker.io/oliver006/redis_exporter:v1.67.0"
     # The backup job copies rclone (a static binary) and a CA bundle from this image.
     rclone_image: checks.Image = "docker.io/rclone/rclone:1.68.2"

@@ -85,6 +85,7 @@ BAD = [
     ({"regions": [{"name": "lagos", "role": "leader"}]}, "regions[0].role: must be one of primary, backup"),
     ({"regions": [{"name": "Lagos!", "role": "primary"}]}, "regions[0].name: must be a DNS label"),
     ({"redis": {"sentinels": 3, "sentinelQuorum": 4}}, "redis.sentinelQuorum: 4 is greater than redis.sentinels 3"),
+    ({"redis": {"sentinelImage": "docker.io/library/redis"}}, "redis.sentinelImage: 'docker.io/library/redis' has no tag or digest"),
 ]
 
 
@@ -228,9 +229,16 @@ def test_postgres_tuning_goes_through_parameters():
 
 def test_redis_deadlines_cover_the_waits_they_wrap():
     """Fixed facts now, but still related: the backup job's deadline covers its BGSAVE wait
-    plus the upload, the data pods' grace period covers shutdown-timeout plus the final save."""
+    plus the upload, the data pods' grace period covers the handover's deadline, then
+    shutdown-timeout plus the final save; the handover's own waits fit in its deadline."""
     assert redis_tier.BACKUP_ACTIVE_DEADLINE_SECONDS >= redis_conf.BACKUP_WAIT_SECONDS + redis_tier.BACKUP_UPLOAD_MARGIN_SECONDS
-    assert redis_tier.TERMINATION_GRACE_SECONDS >= redis_conf.SHUTDOWN_TIMEOUT_SECONDS + redis_tier.SHUTDOWN_SAVE_MARGIN_SECONDS
+    assert redis_tier.TERMINATION_GRACE_SECONDS >= (
+        redis_conf.HANDOVER_DEADLINE_SECONDS + redis_conf.SHUTDOWN_TIMEOUT_SECONDS + redis_conf.SHUTDOWN_SAVE_MARGIN_SECONDS
+    )
+    assert redis_conf.HANDOVER_DEADLINE_SECONDS > (
+        redis_conf.HANDOVER_ELIGIBLE_SECONDS + redis_conf.HANDOVER_CATCHUP_SECONDS + redis_conf.HANDOVER_QUORUM_SECONDS
+    )
+    assert redis_conf.ROLE_RETRY_MIN_SECONDS <= redis_conf.ROLE_RETRY_MAX_SECONDS
 
 
 def test_object_storage_endpoint_per_region():

@@ -51,6 +51,7 @@ REDIS = "redis"
 REDIS_HEADLESS = "redis-headless"
 REDIS_SENTINEL = "redis-sentinel"
 REDIS_AUTH_SECRET = "redis-auth"         # key: password
+REDIS_SENTINEL_AUTH_SECRET = "redis-sentinel-auth"  # key: password (the sentinels' own, where they run)
 REDIS_BACKUP = "redis-backup"
 REDIS_PORT = 6379
 REDIS_SENTINEL_PORT = 26379
@@ -60,15 +61,18 @@ REDIS_MASTER_NAME = "tikit"              # Sentinel's name for the monitored pri
 # Connection strings the backend and workers read (Secret keys are the env var names).
 # The PostgreSQL tier writes the database Secret, the Redis tier the Redis one.
 APP_DATABASE_SECRET = "app-database"     # keys: DATABASE_URL, DATABASE_REPLICA_URL
-APP_REDIS_SECRET = "app-redis"           # keys: REDIS_URL, REDIS_PASSWORD, REDIS_SENTINELS, REDIS_SENTINEL_MASTER
+APP_REDIS_SECRET = "app-redis"           # keys: REDIS_URL and its parts (below)
 DATABASE_URL = "DATABASE_URL"
 DATABASE_REPLICA_URL = "DATABASE_REPLICA_URL"
 REDIS_URL = "REDIS_URL"
 # The same target in parts, for clients that cannot parse redis+sentinel:// (ioredis,
-# node-redis): "host:port,host:port" and the master name, empty where no Sentinel runs.
+# node-redis): "host:port,host:port", the master name and the sentinels' password, empty
+# where no Sentinel runs.
 REDIS_PASSWORD = "REDIS_PASSWORD"
 REDIS_SENTINELS = "REDIS_SENTINELS"
 REDIS_SENTINEL_MASTER = "REDIS_SENTINEL_MASTER"
+REDIS_SENTINEL_PASSWORD = "REDIS_SENTINEL_PASSWORD"
+APP_REDIS_KEYS = (REDIS_URL, REDIS_PASSWORD, REDIS_SENTINELS, REDIS_SENTINEL_MASTER, REDIS_SENTINEL_PASSWORD)
 
 # Traffic.  The API's own routes: REST under API_PREFIX, WebSocket (Socket.IO) upgrades
 # under WEBSOCKET_PATHS.

@@ -53,7 +53,7 @@ class Credentials(pulumi.ComponentResource):
     and passwords are Lagos's; PgBouncer and the apps must use the same ones there.
     """
 
-    def __init__(self, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, *, sentinel: bool = False, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("tikit:platform:Credentials", "credentials", None, opts)
         child = pulumi.ResourceOptions(parent=self)
         # Alphanumeric only: the passwords go into connection URLs unescaped.
@@ -61,6 +61,16 @@ class Credentials(pulumi.ComponentResource):
         self.redis = random.RandomPassword("redis-password", length=PASSWORD_LENGTH, special=False, opts=child)
         self.postgres_password: pulumi.Output[str] = pulumi.Output.secret(self.postgres.result)
         self.redis_password: pulumi.Output[str] = pulumi.Output.secret(self.redis.result)
+        # The sentinels' own password (where Sentinel runs), apart from the data password:
+        # Sentinel access is control (SENTINEL FAILOVER, SET, MONITOR), and the exporter
+        # and anything else that holds only the data password cannot reach it.
+        self.redis_sentinel: Optional[random.RandomPassword] = None
+        self.redis_sentinel_password: Optional[pulumi.Output[str]] = None
+        if sentinel:
+            self.redis_sentinel = random.RandomPassword(
+                "redis-sentinel-password", length=PASSWORD_LENGTH, special=False, opts=child
+            )
+            self.redis_sentinel_password = pulumi.Output.secret(self.redis_sentinel.result)
         # PgBouncer's stats user (the metrics exporter) and one SCRAM salt per role: stable,
         # so every region computes identical verifiers, and distinct, as PostgreSQL would pick
         # them: with one salt for two roles, one precomputed guess list attacks both verifiers.
@@ -223,6 +233,7 @@ class Region(pulumi.ComponentResource):
                 target=t, redis=cfg.redis, maxmemory_bytes=cfg.derived.redis_maxmemory_bytes,
                 object_storage=cfg.object_storage, bucket=cfg.bucket(self.region.name),
                 endpoint_url=cfg.object_storage_endpoint(self.region.name), password=c.redis_password,
+                sentinel_password=c.redis_sentinel_password,
             ),
             opts=self.tier_opts,
         )
@@ -293,7 +304,7 @@ class Platform:
 
     def __init__(self, cfg: Settings) -> None:
         self.settings = cfg
-        self.credentials = Credentials()
+        self.credentials = Credentials(sentinel=cfg.redis.sentinels > 0)
         self.regions = [Region(cfg, r, self.credentials) for r in cfg.regions]
 
     def endpoints(self) -> dict[str, Any]:

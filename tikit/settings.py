@@ -251,6 +251,8 @@ class PgBouncer(Section):
 
 class Redis(Section):
     image: checks.Image = images.ref("redis")
+    # The sentinels' image: the same release by default, upgraded on its own schedule.
+    sentinel_image: checks.Image = images.ref("redis")
     exporter_image: checks.Image = images.ref("redis-exporter")
     # The backup job copies rclone (a static binary) and a CA bundle from this image.
     rclone_image: checks.Image = images.ref("rclone")

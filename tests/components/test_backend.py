@@ -95,7 +95,9 @@ def test_env_comes_from_secrets_and_the_config_map(plan, stack):
             "DATABASE_REPLICA_URL": {"name": names.APP_DATABASE_SECRET, "key": "DATABASE_REPLICA_URL"},
             **{
                 key: {"name": names.APP_REDIS_SECRET, "key": key}
-                for key in ("REDIS_URL", "REDIS_PASSWORD", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER")
+                for key in (
+                    "REDIS_URL", "REDIS_PASSWORD", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD",
+                )
             },
         }
         literal = {e["name"]: e["value"] for e in c["env"] if "valueFrom" not in e}

@@ -133,7 +133,13 @@ class Region:
         self.envoy = Pod(cfg.addons.envoy_gateway_namespace, {**gw.envoy_pod_labels(self.ns), NAME: "envoy"})
         self.other_gateway = Pod(cfg.addons.envoy_gateway_namespace, {gw.OWNING_GATEWAY_NAME: "other", NAME: "envoy"})
         self.prometheus = Pod(cfg.addons.monitoring_namespace, {NAME: "prometheus"})
-        self.keda = Pod(cfg.addons.keda_namespace, {"app": "keda-operator"})
+        # KEDA's Helm chart labels: the operator runs the scalers; the metrics API server and
+        # the admission webhooks never talk to Redis.
+        self.keda = Pod(cfg.addons.keda_namespace, {"app": net.KEDA_OPERATOR_NAME, NAME: net.KEDA_OPERATOR_NAME})
+        self.keda_metrics = Pod(
+            cfg.addons.keda_namespace,
+            {"app": "keda-operator-metrics-apiserver", NAME: "keda-operator-metrics-apiserver"},
+        )
         self.operator = Pod(cfg.addons.cnpg_namespace, {NAME: net.CNPG_OPERATOR_NAME})
         self.dns = Pod(cfg.network.dns_namespace, dict(net.DNS_LABELS))
         self.stranger = Pod("default", {NAME: "something"})
@@ -224,10 +230,15 @@ def test_required_flows_are_allowed(plan, stack):
             flows.append(("scrape pgbouncer exporter", r.prometheus, pool, names.PGBOUNCER_EXPORTER_PORT))
         if r.cfg.redis.sentinels:
             sentinel = r.app(names.REDIS_SENTINEL)
+            port = names.REDIS_SENTINEL_PORT
             flows += [
                 ("sentinel -> redis", sentinel, redis, names.REDIS_PORT),
-                ("sentinel <-> sentinel", sentinel, sentinel, names.REDIS_SENTINEL_PORT),
-                ("app -> sentinel", api, sentinel, names.REDIS_SENTINEL_PORT),
+                ("sentinel <-> sentinel", sentinel, sentinel, port),
+                ("api -> sentinel", api, sentinel, port),
+                ("workers -> sentinel", workers, sentinel, port),
+                ("data pod -> sentinel (start and handover scripts)", redis, sentinel, port),
+                ("backup job -> sentinel", backup, sentinel, port),
+                ("keda operator -> sentinel (redis-sentinel trigger)", r.keda, sentinel, port),
             ]
         for pod in (api, workers, backup, redis, r.postgres, *pools):
             flows += [("dns", pod, r.dns, 53)]
@@ -274,8 +285,23 @@ def test_forbidden_flows_are_denied(plan, stack):
             ("another namespace -> postgres", r.stranger, r.postgres, names.POSTGRES_PORT),
             ("api -> api", api, api, r.backend_port),
         ]
+        flows.append(("another pod of KEDA's namespace -> redis", r.keda_metrics, redis, names.REDIS_PORT))
         if not r.cfg.redis.sentinels:
             flows.append(("sentinel port without Sentinel", api, redis, names.REDIS_SENTINEL_PORT))
+        else:
+            # Sentinel's port, only from those that ask Sentinel (see the required flows).
+            sentinel, port = r.app(names.REDIS_SENTINEL), names.REDIS_SENTINEL_PORT
+            flows += [
+                ("another pod of KEDA's namespace -> sentinel", r.keda_metrics, sentinel, port),
+                ("prometheus -> sentinel", r.prometheus, sentinel, port),
+                ("prometheus -> sentinel, exporter port", r.prometheus, sentinel, names.REDIS_EXPORTER_PORT),
+                ("gateway -> sentinel", r.envoy, sentinel, port),
+                ("another namespace -> sentinel", r.stranger, sentinel, port),
+                ("pgbouncer -> sentinel", pool, sentinel, port),
+                ("postgres -> sentinel", r.postgres, sentinel, port),
+                ("cnpg operator -> sentinel", r.operator, sentinel, port),
+                ("internet -> sentinel", r.internet, sentinel, port),
+            ]
         for what, src, dst, port in flows:
             assert not allowed(r.policies, src, dst, port), f"{region}: {what} ({port}) is allowed"
 

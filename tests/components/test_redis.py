@@ -113,9 +113,10 @@ def test_no_password_in_any_configmap(rendered, stack):
                     continue
                 assert not re.match(r"^(requirepass|masterauth|sentinel\s+auth-pass)\s+[^\"$]", line), (cm["metadata"]["name"], key, line)
                 assert not re.search(r"(^|\s)(password|requirepass)\s*[=:]\s*\w", line, re.I), (cm["metadata"]["name"], key, line)
-    # The mock engine's stand-in for the Redis password reaches no file at all.
-    placeholder = engine._placeholder("password", "redis-password")
-    assert not [path for path, text in rendered(stack).files.items() if placeholder in text]
+    # The mock engine's stand-ins for the Redis and Sentinel passwords reach no file at all.
+    for name in ("redis-password", "redis-sentinel-password"):
+        placeholder = engine._placeholder("password", name)
+        assert not [path for path, text in rendered(stack).files.items() if placeholder in text], name
 
 
 def test_password_reaches_the_pods_from_the_secret_only(plan, stack):
@@ -159,9 +160,12 @@ def test_topology_per_environment(plan, stack):
         assert cfg.redis.sentinel_quorum == QUORUM <= sentinels
         assert f"sentinel down-after-milliseconds {names.REDIS_MASTER_NAME} {cfg.redis.down_after_ms}" in conf
         assert f"sentinel failover-timeout {names.REDIS_MASTER_NAME} {cfg.redis.failover_timeout_ms}" in conf
-        assert "auth-pass" not in conf  # appended at start from the Secret
+        # No password line: the start script appends them from the Secrets.
+        assert not [k for k, v in rconf.parse_directives(conf) if k == "requirepass" or v.split()[0].endswith("-pass")]
         pod = sent["spec"]["template"]["spec"]
-        assert secret_refs(container(pod, "sentinel"))[rconf.PASSWORD_ENV] == (names.REDIS_AUTH_SECRET, rc.PASSWORD_KEY)
+        refs = secret_refs(container(pod, "sentinel"))
+        assert refs[rconf.PASSWORD_ENV] == (names.REDIS_AUTH_SECRET, rc.PASSWORD_KEY)
+        assert refs[rconf.SENTINEL_PASSWORD_ENV] == (names.REDIS_SENTINEL_AUTH_SECRET, rc.PASSWORD_KEY)
 
 
 def test_services_reach_the_right_pods(plan, stack):
@@ -210,14 +214,22 @@ def test_redis_url_secret_matches_the_rendered_topology(plan, stack, app_redis_d
     cfg = stack_settings(stack)
     for region in plan.regions:
         secret = named(plan, "Secret", names.APP_REDIS_SECRET, region)
-        keys = {names.REDIS_URL, names.REDIS_PASSWORD, names.REDIS_SENTINELS, names.REDIS_SENTINEL_MASTER}
+        keys = set(names.APP_REDIS_KEYS)
         assert secret["stringData"] == {key: plan_mod.REDACTED for key in keys}
         data = app_redis_data(stack)[region]
         assert set(data) == keys
-        # REDIS_PASSWORD is the password inside REDIS_URL.
-        assert rconf.parse_redis_url(data[names.REDIS_URL]).password == data[names.REDIS_PASSWORD] != ""
+        # REDIS_PASSWORD is the password inside REDIS_URL, REDIS_SENTINEL_PASSWORD the
+        # sentinels' password in it (none without Sentinel).
+        in_url = rconf.parse_redis_url(data[names.REDIS_URL])
+        assert in_url.password == data[names.REDIS_PASSWORD] != ""
+        assert (in_url.sentinel_password or "") == data[names.REDIS_SENTINEL_PASSWORD]
         auth = named(plan, "Secret", names.REDIS_AUTH_SECRET, region)
         assert auth["stringData"] == {rc.PASSWORD_KEY: plan_mod.REDACTED}
+        if cfg.redis.sentinels:
+            sentinel_auth = named(plan, "Secret", names.REDIS_SENTINEL_AUTH_SECRET, region)
+            assert sentinel_auth["stringData"] == {rc.PASSWORD_KEY: plan_mod.REDACTED}
+            # Its own password, not the data password.
+            assert data[names.REDIS_SENTINEL_PASSWORD] not in ("", data[names.REDIS_PASSWORD])
 
         # The URL the Secret holds, with a stand-in password, points at rendered objects.
         target = rconf.parse_redis_url(rc.redis_url(cfg.redis, cfg.namespace, "p@ss:/word"))
@@ -239,7 +251,9 @@ def test_redis_url_secret_matches_the_rendered_topology(plan, stack, app_redis_d
             assert not target.sentinels
             # Empty: no Sentinel, connect with REDIS_URL.
             assert data[names.REDIS_SENTINELS] == data[names.REDIS_SENTINEL_MASTER] == ""
-        assert data == rc.app_env(cfg.redis, ns, data[names.REDIS_PASSWORD])
+            assert data[names.REDIS_SENTINEL_PASSWORD] == ""
+            assert not [o for o in objects(plan, "Secret", region) if o["metadata"]["name"] == names.REDIS_SENTINEL_AUTH_SECRET]
+        assert data == rc.app_env(cfg.redis, ns, data[names.REDIS_PASSWORD], data[names.REDIS_SENTINEL_PASSWORD])
 
 
 def test_consumers_read_the_tier_secrets(plan, stack):
@@ -248,11 +262,45 @@ def test_consumers_read_the_tier_secrets(plan, stack):
             dep = named(plan, "Deployment", app, region)
             (c,) = dep["spec"]["template"]["spec"]["containers"]
             refs = secret_refs(c)
-            for key in (names.REDIS_URL, names.REDIS_PASSWORD, names.REDIS_SENTINELS, names.REDIS_SENTINEL_MASTER):
+            for key in names.APP_REDIS_KEYS:
                 assert refs[key] == (names.APP_REDIS_SECRET, key), (app, key)
         auth = named(plan, "TriggerAuthentication", f"{names.WORKERS}-redis", region)
-        (ref,) = auth["spec"]["secretTargetRef"]
-        assert (ref["name"], ref["key"]) == (names.REDIS_AUTH_SECRET, rc.PASSWORD_KEY)
+        refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+        assert refs["password"] == (names.REDIS_AUTH_SECRET, rc.PASSWORD_KEY)
+
+
+def test_sentinel_password_reaches_exactly_who_asks_sentinel(plan, stack):
+    """The sentinels' password: from its own Secret, to the sentinels, the data pods (their
+    start and handover scripts), the backup job, KEDA's trigger and the apps (app-redis);
+    not to the exporter, which never talks to a sentinel.  Nowhere without Sentinel."""
+    cfg = stack_settings(stack)
+    for region in plan.regions:
+        holders = set()
+        for kind in ("StatefulSet", "CronJob", "Deployment"):
+            for obj in objects(plan, kind, region):
+                spec = obj["spec"]["jobTemplate"]["spec"] if kind == "CronJob" else obj["spec"]
+                for c in spec["template"]["spec"]["containers"]:
+                    for env, ref in secret_refs(c).items():
+                        if ref[0] == names.REDIS_SENTINEL_AUTH_SECRET:
+                            assert ref == (names.REDIS_SENTINEL_AUTH_SECRET, rc.PASSWORD_KEY)
+                            assert env == rconf.SENTINEL_PASSWORD_ENV
+                            holders.add(f"{obj['metadata']['name']}/{c['name']}")
+                        if ref == (names.APP_REDIS_SECRET, names.REDIS_SENTINEL_PASSWORD):
+                            holders.add(f"{obj['metadata']['name']}/{c['name']} (app-redis)")
+        triggers = {
+            (auth["metadata"]["name"], r["parameter"])
+            for auth in objects(plan, "TriggerAuthentication", region)
+            for r in auth["spec"]["secretTargetRef"]
+            if r["name"] == names.REDIS_SENTINEL_AUTH_SECRET
+        }
+        apps = {f"{names.BACKEND}/{names.BACKEND} (app-redis)", f"{names.WORKERS}/{names.WORKERS} (app-redis)"}
+        if cfg.redis.sentinels:
+            assert holders == {
+                f"{names.REDIS}/redis", f"{names.REDIS_SENTINEL}/sentinel", f"{names.REDIS_BACKUP}/backup", *apps,
+            }
+            assert triggers == {(f"{names.WORKERS}-redis", "sentinelPassword")}
+        else:
+            assert holders == apps and not triggers  # the key exists, empty: the contract is the same
 
 
 # --- availability: PDBs, placement, probes ----------------------------------------------
@@ -296,16 +344,67 @@ def test_probes(plan, stack):
         assert redis["livenessProbe"]["failureThreshold"] == rc.LIVENESS.failures
         exporter = container(pod, "exporter")
         assert exporter["livenessProbe"]["httpGet"]["port"] == names.METRICS_PORT_NAME
-        # The grace period covers redis.conf's shutdown-timeout plus the final save.
+        # The grace period covers the handover's deadline, redis.conf's shutdown-timeout and
+        # the final save: one formula, from the constants.
         (timeout,) = directives(named(plan, "ConfigMap", rc.CONFIG_MAP, region)["data"][rconf.REDIS_CONF])["shutdown-timeout"]
         assert int(timeout) == rconf.SHUTDOWN_TIMEOUT_SECONDS
-        assert pod["terminationGracePeriodSeconds"] == rc.TERMINATION_GRACE_SECONDS
-        assert pod["terminationGracePeriodSeconds"] >= int(timeout) + rc.SHUTDOWN_SAVE_MARGIN_SECONDS
+        assert pod["terminationGracePeriodSeconds"] == rc.TERMINATION_GRACE_SECONDS == (
+            rconf.HANDOVER_DEADLINE_SECONDS + int(timeout) + rconf.SHUTDOWN_SAVE_MARGIN_SECONDS
+        )
+        # A standby waits for the sentinels as long as it takes: liveness never looks at the
+        # role, and no startupProbe could give up on it.
+        assert "startupProbe" not in redis and "role" not in live and "INFO" not in live
         if cfg.redis.sentinels:
             sent = container(named(plan, "StatefulSet", names.REDIS_SENTINEL, region)["spec"]["template"]["spec"], "sentinel")
-            assert "PING" in " ".join(sent["livenessProbe"]["exec"]["command"])
+            live = " ".join(sent["livenessProbe"]["exec"]["command"])
             ready = " ".join(sent["readinessProbe"]["exec"]["command"])
-            assert f"get-master-addr-by-name {names.REDIS_MASTER_NAME}" in ready
+            assert "PING" in live and f"get-master-addr-by-name {names.REDIS_MASTER_NAME}" in ready
+            for text in (live, ready):
+                assert f'REDISCLI_AUTH="${rconf.SENTINEL_PASSWORD_ENV}" redis-cli' in text
+
+
+def test_primary_hands_over_before_it_stops(plan, stack):
+    """Where Sentinel runs, the data pods' preStop hook runs the rendered handover script,
+    under timeout(1) with its deadline; without Sentinel there is nobody to hand over to."""
+    cfg = stack_settings(stack)
+    for region in plan.regions:
+        sts = named(plan, "StatefulSet", names.REDIS, region)
+        pod = sts["spec"]["template"]["spec"]
+        redis = container(pod, "redis")
+        data = named(plan, "ConfigMap", rc.CONFIG_MAP, region)["data"]
+        if not cfg.redis.sentinels:
+            assert "lifecycle" not in redis and rc.HANDOVER_KEY not in data
+            continue
+        assert redis["lifecycle"] == {
+            "preStop": {
+                "exec": {
+                    "command": [
+                        "timeout", str(rconf.HANDOVER_DEADLINE_SECONDS), "sh", f"{rconf.TEMPLATE_DIR}/{rc.HANDOVER_KEY}"
+                    ]
+                }
+            }
+        }
+        assert data[rc.HANDOVER_KEY] == rconf.handover_script(cfg.redis, namespace=cfg.namespace)
+        assert data[rc.START_KEY] == rconf.redis_start_script(cfg.redis, namespace=cfg.namespace)
+        assert "--replicaof 127.0.0.1 0 --replica-priority 0" in data[rc.START_KEY]
+        # A change to the hook rolls the pods, like one to redis.conf or the start script.
+        annotation = sts["spec"]["template"]["metadata"]["annotations"][rc.CONFIG_HASH_ANNOTATION]
+        assert annotation == rc.config_hash(data, (rconf.REDIS_CONF, rc.START_KEY, rc.HANDOVER_KEY))
+
+
+def test_sentinel_image_is_its_own_setting():
+    """redis.sentinelImage: the same release by default, upgraded apart from the data pods."""
+    r = settings.load({}, stack="prod").redis
+    assert r.sentinel_image == r.image
+    _, config, _ = engine.load_stack_config("prod")
+    config = {**config, "tikit:redis": json.dumps({"sentinelImage": "docker.io/library/redis:7.4.3"})}
+    plan = plan_mod.build(engine.run_program("prod", config_override=config))
+    for region in plan.regions:
+        sentinel = named(plan, "StatefulSet", names.REDIS_SENTINEL, region)
+        data = named(plan, "StatefulSet", names.REDIS, region)
+        assert container(sentinel["spec"]["template"]["spec"], "sentinel")["image"] == "docker.io/library/redis:7.4.3"
+        assert sentinel["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"] == "7.4.3"
+        assert container(data["spec"]["template"]["spec"], "redis")["image"] == r.image
 
 
 def test_restricted_pods_with_writable_mounts(plan, stack):
@@ -380,6 +479,8 @@ def test_backup_cronjob(plan, stack):
         assert backup["image"] == r.image
         refs = secret_refs(backup)
         assert refs["REDISCLI_AUTH"] == (names.REDIS_AUTH_SECRET, rc.PASSWORD_KEY)
+        if r.sentinels:  # the script asks Sentinel for an in-sync replica
+            assert refs[rconf.SENTINEL_PASSWORD_ENV] == (names.REDIS_SENTINEL_AUTH_SECRET, rc.PASSWORD_KEY)
         assert refs["AWS_ACCESS_KEY_ID"] == (s3.credentials_secret, s3.access_key_id_key)
         assert refs["AWS_SECRET_ACCESS_KEY"] == (s3.credentials_secret, s3.secret_access_key_key)
         assert not [e for e in backup["env"] if "value" in e and re.search(r"KEY|AUTH|PASS", e["name"])]

@@ -121,11 +121,16 @@ def test_scale_to_zero_only_outside_prod(plan, stack):
             assert {t["type"] for t in so["spec"]["triggers"]} - {"cpu", "memory"}
 
 
-def test_trigger_credentials_come_from_the_redis_secret(plan):
+def test_trigger_credentials_come_from_the_redis_secret(plan, stack):
+    sentinels = settings.load({}, stack=stack).redis.sentinels
     for region, so in regional(plan, "ScaledObject", names.WORKERS):
         ref = queue_trigger(so)["authenticationRef"]
         auth = named(plan, "TriggerAuthentication", ref["name"], region)
-        assert auth["spec"]["secretTargetRef"] == [{"parameter": "password", "name": names.REDIS_AUTH_SECRET, "key": "password"}]
+        expected = [{"parameter": "password", "name": names.REDIS_AUTH_SECRET, "key": "password"}]
+        if sentinels:
+            # KEDA's redis-sentinel scaler authenticates to the sentinels with their own password.
+            expected.append({"parameter": "sentinelPassword", "name": names.REDIS_SENTINEL_AUTH_SECRET, "key": "password"})
+        assert auth["spec"]["secretTargetRef"] == expected
         assert not any("password" in k.lower() for k in queue_trigger(so)["metadata"])
         assert validate(auth) == []
 

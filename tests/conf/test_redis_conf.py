@@ -6,8 +6,11 @@ The same text on real daemons: tests/integration/test_redis_daemons.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -123,9 +126,13 @@ def test_no_secret_in_any_rendered_text(env: str) -> None:
     )
     if s.redis.sentinels:
         texts.append(rconf.sentinel_conf(s.redis, primary_host="h", primary_port=1))
+        texts.append(rconf.sentinel_start_script(s.redis, namespace=s.namespace))
+        texts.append(rconf.handover_script(s.redis, namespace=s.namespace))
     for text in texts:
-        for word in ("requirepass ", "masterauth ", "auth-pass "):
+        for word in ("requirepass ", "masterauth ", "auth-pass ", "sentinel-pass ", "sentinel auth-pass "):
             assert not any(line.startswith(word) for line in text.splitlines())
+        # Passwords reach the scripts only as the environment's variables.
+        assert not re.search(r"(REDIS|SENTINEL)_PASSWORD=[^$\s]", text)
     assert rconf.redis_server_args() == [
         "--requirepass",
         '"$REDIS_PASSWORD"',
@@ -167,6 +174,13 @@ def test_bad_arguments_are_refused() -> None:
         rconf.redis_conf(s.redis, maxmemory_bytes=1, port=70000)
     with pytest.raises(ValueError, match="sentinels is 0"):
         rconf.sentinel_conf(s.redis, primary_host="h", primary_port=1)
+    with pytest.raises(ValueError, match="sentinels is 0"):
+        rconf.sentinel_start_script(s.redis, namespace="t")
+    with pytest.raises(ValueError, match="sentinels is 0"):
+        rconf.handover_script(s.redis, namespace="t")
+    prod = load("prod")
+    with pytest.raises(ValueError, match="bad address"):
+        rconf.redis_start_script(prod.redis, namespace="t", peers=[("a b", 1)])
     with pytest.raises(ValueError, match="store"):
         rconf.backup_script(s.redis, namespace="t", region="r", store="ftp://x", s3_endpoint="https://e")
 
@@ -192,7 +206,9 @@ def test_sentinel_conf_prod() -> None:
     # Hostnames are resolved only for monitor lines parsed after this directive.
     assert lines.index("sentinel resolve-hostnames yes") < lines.index(monitor)
     assert f"port {names.REDIS_SENTINEL_PORT}" in lines
-    assert "protected-mode no" in lines
+    # Clients authenticate (requirepass comes from the Secret at start): protected mode on.
+    assert "protected-mode yes" in lines
+    assert not [line for line in lines if line.split()[0] in ("requirepass", "masterauth") or "-pass" in line]
 
 
 def test_sentinel_hosts() -> None:
@@ -204,11 +220,12 @@ def test_sentinel_hosts() -> None:
 
 
 # --------------------------------------------------------------------------------------
-# Start scripts, run by /bin/sh with stand-ins for redis-cli, redis-server, redis-sentinel
+# Start and handover scripts, run by /bin/sh with stand-ins for redis-cli, redis-server and
+# redis-sentinel (what they decide against real daemons: tests/integration/test_redis_ha.py)
 # --------------------------------------------------------------------------------------
 
 FAKE_CLI = """#!/bin/sh
-# Stand-in redis-cli: answers SENTINEL get-master-addr-by-name from $FAKE_ANSWER.
+# Stand-in redis-cli: answers every command with $FAKE_ANSWER.
 if [ -n "${FAKE_DOWN:-}" ]; then echo "Could not connect to Redis" >&2; exit 1; fi
 printf '%b' "$FAKE_ANSWER"
 """
@@ -217,6 +234,7 @@ FAKE_SERVER = """#!/bin/sh
 for a in "$@"; do printf '%s\\n' "$a"; done > "$FAKE_OUT.args"
 cp "$1" "$FAKE_OUT.conf"
 """
+HEADLESS = "redis-headless.tikit.svc.cluster.local"
 
 
 @pytest.fixture
@@ -235,6 +253,7 @@ def fakes(tmp_path: Path):
     (template_dir / "sentinel.conf").write_text(
         rconf.sentinel_conf(s.redis, primary_host=rconf.bootstrap_primary_host(s.namespace), primary_port=6379)
     )
+    (tmp_path / "data").mkdir()
 
     def run(script: str, **env: str) -> tuple[subprocess.CompletedProcess, list[str], str]:
         path = tmp_path / "start.sh"
@@ -242,26 +261,38 @@ def fakes(tmp_path: Path):
         out = tmp_path / "out"
         for suffix in (".args", ".conf"):
             Path(f"{out}{suffix}").unlink(missing_ok=True)
-        done = subprocess.run(
-            ["sh", str(path)],
-            env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_OUT": str(out), "FAKE_ANSWER": "", **env},
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        # The Sentinel start script leaves an agent behind (start-ha.sh): files, not pipes, for
+        # its output, and the whole process group goes once the main process has ended.
+        with open(tmp_path / "stdout", "w+") as stdout, open(tmp_path / "stderr", "w+") as stderr:
+            proc = subprocess.Popen(
+                ["sh", str(path)],
+                env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_OUT": str(out), "FAKE_ANSWER": "", **env},
+                stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, text=True, start_new_session=True,
+            )
+            try:
+                proc.wait(timeout=30)
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            stdout.seek(0)
+            stderr.seek(0)
+            done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout.read(), stderr.read())
         args = Path(f"{out}.args").read_text().splitlines() if Path(f"{out}.args").exists() else []
         conf = Path(f"{out}.conf").read_text() if Path(f"{out}.conf").exists() else ""
         return done, args, conf
 
     run.template_dir = template_dir  # type: ignore[attr-defined]
     run.live = tmp_path / "live"  # type: ignore[attr-defined]
+    run.data = tmp_path / "data"  # type: ignore[attr-defined]
     return run
 
 
 def _start(env: str, fakes) -> str:
     s = load(env)
     return rconf.redis_start_script(
-        s.redis, namespace=s.namespace, template=str(fakes.template_dir / "redis.conf"), live_dir=str(fakes.live)
+        s.redis, namespace=s.namespace, template=str(fakes.template_dir / "redis.conf"), live_dir=str(fakes.live),
+        data_dir=str(fakes.data),
     )
 
 
@@ -269,76 +300,143 @@ def _replicaof(args: list[str]) -> list[str]:
     return args[args.index("--replicaof") + 1 :][:2] if "--replicaof" in args else []
 
 
-@pytest.mark.parametrize("env", ENVS)
-def test_start_without_sentinel_answer_ordinal_zero_is_primary(env: str, fakes) -> None:
-    done, args, conf = fakes(_start(env, fakes), REDIS_PASSWORD="pw", POD_NAME="redis-0", FAKE_DOWN="1")
+@pytest.mark.parametrize("env", [e for e in ENVS if not load(e).redis.sentinels])
+def test_start_without_sentinel_ordinal_zero_is_primary(env: str, fakes) -> None:
+    done, args, conf = fakes(_start(env, fakes), REDIS_PASSWORD="pw", POD_NAME="redis-0")
     assert done.returncode == 0, done.stderr
     assert args[0] == str(fakes.live / "redis.conf") and conf == conf_of("prod")
     assert args[1:5] == ["--requirepass", "pw", "--masterauth", "pw"]
-    assert args[args.index("--replica-announce-ip") + 1] == "redis-0.redis-headless.tikit.svc.cluster.local"
+    assert args[args.index("--replica-announce-ip") + 1] == f"redis-0.{HEADLESS}"
     assert _replicaof(args) == []
-    done, args, _ = fakes(_start(env, fakes), REDIS_PASSWORD="pw", POD_NAME="redis-2", FAKE_DOWN="1")
-    assert _replicaof(args) == ["redis-0.redis-headless.tikit.svc.cluster.local", "6379"]
+    done, args, _ = fakes(_start(env, fakes), REDIS_PASSWORD="pw", POD_NAME="redis-2")
+    assert _replicaof(args) == [f"redis-0.{HEADLESS}", "6379"]
+    assert "SENTINEL" not in _start(env, fakes)
 
 
-def test_start_follows_the_primary_sentinel_names(fakes) -> None:
-    primary = "redis-2.redis-headless.tikit.svc.cluster.local"
-    for pod, expected in (("redis-0", [primary, "6379"]), ("redis-1", [primary, "6379"]), ("redis-2", [])):
-        done, args, _ = fakes(_start("prod", fakes), REDIS_PASSWORD="pw", POD_NAME=pod, FAKE_ANSWER=f"{primary}\\n6379\\n")
-        assert done.returncode == 0, done.stderr
-        assert _replicaof(args) == expected, pod
+@pytest.mark.parametrize(
+    "answer", ["", f"redis-0.{HEADLESS}\\n6379\\n", f"redis-1.{HEADLESS}\\n6379\\n"], ids=["no-answer", "self", "other"]
+)
+@pytest.mark.parametrize("pod", ["redis-0", "redis-1"])
+def test_start_with_sentinel_always_begins_as_a_standby(fakes, pod: str, answer: str) -> None:
+    """Whatever the sentinels answer, and on ordinal 0 too, redis-server starts as a replica
+    of nothing that Sentinel never promotes; the role comes later, from the agent."""
+    done, args, conf = fakes(
+        _start("prod", fakes), REDIS_PASSWORD="pw", SENTINEL_PASSWORD="spw", POD_NAME=pod,
+        FAKE_ANSWER=answer, **({"FAKE_DOWN": "1"} if not answer else {}),
+    )
+    assert done.returncode == 0, done.stderr
+    assert args[0] == str(fakes.live / "redis.conf") and conf == conf_of("prod")
+    assert args[1:5] == ["--requirepass", "pw", "--masterauth", "pw"]
+    assert _replicaof(args) == ["127.0.0.1", "0"]
+    assert args[args.index("--replica-priority") + 1] == "0"
+    assert args[args.index("--replica-announce-ip") + 1] == f"{pod}.{HEADLESS}"
+    assert "starting as standby" in done.stderr
 
 
-def test_start_ignores_a_sentinel_that_knows_nothing(fakes) -> None:
-    for answer in ("\\n", "ERR No such master with that name\\n", "host\\nnot-a-port\\n"):
-        done, args, _ = fakes(_start("prod", fakes), REDIS_PASSWORD="pw", POD_NAME="redis-1", FAKE_ANSWER=answer)
-        assert _replicaof(args) == ["redis-0.redis-headless.tikit.svc.cluster.local", "6379"], answer
-
-
-def test_dev_start_never_asks_sentinel(fakes) -> None:
-    assert "SENTINEL" not in _start("dev", fakes)
-
-
-def test_start_refuses_an_empty_password(fakes) -> None:
-    done, args, _ = fakes(_start("prod", fakes), REDIS_PASSWORD="", POD_NAME="redis-0")
+def test_start_refuses_a_missing_password(fakes) -> None:
+    for env in (dict(REDIS_PASSWORD=""), dict(REDIS_PASSWORD="pw"), dict(REDIS_PASSWORD="pw", SENTINEL_PASSWORD="")):
+        done, args, _ = fakes(_start("prod", fakes), POD_NAME="redis-0", **env)
+        assert done.returncode != 0 and "PASSWORD" in done.stderr and not args, env
+    done, args, _ = fakes(_start("dev", fakes), REDIS_PASSWORD="", POD_NAME="redis-0")
     assert done.returncode != 0 and "REDIS_PASSWORD" in done.stderr and not args
+
+
+def test_sentinel_agreement_is_the_quorum_and_at_least_a_majority() -> None:
+    def agree(sentinels: int, quorum: int) -> int:
+        return rconf.sentinel_agreement(settings.load({"redis": {"sentinels": sentinels, "sentinelQuorum": quorum}}, stack="prod").redis)
+
+    assert agree(3, 2) == 2 and agree(3, 1) == 2 and agree(3, 3) == 3
+    assert agree(5, 2) == 3 and agree(5, 4) == 4 and agree(4, 2) == 3
+
+
+def test_ha_scripts_ask_every_sentinel_and_know_every_data_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load("prod")
+    sentinels = " ".join(f"redis-sentinel-{i}.redis-sentinel.tikit.svc.cluster.local:26379" for i in range(3))
+    peers = " ".join(f"redis-{i}.{HEADLESS}:6379" for i in range(3))
+    scripts = {
+        "start": rconf.redis_start_script(s.redis, namespace=s.namespace),
+        "sentinel": rconf.sentinel_start_script(s.redis, namespace=s.namespace),
+        "handover": rconf.handover_script(s.redis, namespace=s.namespace),
+    }
+    for name, text in scripts.items():
+        assert f'\nSENTINELS="{sentinels}"\n' in text, name
+        assert "\nAGREE=2\n" in text and "\nMASTER_NAME=tikit\n" in text, name
+        assert f"\nASK_TIMEOUT={rconf.HA_ASK_TIMEOUT_SECONDS}\n" in text, name
+    for name in ("start", "sentinel"):
+        assert f'\nPEERS="{peers}"\n' in scripts[name]
+        assert f'\nBOOTSTRAP="redis-0.{HEADLESS}:6379"\n' in scripts[name]
+    assert 'SELF="${POD_NAME:-$(hostname)}.redis-sentinel.tikit.svc.cluster.local"' in scripts["sentinel"]
+    assert f'SELF="${{POD_NAME:-$(hostname)}}.{HEADLESS}"' in scripts["handover"]
+    # The waits are the named constants, nothing repeats their values.
+    assert f"\nDEADLINE={rconf.HANDOVER_DEADLINE_SECONDS}\n" in scripts["handover"]
+    assert f"\nPAUSE_AFTER={rconf.SHUTDOWN_TIMEOUT_SECONDS + rconf.SHUTDOWN_SAVE_MARGIN_SECONDS}\n" in scripts["handover"]
+    monkeypatch.setattr(rconf, "HANDOVER_DEADLINE_SECONDS", 7)
+    monkeypatch.setattr(rconf, "ROLE_RETRY_MAX_SECONDS", 3)
+    monkeypatch.setattr(rconf, "STAMP_DB", 9)
+    assert "\nDEADLINE=7\n" in rconf.handover_script(s.redis, namespace=s.namespace)
+    start = rconf.redis_start_script(s.redis, namespace=s.namespace)
+    assert "\nRETRY_MAX=3\n" in start and "\nSTAMP_DB=9\n" in start
 
 
 def _sentinel_start(fakes, **kw) -> str:
     s = load("prod")
     return rconf.sentinel_start_script(
-        s.redis,
-        sentinel_service=("redis-sentinel.tikit.svc.cluster.local", 26379),
-        template=str(fakes.template_dir / "sentinel.conf"),
-        live_dir=str(fakes.live),
-        **kw,
+        s.redis, namespace=s.namespace, template=str(fakes.template_dir / "sentinel.conf"), live_dir=str(fakes.live), **kw
     )
 
 
-def test_sentinel_start_appends_auth_pass_quoted(fakes) -> None:
-    password = 'a "b" \\c $d'
-    done, args, conf = fakes(_sentinel_start(fakes), REDIS_PASSWORD=password, FAKE_DOWN="1")
+def test_sentinel_start_follows_the_other_sentinels_with_its_passwords(fakes) -> None:
+    password, sentinel_password = 'a "b" \\c $d', "s'p \"q\""
+    done, args, conf = fakes(
+        _sentinel_start(fakes),
+        REDIS_PASSWORD=password,
+        SENTINEL_PASSWORD=sentinel_password,
+        POD_NAME="redis-sentinel-1",
+        FAKE_ANSWER=f"redis-1.{HEADLESS}\\n6379\\n",
+    )
     assert done.returncode == 0, done.stderr
     assert args == [str(fakes.live / "sentinel.conf")]
-    template = (fakes.template_dir / "sentinel.conf").read_text()
-    assert conf == template + 'sentinel auth-pass tikit "a \\"b\\" \\\\c $d"\n'
+    lines = conf.splitlines()
+    template = (fakes.template_dir / "sentinel.conf").read_text().splitlines()
+    (monitor,) = [i for i, line in enumerate(template) if line.startswith("sentinel monitor ")]
+    assert lines[monitor] == f"sentinel monitor tikit redis-1.{HEADLESS} 6379 2"
+    assert lines[:monitor] + lines[monitor + 1 : len(template)] == template[:monitor] + template[monitor + 1 :]
+    assert "protected-mode yes" in lines
+    assert lines[len(template) :] == [
+        'requirepass "s\'p \\"q\\""',
+        'sentinel sentinel-pass "s\'p \\"q\\""',
+        'sentinel auth-pass tikit "a \\"b\\" \\\\c $d"',
+        'sentinel announce-ip "redis-sentinel-1.redis-sentinel.tikit.svc.cluster.local"',
+        "sentinel announce-port 26379",
+        f"sentinel known-replica tikit redis-0.{HEADLESS} 6379",
+        f"sentinel known-replica tikit redis-2.{HEADLESS} 6379",
+    ]
+    assert "2 other sentinels name it" in done.stderr
 
 
-def test_sentinel_start_follows_the_current_primary(fakes) -> None:
+def test_sentinel_start_takes_an_operators_override(fakes) -> None:
     done, _, conf = fakes(
-        _sentinel_start(fakes, announce_domain="redis-sentinel.tikit.svc.cluster.local"),
-        REDIS_PASSWORD="pw",
-        POD_NAME="redis-sentinel-1",
-        FAKE_ANSWER="redis-1.redis-headless.tikit.svc.cluster.local\\n6379\\n",
+        _sentinel_start(fakes), REDIS_PASSWORD="pw", SENTINEL_PASSWORD="spw", POD_NAME="redis-sentinel-0",
+        FAKE_DOWN="1", FORCE_PRIMARY=f"redis-2.{HEADLESS}:6379",
     )
     assert done.returncode == 0, done.stderr
-    lines = conf.splitlines()
-    assert "sentinel monitor tikit redis-1.redis-headless.tikit.svc.cluster.local 6379 2" in lines
-    assert not any("redis-0" in line for line in lines if line.startswith("sentinel monitor"))
-    assert lines[-2:] == [
-        "sentinel announce-ip redis-sentinel-1.redis-sentinel.tikit.svc.cluster.local",
-        "sentinel announce-port 26379",
-    ]
+    assert f"sentinel monitor tikit redis-2.{HEADLESS} 6379 2" in conf.splitlines()
+
+
+def test_sentinel_start_refuses_a_missing_password(fakes) -> None:
+    for env in (dict(REDIS_PASSWORD="pw"), dict(REDIS_PASSWORD="pw", SENTINEL_PASSWORD=""), dict(SENTINEL_PASSWORD="s")):
+        done, args, _ = fakes(_sentinel_start(fakes), FAKE_DOWN="1", **env)
+        assert done.returncode != 0 and "PASSWORD" in done.stderr and not args, env
+
+
+def test_handover_does_nothing_on_a_replica(fakes) -> None:
+    s = load("prod")
+    script = rconf.handover_script(s.redis, namespace=s.namespace)
+    done, _, _ = fakes(script, REDIS_PASSWORD="pw", SENTINEL_PASSWORD="s", POD_NAME="redis-1", FAKE_ANSWER="role:slave\\n")
+    assert done.returncode == 0 and "nothing to hand over" in done.stderr
+    done, _, _ = fakes(script, REDIS_PASSWORD="pw", POD_NAME="redis-1")
+    assert done.returncode != 0 and "SENTINEL_PASSWORD" in done.stderr
+
 
 
 # --------------------------------------------------------------------------------------
@@ -356,7 +454,8 @@ def test_scripts_are_valid_posix_sh(env: str) -> None:
         rconf.restore_script(s.redis, **kw),
     ]
     if s.redis.sentinels:
-        scripts.append(rconf.sentinel_start_script(s.redis, sentinel_service=("svc", 26379)))
+        scripts.append(rconf.sentinel_start_script(s.redis, namespace=s.namespace))
+        scripts.append(rconf.handover_script(s.redis, namespace=s.namespace))
     for script in scripts:
         assert script.startswith("#!/bin/sh\n")
         done = subprocess.run(["sh", "-n"], input=script, capture_output=True, text=True)
@@ -405,14 +504,21 @@ def test_plain_url() -> None:
 
 def test_sentinel_url() -> None:
     s = load("prod")
-    url = rconf.redis_url("pw", sentinels=rconf.sentinel_hosts(s.redis, s.namespace))
+    url = rconf.redis_url("pw", sentinels=rconf.sentinel_hosts(s.redis, s.namespace), sentinel_password="s&p w")
     assert url == (
         "redis+sentinel://:pw@redis-sentinel-0.redis-sentinel.tikit.svc.cluster.local:26379,"
         "redis-sentinel-1.redis-sentinel.tikit.svc.cluster.local:26379,"
-        "redis-sentinel-2.redis-sentinel.tikit.svc.cluster.local:26379/tikit/0"
+        "redis-sentinel-2.redis-sentinel.tikit.svc.cluster.local:26379/tikit/0?sentinelPassword=s%26p%20w"
     )
     t = rconf.parse_redis_url(url)
     assert t.master_name == "tikit" and t.db == 0 and t.password == "pw" and len(t.sentinels) == 3
+    assert t.sentinel_password == "s&p w"
+    # Without a sentinel password there is no query; a plain URL takes none.
+    assert rconf.parse_redis_url(url.split("?")[0]).sentinel_password is None
+    with pytest.raises(ValueError, match="unknown URL parameters"):
+        rconf.parse_redis_url("redis://:pw@h:6379/0?sentinelPassword=x")
+    with pytest.raises(ValueError, match="unknown URL parameters"):
+        rconf.parse_redis_url(url + "&other=1")
 
 
 def test_sentinel_list_for_clients_without_sentinel_urls() -> None:
@@ -451,8 +557,14 @@ def test_plain_url_round_trip(password: str, host: str, port: int, db: int) -> N
 
 
 @hsettings(max_examples=200, deadline=None)
-@given(password=PASSWORDS, sentinels=st.lists(st.tuples(HOSTS, PORTS), min_size=1, max_size=5), db=st.integers(0, 15))
-def test_sentinel_url_round_trip(password: str, sentinels: list, db: int) -> None:
-    url = rconf.redis_url(password, sentinels=sentinels, db=db)
+@given(
+    password=PASSWORDS,
+    sentinels=st.lists(st.tuples(HOSTS, PORTS), min_size=1, max_size=5),
+    db=st.integers(0, 15),
+    sentinel_password=PASSWORDS,
+)
+def test_sentinel_url_round_trip(password: str, sentinels: list, db: int, sentinel_password: str) -> None:
+    url = rconf.redis_url(password, sentinels=sentinels, db=db, sentinel_password=sentinel_password)
     t = rconf.parse_redis_url(url)
     assert (t.password, t.sentinels, t.master_name, t.db) == (password, tuple(sentinels), "tikit", db)
+    assert t.sentinel_password == sentinel_password

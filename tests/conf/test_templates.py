@@ -13,7 +13,10 @@ SHELL_FILES = sorted(p.relative_to(templates.DIR).as_posix() for p in templates.
 
 
 def test_there_are_templates():
-    assert {"redis/start.sh", "redis/sentinel-start.sh", "redis/backup.sh", "redis/restore.sh"} <= set(SHELL_FILES)
+    assert {
+        "redis/start.sh", "redis/start-ha.sh", "redis/sentinel-start.sh", "redis/handover.sh",
+        "redis/backup.sh", "redis/restore.sh",
+    } <= set(SHELL_FILES)
 
 
 @pytest.mark.parametrize("name", SHELL_FILES)
@@ -32,20 +35,24 @@ def test_every_template_passes_shellcheck(name):
 
 
 def test_render_fills_values_and_blocks():
-    text = templates.render("redis/start-sentinel-discovery.sh", SENTINEL_HOST="s", SENTINEL_PORT=1, MASTER="m")
-    assert text.splitlines()[-1] == "primary=$(ask_sentinel s 1 m)"
     full = templates.render(
         "redis/start.sh", SELF="me", LIVE_DIR="/l", TEMPLATE="/t", LIVE_CONF="/l/c",
-        SENTINEL_DISCOVERY="", PRIMARY0="p 1", PORT=1, SERVER_ARGS="--a",
+        PRIMARY0_HOST="p", PORT=1, SERVER_ARGS="--a",
     )
     assert "@" not in full.replace('"$@"', "")
-    assert "primary=\"\"\nif [ -z" in full  # the empty block's line is gone
+    assert 'self="me"\n' in full and "--replicaof p 1 ;;" in full
+    values = {k: "x" for k in templates.placeholders("redis/handover.sh")}
+    two = templates.render("redis/handover.sh", **{**values, "FUNCTIONS": "f() { :; }\ng() { :; }"})
+    none = templates.render("redis/handover.sh", **{**values, "FUNCTIONS": ""})
+    assert "\nf() { :; }\ng() { :; }\n" in two
+    assert two.count("\n") - none.count("\n") == 2  # an empty block's line is gone
+    assert templates.source("redis/handover.sh").count("\n") - none.count("\n") == 1
 
 
 def test_render_refuses_a_missing_or_unknown_value():
+    values = {"SENTINEL_HOST": "s", "SENTINEL_PORT": 1, "MASTER": "m"}
+    assert 'SENTINEL_HOST="${SENTINEL_HOST:-s}"' in templates.render("redis/backup-discover-sentinel.sh", **values)
     with pytest.raises(KeyError, match="missing"):
-        templates.render("redis/start-sentinel-discovery.sh", SENTINEL_HOST="s", SENTINEL_PORT=1)
+        templates.render("redis/backup-discover-sentinel.sh", SENTINEL_HOST="s", SENTINEL_PORT=1)
     with pytest.raises(KeyError, match="unknown"):
-        templates.render(
-            "redis/start-sentinel-discovery.sh", SENTINEL_HOST="s", SENTINEL_PORT=1, MASTER="m", EXTRA="x"
-        )
+        templates.render("redis/backup-discover-sentinel.sh", **values, EXTRA="x")

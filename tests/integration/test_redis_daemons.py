@@ -1,8 +1,9 @@
-"""The Redis tier on real daemons: redis-server and redis-sentinel run the text that
-tikit/conf/redis.py renders for the cluster, with only the port, the directories and the host
-names rewritten (``render_conf`` checks that on every call), and the password passed on the
-command line the way the pods pass it.  The backup and restore tests run the real shell
-scripts, with the object store pointed at a local directory (STORE=file://...).
+"""The Redis tier on real daemons: redis-server runs the text that tikit/conf/redis.py
+renders for the cluster, with only the port, the directories and the host names rewritten
+(``render_conf`` checks that on every call), and the password passed on the command line the
+way the pods pass it.  The backup and restore tests run the real shell scripts, with the
+object store pointed at a local directory (STORE=file://...).  Sentinel, failover, the start
+protocol and the handover: tests/integration/test_redis_ha.py.
 
 Everything listens on 127.0.0.1 and lives under pytest's tmp_path; every process is killed at
 the end of its test, whatever happened.
@@ -27,7 +28,6 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel
 
 from tikit import names
 from tikit import settings
@@ -311,202 +311,6 @@ def test_kill9_keeps_acknowledged_writes_and_rdb_restores(tmp_path: Path, daemon
     else:  # a save rule fired in between: the snapshot is a later, still consistent, prefix
         assert snapshot == [str(i) for i in range(len(snapshot))] and len(snapshot) >= n1
     assert all(v is not None for v in restored.mget([f"k:{i}" for i in range(n1)]))
-
-
-# --------------------------------------------------------------------------------------
-# Sentinel: kill -9 the primary, a replica is promoted, writes resume through REDIS_URL
-# --------------------------------------------------------------------------------------
-
-
-def _sentinel_cli(port: int) -> redis.Redis:
-    return redis.Redis(host=HOST, port=port, socket_timeout=5, decode_responses=True, retry=Retry(NoBackoff(), 0))
-
-
-def _wait(what: str, check, timeout: float = 30.0, log: Optional[Path] = None):
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
-            result = check()
-            if result:
-                return result
-        if time.monotonic() > deadline:
-            detail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
-            raise AssertionError(f"timed out waiting for {what}\n{detail}")
-        time.sleep(0.05)
-
-
-def _online_replicas(c: redis.Redis) -> list[dict]:
-    repl = c.info("replication")
-    return [v for k, v in repl.items() if k.startswith("slave") and isinstance(v, dict) and v["state"] == "online"]
-
-
-def test_sentinel_failover(tmp_path: Path, daemons: Daemons) -> None:
-    s = stack("prod")
-    r = s.redis
-    assert r.sentinels == 3 and r.sentinel_quorum == 2 and r.replicas == 3
-    ports = [free_port() for _ in range(r.replicas)]
-    nodes = []
-    for i, port in enumerate(ports):
-        data = tmp_path / f"data-{i}"
-        data.mkdir()
-        replica_of = None if i == 0 else (HOST, ports[0])
-        # --replica-announce-ip: the start script announces the pod's DNS name; here that is 127.0.0.1.
-        conf = render_conf(s, port=port, dir=data, replica_of=replica_of)
-        nodes.append(daemons.redis(conf, f"redis-{i}", "--replica-announce-ip", HOST))
-    primary = nodes[0].client()
-    _wait("replicas in sync", lambda: len(_online_replicas(primary)) == r.replicas - 1)
-    # min-replicas-to-write counts replicas that acknowledged within min-replicas-max-lag.
-    _wait(
-        "good replicas",
-        lambda: primary.info("replication").get("min_slaves_good_slaves", 0) >= rconf.min_replicas_to_write(r),
-    )
-
-    queue = names.JOB_QUEUE
-    pipe = primary.pipeline(transaction=False)
-    for i in range(500):
-        pipe.rpush(queue, i)
-        pipe.set(f"k:{i}", i)
-    pipe.execute()
-    assert primary.execute_command("WAIT", r.replicas - 1, 10000) == r.replicas - 1
-
-    # Sentinels: the rendered template and the rendered start script, which asks the
-    # "service" (sentinel 0 here) for the current primary before falling back to the template.
-    sentinel_ports = [free_port() for _ in range(r.sentinels)]
-
-    def start_sentinel(i: int, live: Path) -> subprocess.Popen:
-        template = tmp_path / f"sentinel-{i}.template.conf"
-        template.write_text(
-            rconf.sentinel_conf(
-                r, primary_host=HOST, primary_port=ports[0], port=sentinel_ports[i], dir=str(live), bind=HOST
-            )
-        )
-        script = tmp_path / f"sentinel-{i}.sh"
-        script.write_text(
-            rconf.sentinel_start_script(
-                r, sentinel_service=(HOST, sentinel_ports[0]), template=str(template), live_dir=str(live)
-            )
-        )
-        log = tmp_path / f"sentinel-{i}.log"
-        proc = daemons.spawn(["sh", str(script)], log=log, env={rconf.PASSWORD_ENV: PASSWORD})
-        _wait(f"sentinel {i}", _sentinel_cli(sentinel_ports[i]).ping, START_TIMEOUT, log)
-        return proc
-
-    sentinels = [start_sentinel(i, tmp_path / f"sentinel-{i}") for i in range(r.sentinels)]
-    # Every sentinel must know both replicas and both peers before a failover can work.
-    for port in sentinel_ports:
-        _wait(
-            f"sentinel {port} to see the whole set",
-            lambda: (m := _sentinel_cli(port).sentinel_master(names.REDIS_MASTER_NAME))["num-slaves"]
-            == r.replicas - 1
-            and m["num-other-sentinels"] == r.sentinels - 1,
-        )
-    live_conf = (tmp_path / "sentinel-1" / rconf.SENTINEL_CONF).read_text()
-    assert "sentinel auth-pass" in live_conf and PASSWORD not in rconf.sentinel_conf(
-        r, primary_host=HOST, primary_port=ports[0]
-    )
-
-    # The app's view: a Sentinel-aware client built from REDIS_URL.
-    url = rconf.redis_url(PASSWORD, sentinels=[(HOST, p) for p in sentinel_ports])
-    target = rconf.parse_redis_url(url)
-    sentinel = Sentinel(list(target.sentinels), socket_timeout=2)
-    app = sentinel.master_for(
-        target.master_name, db=target.db, password=target.password, socket_timeout=2, decode_responses=True
-    )
-    assert sentinel.discover_master(target.master_name) == (HOST, ports[0])
-    app.set("before-failover", "1")
-
-    # kill -9 the primary: a replica must be promoted within down-after + failover-timeout.
-    budget = (r.down_after_ms + r.failover_timeout_ms) / 1000
-    killed_at = time.monotonic()
-    nodes[0].kill9()
-    _, promoted = _wait(
-        "a promotion",
-        lambda: (m := sentinel.discover_master(target.master_name))[1] != ports[0] and m,
-        budget,
-    )
-    promoted_after = time.monotonic() - killed_at
-    assert promoted_after < budget
-    new_primary = nodes[ports.index(promoted)].client()
-    assert new_primary.info("replication")["role"] == "master"
-
-    # Writes resume through the same client: it asks the sentinels again after the error
-    # (NOREPLICAS until the other replica has moved over to the new primary).
-    _wait("writes to resume", lambda: app.rpush(queue, "after-failover"), budget - promoted_after)
-    resumed_after = time.monotonic() - killed_at
-    print(
-        f"\nfailover: promoted after {promoted_after:.1f}s, writes resumed after {resumed_after:.1f}s"
-        f" (budget {budget:.0f}s)"
-    )
-    items = app.lrange(queue, 0, -1)
-    assert items[:500] == [str(i) for i in range(500)] and items[-1] == "after-failover"
-    assert app.get("before-failover") == "1"
-    assert all(v is not None for v in app.mget([f"k:{i}" for i in range(500)]))
-
-    # The same target in parts (REDIS_SENTINELS, REDIS_SENTINEL_MASTER, REDIS_PASSWORD: what
-    # ioredis and node-redis take) finds the promoted primary as well.
-    parts = Sentinel(list(rconf.parse_sentinel_list(rconf.sentinel_list([(HOST, p) for p in sentinel_ports]))),
-                     socket_timeout=2)
-    assert parts.discover_master(names.REDIS_MASTER_NAME) == (HOST, promoted)
-    from_parts = parts.master_for(names.REDIS_MASTER_NAME, password=PASSWORD, socket_timeout=2, decode_responses=True)
-    assert from_parts.lrange(queue, -1, -1) == ["after-failover"]
-
-    # A sentinel pod recreated after the failover (fresh config from the template, which still
-    # names the dead primary) follows the primary its peers agree on.
-    os.kill(sentinels[2].pid, signal.SIGKILL)
-    sentinels[2].wait(timeout=10)
-    start_sentinel(2, tmp_path / "sentinel-2-recreated")
-    assert _sentinel_cli(sentinel_ports[2]).sentinel_get_master_addr_by_name(names.REDIS_MASTER_NAME) == (
-        HOST,
-        promoted,
-    )
-
-    # The old primary's pod restarts with the rendered start script: Sentinel names someone
-    # else as primary, so it comes back as that node's replica, with the new writes.
-    live = tmp_path / "redis-0-live"
-    script = tmp_path / "redis-0-start.sh"
-    script.write_text(
-        rconf.redis_start_script(
-            r,
-            namespace=s.namespace,
-            sentinel_service=(HOST, sentinel_ports[0]),
-            port=ports[0],
-            template=str(tmp_path / "redis-0.conf"),
-            live_dir=str(live),
-            announce_host=HOST,
-        )
-    )
-    log = tmp_path / "redis-0-restarted.log"
-    proc = daemons.spawn(["sh", str(script)], log=log, env={rconf.PASSWORD_ENV: PASSWORD, "POD_NAME": "redis-0"})
-    old = Server(proc, ports[0], log)
-    old.wait_ready()
-    oc = old.client()
-    assert oc.info("replication")["role"] == "slave" and oc.info("replication")["master_port"] == promoted
-    _wait("the old primary to catch up", lambda: oc.lrange(queue, -1, -1) == ["after-failover"], 30, log)
-
-    # The backup script finds the new primary through Sentinel.
-    store = tmp_path / "store"
-    done = run_script(
-        rconf.backup_script(
-            r, namespace=s.namespace, region="lagos", store="s3://unused", s3_endpoint=s.object_storage.endpoint_url
-        ),
-        tmp_path / "backup.sh",
-        {
-            "STORE": f"file://{store}",
-            "SENTINEL_HOST": HOST,
-            "SENTINEL_PORT": str(sentinel_ports[1]),
-            "REDISCLI_AUTH": PASSWORD,
-            "TMPDIR": str(tmp_path),
-        },
-    )
-    assert done.returncode == 0, done.stderr
-    (info,) = (store / "redis" / "lagos").glob("*/backup.info")
-    source = int(re.search(r"^source=127\.0\.0\.1:(\d+)$", info.read_text(), re.M).group(1))
-    assert source in ports and source != promoted, "the backup should come from an in-sync replica"
-    # ...so no sentinel learned the redis-cli --rdb connection as a (phantom, port 0) replica.
-    time.sleep(1)
-    for port in sentinel_ports:
-        known = _sentinel_cli(port).sentinel_slaves(names.REDIS_MASTER_NAME)
-        assert sorted(int(k["port"]) for k in known) == sorted(p for p in ports if p != promoted), known
 
 
 # --------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ Deny everything in and out, then allow exactly the flows the platform needs
 
 * the gateway's proxies -> API (traffic and active health checks);
 * API and workers -> the PgBouncer pools -> PostgreSQL;
-* API, workers, the KEDA operator and the backup job -> Redis; Redis <-> Redis
-  (replication) and Sentinel <-> Redis;
+* API, workers, the KEDA operator and the backup job -> Redis and, where it runs, Sentinel;
+  Redis <-> Redis (replication), Sentinel <-> Redis and Sentinel <-> Sentinel; nothing else
+  reaches Sentinel's port;
 * CloudNativePG's own traffic: operator -> instances, instance <-> instance, instances ->
   object storage and the Kubernetes API.  No PostgreSQL port crosses the cluster boundary:
   the backup region's replica cluster follows the primary through the object store;
@@ -41,6 +42,7 @@ APP = "network-policy"
 NAME_LABEL = "app.kubernetes.io/name"
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"  # set by the API server on every namespace
 CNPG_OPERATOR_NAME = "cloudnative-pg"            # app.kubernetes.io/name of the operator pod (Helm chart)
+KEDA_OPERATOR_NAME = "keda-operator"             # app.kubernetes.io/name of KEDA's operator pod (Helm chart), which runs the scalers
 CNPG_STATUS_PORT = 8000                          # instance manager's status endpoint (operator and peers)
 DNS_LABELS = {"k8s-app": "kube-dns"}             # CoreDNS keeps kube-dns's label for compatibility
 DNS_PORT = 53
@@ -119,15 +121,21 @@ def policy_specs(args: NetworkArgs) -> dict[str, dict[str, Any]]:
     monitoring = namespace(args.addons.monitoring_namespace)
     clients = pods(apps(names.BACKEND, names.WORKERS))
     pools = apps(names.PGBOUNCER_RW, names.PGBOUNCER_RO)
-    # The Redis tier: data pods and, where Sentinel runs as its own workload, the sentinels.
-    redis_tier = apps(names.REDIS, names.REDIS_SENTINEL)
-    redis_ports = [names.REDIS_PORT] + ([names.REDIS_SENTINEL_PORT] if args.redis_sentinels else [])
+    # The Redis tier: the data pods on 6379 and, where Sentinel runs, the sentinels on 26379.
+    # Whoever asks Sentinel for the primary also talks to the data pods: the sentinels' peers
+    # are the data pods' peers plus the sentinels themselves.
+    redis_data = apps(names.REDIS)
+    sentinels = apps(names.REDIS_SENTINEL)
+    redis_clients = [clients, pods(apps(names.REDIS_BACKUP)), namespace(args.addons.keda_namespace, apps(KEDA_OPERATOR_NAME))]
+    to_redis = [rule([pods(redis_data)], tcp(names.REDIS_PORT), "egress")]
+    if args.redis_sentinels:
+        to_redis.append(rule([pods(sentinels)], tcp(names.REDIS_SENTINEL_PORT), "egress"))
     postgres = {"matchLabels": {names.CNPG_CLUSTER_LABEL: args.pg_cluster}}
     external = cidr(n.external_cidr)
 
     app_egress = [
         rule([pods(pools)], tcp(names.PGBOUNCER_PORT), "egress"),
-        rule([pods(redis_tier)], tcp(*redis_ports), "egress"),
+        *to_redis,
         # Third-party HTTPS APIs (Firebase and the like): the only way out of the cluster.
         rule([external], tcp(HTTPS_PORT), "egress"),
     ]
@@ -168,27 +176,43 @@ def policy_specs(args: NetworkArgs) -> dict[str, dict[str, Any]]:
             egress=[rule([pods(postgres)], tcp(names.POSTGRES_PORT), "egress")],
         ),
         names.REDIS: policy(
-            redis_tier,
+            redis_data,
             ingress=[
-                # Clients, replication and Sentinel between the tier's own pods, the
-                # hourly backup job, and KEDA's redis trigger reading the queue length.
+                # The apps, the hourly backup job and KEDA's operator (the queue-length
+                # trigger); replication between data pods; the sentinels watching them.
                 rule(
-                    [clients, pods(redis_tier), pods(apps(names.REDIS_BACKUP)), namespace(args.addons.keda_namespace)],
-                    tcp(*redis_ports),
+                    [*redis_clients, pods(apps(names.REDIS, names.REDIS_SENTINEL))],
+                    tcp(names.REDIS_PORT),
                     "ingress",
                 ),
                 rule([monitoring], tcp(names.REDIS_EXPORTER_PORT), "ingress"),
             ],
-            egress=[rule([pods(redis_tier)], tcp(*redis_ports), "egress")],
+            # Replication; and the start and handover scripts ask every sentinel.
+            egress=to_redis,
         ),
         names.REDIS_BACKUP: policy(
             apps(names.REDIS_BACKUP),
             egress=[
-                rule([pods(redis_tier)], tcp(*redis_ports), "egress"),
+                *to_redis,
                 rule([external], tcp(HTTPS_PORT), "egress"),  # object storage
             ],
         ),
     }
+    if args.redis_sentinels:
+        # Sentinel's port, only from those that ask it: the same clients, the data pods (their
+        # start and handover scripts) and the other sentinels.  Not Prometheus: no exporter
+        # runs beside a sentinel.
+        specs[names.REDIS_SENTINEL] = policy(
+            sentinels,
+            ingress=[
+                rule(
+                    [*redis_clients, pods(apps(names.REDIS, names.REDIS_SENTINEL))],
+                    tcp(names.REDIS_SENTINEL_PORT),
+                    "ingress",
+                )
+            ],
+            egress=to_redis,
+        )
 
     pg_ingress = [
         rule([pods(pools)], tcp(names.POSTGRES_PORT), "ingress"),

@@ -63,7 +63,7 @@ def secret_env() -> list[dict[str, Any]]:
         kube.env_from_secret(names.DATABASE_REPLICA_URL, names.APP_DATABASE_SECRET, names.DATABASE_REPLICA_URL),
         *(
             kube.env_from_secret(key, names.APP_REDIS_SECRET, key)
-            for key in (names.REDIS_URL, names.REDIS_PASSWORD, names.REDIS_SENTINELS, names.REDIS_SENTINEL_MASTER)
+            for key in names.APP_REDIS_KEYS
         ),
     ]
 

@@ -4,23 +4,27 @@ Per region (docs/redis.md: topology, failover, backups; the memory arithmetic is
 docs/sizing.md):
 
 * Secrets: ``redis-auth`` (key ``password``, read by the pods, the backup job and the
-  workers' KEDA trigger) and ``app-redis`` for the API and the workers: ``REDIS_URL`` (a
-  Sentinel URL where Sentinel runs, the client Service otherwise) and the same target in
-  parts, ``REDIS_PASSWORD``, ``REDIS_SENTINELS``, ``REDIS_SENTINEL_MASTER``;
-* ConfigMaps with the text of tikit/conf/redis.py: redis.conf and the start and restore
-  scripts, sentinel.conf and its start script, the backup script.  No password in any:
-  the pods read it from ``redis-auth`` and hand it over at start;
+  workers' KEDA trigger), where Sentinel runs ``redis-sentinel-auth`` (key ``password``, the
+  sentinels' own: the sentinels, the data pods, the backup job and KEDA's trigger), and
+  ``app-redis`` for the API and the workers: ``REDIS_URL`` (a Sentinel URL where Sentinel
+  runs, the client Service otherwise) and the same target in parts, ``REDIS_PASSWORD``,
+  ``REDIS_SENTINELS``, ``REDIS_SENTINEL_MASTER``, ``REDIS_SENTINEL_PASSWORD``;
+* ConfigMaps with the text of tikit/conf/redis.py: redis.conf, the start, handover and
+  restore scripts, sentinel.conf and its start script, the backup script.  No password in
+  any: the pods read them from the Secrets and hand them over at start;
 * StatefulSet ``redis`` (one primary, ``replicas - 1`` replicas, a volume each) with a
   redis_exporter sidecar, its PodDisruptionBudget, the client Service ``redis`` and the
-  governing headless Service ``redis-headless``;
-* where settings.redis.sentinels > 0: StatefulSet ``redis-sentinel`` behind the headless
-  Service ``redis-sentinel``, and its PodDisruptionBudget;
+  governing headless Service ``redis-headless``; where Sentinel runs, a primary hands its
+  role over in its preStop hook, so a rollout costs no unplanned failover;
+* where settings.redis.sentinels > 0: StatefulSet ``redis-sentinel`` (``redis.sentinelImage``)
+  behind the headless Service ``redis-sentinel``, and its PodDisruptionBudget;
 * CronJob ``redis-backup``: hourly RDB snapshot to the region's bucket, pruned by retention.
 """
 
 from __future__ import annotations
 
 import hashlib
+import shlex
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -44,10 +48,11 @@ PASSWORD_KEY = "password"
 # The redis image runs as the `redis` user (uid/gid 999): the volume is group-owned by it.
 REDIS_UID = 999
 
-CONFIG_MAP = "redis-config"                  # redis.conf, start.sh, restore.sh
+CONFIG_MAP = "redis-config"                  # redis.conf, start.sh, handover.sh (Sentinel), restore.sh
 SENTINEL_CONFIG_MAP = "redis-sentinel-config"  # sentinel.conf, start.sh
 BACKUP_CONFIG_MAP = "redis-backup"           # backup.sh
 START_KEY = "start.sh"
+HANDOVER_KEY = "handover.sh"
 RESTORE_KEY = "restore.sh"
 BACKUP_KEY = "backup.sh"
 BACKUP_DIR = "/etc/redis-backup"
@@ -76,12 +81,20 @@ SENTINEL_CPU, SENTINEL_MEMORY = pods.REDIS_SENTINEL
 BACKUP_CPU, BACKUP_MEMORY = pods.REDIS_BACKUP
 # exec probes: redis-cli PING (liveness), PING plus a replication check (readiness).  A
 # large AOF replay answers LOADING, which liveness accepts; six misses is a minute.
+# Liveness never looks at the role: a standby waiting for the sentinels (start-ha.sh, for as
+# long as it takes) answers PONG and stays alive; readiness keeps it out of the PDB's count
+# and the rollout's.  So no startupProbe: its bounded budget would restart a pod that waits
+# on purpose, and LOADING already passes liveness however long the load takes.
 LIVENESS = kube.ProbeTiming(period=10, timeout=5, failures=6)
 READINESS = kube.ProbeTiming(period=10, timeout=5, failures=2)
-# The data pods' grace period covers redis.conf's shutdown-timeout (replicas catch up)
-# plus the final RDB save and AOF fsync.
-SHUTDOWN_SAVE_MARGIN_SECONDS = 5
-TERMINATION_GRACE_SECONDS = 60
+# The data pods' grace period: the preStop handover (bounded by its deadline), then
+# redis.conf's shutdown-timeout (replicas catch up), then the final RDB save and AOF fsync.
+# The kubelet counts the preStop hook inside the grace period.  One formula everywhere:
+# without Sentinel there is no hook, and the grace period is a ceiling, not a wait.
+SHUTDOWN_SAVE_MARGIN_SECONDS = rconf.SHUTDOWN_SAVE_MARGIN_SECONDS
+TERMINATION_GRACE_SECONDS = (
+    rconf.HANDOVER_DEADLINE_SECONDS + rconf.SHUTDOWN_TIMEOUT_SECONDS + rconf.SHUTDOWN_SAVE_MARGIN_SECONDS
+)
 # Backup CronJob (docs/redis.md): a run that cannot start within the deadline is skipped
 # (the next hour's takes over); one that runs past the active deadline is killed and counts
 # as failed; runs never overlap (concurrencyPolicy Forbid).  The active deadline covers
@@ -106,6 +119,8 @@ class RedisArgs:
     endpoint_url: str
     # Credentials.redis_password: a Pulumi secret, the same in every region.
     password: pulumi.Input[str]
+    # Credentials.redis_sentinel_password (where Sentinel runs): the sentinels' own password.
+    sentinel_password: Optional[pulumi.Input[str]] = None
 
 
 # --- pure helpers (tests and the docs use them) ------------------------------------------
@@ -119,24 +134,29 @@ def client_host(namespace: str) -> str:
     return names.service_host(names.REDIS, namespace)
 
 
-def redis_url(r: RedisSettings, namespace: str, password: str) -> str:
-    """REDIS_URL: with Sentinel the client asks the sentinels for the primary (and asks again
-    after a failover); without, the client Service, which only ever selects ``redis-0``."""
+def redis_url(r: RedisSettings, namespace: str, password: str, sentinel_password: str = "") -> str:
+    """REDIS_URL: with Sentinel the client asks the sentinels (with their own password) for
+    the primary, and asks again after a failover; without, the client Service, which only
+    ever selects ``redis-0``."""
     if sentinel_enabled(r):
-        return rconf.redis_url(password, sentinels=rconf.sentinel_hosts(r, namespace))
+        return rconf.redis_url(
+            password, sentinels=rconf.sentinel_hosts(r, namespace), sentinel_password=sentinel_password
+        )
     return rconf.redis_url(password, host=client_host(namespace))
 
 
-def app_env(r: RedisSettings, namespace: str, password: str) -> dict[str, str]:
+def app_env(r: RedisSettings, namespace: str, password: str, sentinel_password: str = "") -> dict[str, str]:
     """The ``app-redis`` Secret: REDIS_URL, and the same target in parts for clients that
-    cannot parse redis+sentinel:// (ioredis, node-redis).  Empty sentinels and master name
-    mean no Sentinel: connect with REDIS_URL (docs/redis.md has the contract)."""
+    cannot parse redis+sentinel:// (ioredis, node-redis).  Empty sentinels, master name and
+    sentinel password mean no Sentinel: connect with REDIS_URL (docs/redis.md has the
+    contract)."""
     sentinels = rconf.sentinel_hosts(r, namespace) if sentinel_enabled(r) else []
     return {
-        names.REDIS_URL: redis_url(r, namespace, password),
+        names.REDIS_URL: redis_url(r, namespace, password, sentinel_password),
         names.REDIS_PASSWORD: password,
         names.REDIS_SENTINELS: rconf.sentinel_list(sentinels),
         names.REDIS_SENTINEL_MASTER: names.REDIS_MASTER_NAME if sentinels else "",
+        names.REDIS_SENTINEL_PASSWORD: sentinel_password if sentinels else "",
     }
 
 
@@ -154,8 +174,9 @@ def client_selector(r: RedisSettings, target: kube.Target) -> dict[str, str]:
 def liveness_command(port: int = names.REDIS_PORT) -> list[str]:
     """Alive = answers at all.  LOADING (replaying a large AOF after a restart) and
     MASTERDOWN (a replica cut off from its primary) are alive: a restart would only start
-    the load again or lose the replica's data.  (redis-cli exits 0 on error replies: the
-    probes compare the reply text.)"""
+    the load again or lose the replica's data; so is a standby waiting for the sentinels
+    (it answers PONG).  (redis-cli exits 0 on error replies: the probes compare the reply
+    text.)"""
     return ["sh", "-c", templates.render("redis/probe-liveness.sh", PORT=port)]
 
 
@@ -167,12 +188,16 @@ def readiness_command(port: int = names.REDIS_PORT) -> list[str]:
     return ["sh", "-c", templates.render("redis/probe-readiness.sh", PORT=port)]
 
 
-def sentinel_liveness_command(port: int = names.REDIS_SENTINEL_PORT) -> list[str]:
-    return ["sh", "-c", templates.render("redis/sentinel-probe-liveness.sh", PORT=port)]
+def sentinel_liveness_command(port: int = names.REDIS_SENTINEL_PORT, live_dir: str = rconf.LIVE_DIR) -> list[str]:
+    """Alive = the start script is still deciding what to monitor (it may wait for the data
+    pods as long as that takes; a restart would only begin the wait again, after a growing
+    back-off), or PING answers, authenticated with the sentinels' password from the env."""
+    marker = shlex.quote(f"{live_dir}/{rconf.SENTINEL_DISCOVERING}")
+    return ["sh", "-c", templates.render("redis/sentinel-probe-liveness.sh", PORT=port, DISCOVERING=marker)]
 
 
 def sentinel_readiness_command(port: int = names.REDIS_SENTINEL_PORT, master: str = names.REDIS_MASTER_NAME) -> list[str]:
-    """Ready = answers and names an address for the monitored primary."""
+    """Ready = answers (authenticated) and names an address for the monitored primary."""
     return ["sh", "-c", templates.render("redis/sentinel-probe-readiness.sh", PORT=port, MASTER=master)]
 
 
@@ -190,24 +215,38 @@ def store_url(bucket: str) -> str:
 def data_config(args: RedisArgs) -> dict[str, str]:
     r, t = args.redis, args.target
     store = store_url(args.bucket)
-    return {
+    config = {
         rconf.REDIS_CONF: rconf.redis_conf(r, maxmemory_bytes=args.maxmemory_bytes),
         START_KEY: rconf.redis_start_script(r, namespace=t.namespace),
         # Run by hand per docs/runbooks/redis-restore.md, from a pod that mounts this ConfigMap.
         RESTORE_KEY: rconf.restore_script(r, region=t.region, store=store, s3_endpoint=args.endpoint_url),
     }
+    if sentinel_enabled(r):
+        config[HANDOVER_KEY] = rconf.handover_script(r, namespace=t.namespace)
+    return config
 
 
 def sentinel_config(args: RedisArgs) -> dict[str, str]:
     r, ns = args.redis, args.target.namespace
-    domain = names.service_host(names.REDIS_SENTINEL, ns)
     return {
         rconf.SENTINEL_CONF: rconf.sentinel_conf(
             r, primary_host=rconf.bootstrap_primary_host(ns), primary_port=names.REDIS_PORT
         ),
-        START_KEY: rconf.sentinel_start_script(
-            r, sentinel_service=(domain, names.REDIS_SENTINEL_PORT), announce_domain=domain
-        ),
+        START_KEY: rconf.sentinel_start_script(r, namespace=ns),
+    }
+
+
+def handover_hook() -> dict[str, Any]:
+    """preStop of the data pods where Sentinel runs: the handover script, under timeout(1)
+    with its deadline, so the hook never eats the shutdown's share of the grace period."""
+    return {
+        "preStop": {
+            "exec": {
+                "command": [
+                    "timeout", str(rconf.HANDOVER_DEADLINE_SECONDS), "sh", f"{rconf.TEMPLATE_DIR}/{HANDOVER_KEY}",
+                ]
+            }
+        }
     }
 
 
@@ -226,6 +265,14 @@ def backup_config(args: RedisArgs) -> dict[str, str]:
 
 def _password_env(name: str = rconf.PASSWORD_ENV) -> dict[str, Any]:
     return kube.env_from_secret(name, names.REDIS_AUTH_SECRET, PASSWORD_KEY)
+
+
+def _sentinel_password_env(r: RedisSettings) -> list[dict[str, Any]]:
+    """SENTINEL_PASSWORD from the sentinels' own Secret, for whoever asks Sentinel (nothing
+    where no Sentinel runs)."""
+    if not sentinel_enabled(r):
+        return []
+    return [kube.env_from_secret(rconf.SENTINEL_PASSWORD_ENV, names.REDIS_SENTINEL_AUTH_SECRET, PASSWORD_KEY)]
 
 
 def _pod_name_env() -> dict[str, Any]:
@@ -268,12 +315,14 @@ def data_pod_spec(args: RedisArgs) -> dict[str, Any]:
         "name": "redis",
         "image": r.image,
         "imagePullPolicy": "IfNotPresent",
-        # The start script picks the role (asking Sentinel where it runs), copies redis.conf
-        # to a writable place and execs redis-server with the password from the env.
+        # The start script copies redis.conf to a writable place and execs redis-server with
+        # the password from the env: ordinal 0 as primary where no Sentinel runs, a standby
+        # that takes the role the sentinels agree on where Sentinel runs.
         "command": ["sh", f"{rconf.TEMPLATE_DIR}/{START_KEY}"],
-        "env": [_password_env(), _pod_name_env()],
+        "env": [_password_env(), *_sentinel_password_env(r), _pod_name_env()],
         "ports": [{"name": REDIS_PORT_NAME, "containerPort": names.REDIS_PORT, "protocol": "TCP"}],
         **_exec_probes(liveness_command(), readiness_command()),
+        **({"lifecycle": handover_hook()} if sentinel_enabled(r) else {}),
         "resources": kube.resources(r.cpu, r.memory),
         "securityContext": kube.container_security(),
         "volumeMounts": [
@@ -282,6 +331,8 @@ def data_pod_spec(args: RedisArgs) -> dict[str, Any]:
             {"name": "live", "mountPath": rconf.LIVE_DIR},
         ],
     }
+    # The exporter scrapes this pod's redis-server only (never a sentinel): the Redis
+    # password, not the sentinels'.
     exporter = {
         "name": "exporter",
         "image": r.exporter_image,
@@ -305,7 +356,7 @@ def data_pod_spec(args: RedisArgs) -> dict[str, Any]:
     }
     return {
         **_pod_basics(),
-        # Covers redis' shutdown-timeout plus the final RDB save it makes on SIGTERM.
+        # The handover, redis' shutdown-timeout and the final RDB save it makes on SIGTERM.
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         **_placement(r, sel),
         **kube.pool_placement(args.target, names.PRIORITY_DATA),
@@ -322,12 +373,13 @@ def sentinel_pod_spec(args: RedisArgs) -> dict[str, Any]:
     sel = kube.selector(names.REDIS_SENTINEL, t)
     sentinel = {
         "name": "sentinel",
-        "image": r.image,
+        "image": r.sentinel_image,
         "imagePullPolicy": "IfNotPresent",
-        # Copies sentinel.conf to a writable place (Sentinel rewrites it), follows the primary
-        # the other sentinels know, appends auth-pass from the env, execs redis-sentinel.
+        # Decides which data pod to monitor (the other sentinels, else the data pods), writes
+        # a private, writable sentinel.conf (Sentinel rewrites it) with the passwords from the
+        # env, execs redis-sentinel.
         "command": ["sh", f"{rconf.TEMPLATE_DIR}/{START_KEY}"],
-        "env": [_password_env(), _pod_name_env()],
+        "env": [_password_env(), *_sentinel_password_env(r), _pod_name_env()],
         "ports": [{"name": SENTINEL_PORT_NAME, "containerPort": names.REDIS_SENTINEL_PORT, "protocol": "TCP"}],
         **_exec_probes(sentinel_liveness_command(), sentinel_readiness_command()),
         "resources": kube.resources(SENTINEL_CPU, SENTINEL_MEMORY),
@@ -368,6 +420,7 @@ def backup_pod_spec(args: RedisArgs) -> dict[str, Any]:
         "command": ["sh", f"{BACKUP_DIR}/{BACKUP_KEY}"],
         "env": [
             _password_env("REDISCLI_AUTH"),
+            *_sentinel_password_env(r),
             kube.env_from_secret("AWS_ACCESS_KEY_ID", s3.credentials_secret, s3.access_key_id_key),
             kube.env_from_secret("AWS_SECRET_ACCESS_KEY", s3.credentials_secret, s3.secret_access_key_key),
             {"name": "PATH", "value": PATH},
@@ -429,6 +482,7 @@ class Redis(pulumi.ComponentResource):
     hourly backup to object storage."""
 
     auth_secret: k8s.core.v1.Secret
+    sentinel_auth_secret: Optional[k8s.core.v1.Secret]
     url_secret: k8s.core.v1.Secret
     config_map: k8s.core.v1.ConfigMap
     statefulset: k8s.apps.v1.StatefulSet
@@ -448,6 +502,7 @@ class Redis(pulumi.ComponentResource):
         t, r = args.target, args.redis
         child = t.opts(self)
         version = kube.image_version(r.image)
+        sentinel_version = kube.image_version(r.sentinel_image)
         ns = t.namespace
 
         # ---- Secrets --------------------------------------------------------------------
@@ -459,17 +514,39 @@ class Redis(pulumi.ComponentResource):
             string_data={PASSWORD_KEY: password},
             opts=child,
         )
-        # The URL and the password are secret; where the sentinels are and the master's name
+        # The sentinels' own password, where they run: the sentinels and every client that
+        # asks them (data pods, backup job, KEDA, the apps through app-redis) read it.
+        self.sentinel_auth_secret = None
+        sentinel_password = pulumi.Output.secret("")
+        auth_secrets: list[pulumi.Resource] = [self.auth_secret]
+        if sentinel_enabled(r):
+            if args.sentinel_password is None:
+                raise ValueError("redis.sentinels > 0 needs a sentinel password (Credentials.redis_sentinel_password)")
+            sentinel_password = pulumi.Output.secret(pulumi.Output.from_input(args.sentinel_password))
+            self.sentinel_auth_secret = k8s.core.v1.Secret(
+                t.rname("redis-sentinel-auth"),
+                metadata=kube.metadata(names.REDIS_SENTINEL_AUTH_SECRET, SENTINEL_COMPONENT, t, app=names.REDIS_SENTINEL),
+                type="Opaque",
+                string_data={PASSWORD_KEY: sentinel_password},
+                opts=child,
+            )
+            auth_secrets.append(self.sentinel_auth_secret)
+        # The URL and the passwords are secret; where the sentinels are and the master's name
         # are not, and stay readable in previews.
         public = app_env(r, ns, "")
+        secret_parts = {names.REDIS_PASSWORD: password}
+        if sentinel_enabled(r):
+            secret_parts[names.REDIS_SENTINEL_PASSWORD] = sentinel_password
         self.url_secret = k8s.core.v1.Secret(
             t.rname("app-redis"),
             metadata=kube.metadata(names.APP_REDIS_SECRET, COMPONENT, t, app=names.REDIS),
             type="Opaque",
             string_data={
                 **public,
-                names.REDIS_URL: pulumi.Output.secret(password.apply(lambda pw: redis_url(r, ns, pw))),
-                names.REDIS_PASSWORD: password,
+                names.REDIS_URL: pulumi.Output.secret(
+                    pulumi.Output.all(password, sentinel_password).apply(lambda pws: redis_url(r, ns, pws[0], pws[1]))
+                ),
+                **secret_parts,
             },
             opts=child,
         )
@@ -533,7 +610,9 @@ class Redis(pulumi.ComponentResource):
                     "metadata": {
                         "labels": pod_labels,
                         "annotations": {
-                            CONFIG_HASH_ANNOTATION: config_hash(config, (rconf.REDIS_CONF, START_KEY)),
+                            CONFIG_HASH_ANNOTATION: config_hash(
+                                config, tuple(k for k in (rconf.REDIS_CONF, START_KEY, HANDOVER_KEY) if k in config)
+                            ),
                             # Consolidation moving a data pod costs a failover or a full resync.
                             kube.DO_NOT_DISRUPT: "true",
                         },
@@ -547,7 +626,7 @@ class Redis(pulumi.ComponentResource):
                     }
                 ],
             },
-            opts=t.opts(self, depends_on=[self.config_map, self.auth_secret, self.headless_service]),
+            opts=t.opts(self, depends_on=[self.config_map, *auth_secrets, self.headless_service]),
         )
         # maxUnavailable 1, as everywhere: a drain can always evict one pod, and never a
         # second while a replica is still resyncing (not ready).
@@ -565,8 +644,8 @@ class Redis(pulumi.ComponentResource):
             )
             s_sel = kube.selector(names.REDIS_SENTINEL, t)
             # Headless and governing: each sentinel announces redis-sentinel-N.redis-sentinel
-            # (conf.redis.sentinel_hosts), which REDIS_URL lists; clients and the start
-            # scripts ask the Service name, which resolves to every sentinel.
+            # (conf.redis.sentinel_hosts), which REDIS_URL and the HA scripts list; KEDA and
+            # the backup job ask the Service name, which resolves to every sentinel.
             self.sentinel_service = k8s.core.v1.Service(
                 t.rname("redis-sentinel"),
                 metadata=kube.metadata(names.REDIS_SENTINEL, SENTINEL_COMPONENT, t),
@@ -589,7 +668,7 @@ class Redis(pulumi.ComponentResource):
             )
             self.sentinel_statefulset = k8s.apps.v1.StatefulSet(
                 t.rname("redis-sentinel"),
-                metadata=kube.metadata(names.REDIS_SENTINEL, SENTINEL_COMPONENT, t, version=version),
+                metadata=kube.metadata(names.REDIS_SENTINEL, SENTINEL_COMPONENT, t, version=sentinel_version),
                 spec={
                     "serviceName": names.REDIS_SENTINEL,
                     "replicas": r.sentinels,
@@ -598,7 +677,7 @@ class Redis(pulumi.ComponentResource):
                     "selector": {"matchLabels": s_sel},
                     "template": {
                         "metadata": {
-                            "labels": kube.labels(names.REDIS_SENTINEL, SENTINEL_COMPONENT, t, version),
+                            "labels": kube.labels(names.REDIS_SENTINEL, SENTINEL_COMPONENT, t, sentinel_version),
                             "annotations": {
                                 CONFIG_HASH_ANNOTATION: config_hash(s_config, (rconf.SENTINEL_CONF, START_KEY)),
                                 kube.DO_NOT_DISRUPT: "true",
@@ -607,7 +686,7 @@ class Redis(pulumi.ComponentResource):
                         "spec": sentinel_pod_spec(args),
                     },
                 },
-                opts=t.opts(self, depends_on=[self.sentinel_config_map, self.auth_secret, self.sentinel_service]),
+                opts=t.opts(self, depends_on=[self.sentinel_config_map, *auth_secrets, self.sentinel_service]),
             )
             # One sentinel at a time: the other two still make the quorum of 2.
             self.sentinel_pdb = kube.pdb(
@@ -628,7 +707,7 @@ class Redis(pulumi.ComponentResource):
             t.rname("redis-backup"),
             metadata=kube.metadata(names.REDIS_BACKUP, BACKUP_COMPONENT, t),
             spec=backup_cronjob_spec(args, job_labels),
-            opts=t.opts(self, depends_on=[self.backup_config_map, self.auth_secret]),
+            opts=t.opts(self, depends_on=[self.backup_config_map, *auth_secrets]),
         )
 
         self.register_outputs({"url": self.url, "statefulset": names.REDIS})

@@ -27,7 +27,8 @@ SHUTDOWN_SECONDS = 60
 # Workers serve no traffic but expose the API's health contract on this small HTTP port:
 # /health (event loop alive) and /ready (Redis and PostgreSQL reachable).
 HEALTH_PORT = 8081
-# Secret key of names.REDIS_AUTH_SECRET (written by the Redis tier).
+# Secret key of names.REDIS_AUTH_SECRET and names.REDIS_SENTINEL_AUTH_SECRET (written by the
+# Redis tier).
 REDIS_PASSWORD_KEY = "password"
 # The container port the probes reach by name; its number is HEALTH_PORT.
 HEALTH_PORT_NAME = "health"
@@ -47,6 +48,16 @@ class WorkersArgs:
 
 def auth_name() -> str:
     return f"{names.WORKERS}-redis"
+
+
+def trigger_secrets(r: RedisSettings) -> list[tuple[str, str, str]]:
+    """(parameter, Secret, key) of the queue trigger's TriggerAuthentication: the Redis
+    password, and where Sentinel runs the sentinels' own (KEDA's redis-sentinel scaler
+    authenticates to them with sentinelPassword)."""
+    refs = [("password", names.REDIS_AUTH_SECRET, REDIS_PASSWORD_KEY)]
+    if r.sentinels > 0:
+        refs.append(("sentinelPassword", names.REDIS_SENTINEL_AUTH_SECRET, REDIS_PASSWORD_KEY))
+    return refs
 
 
 def config_data(args: WorkersArgs) -> dict[str, str]:
@@ -185,7 +196,7 @@ class Workers(pulumi.ComponentResource):
         self.trigger_auth = autoscaling.trigger_authentication(
             t.rname(auth_name()),
             kube.metadata(auth_name(), COMPONENT, t, app=app),
-            [("password", names.REDIS_AUTH_SECRET, REDIS_PASSWORD_KEY)],
+            trigger_secrets(args.redis),
             child,
         )
 

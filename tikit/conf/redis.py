@@ -11,11 +11,18 @@ acknowledged queue entry is data: persistence is AOF (everysec) plus RDB snapsho
 that carries the queue may be evicted, and the hourly backup is a verified RDB snapshot in the
 object store (docs/runbooks/redis-restore.md restores it).
 
-No password is ever part of this text.  The pods get it from the ``redis-auth`` Secret as an
-environment variable and pass it at start: ``--requirepass``/``--masterauth`` on the
-redis-server command line, a ``sentinel auth-pass`` line appended to a private copy of
-sentinel.conf, ``REDISCLI_AUTH`` for redis-cli.  ``redis_url`` takes the password as a
-parameter; the caller applies it to the Pulumi secret Output, which keeps the result secret.
+No password is ever part of this text.  The pods get the Redis password from the
+``redis-auth`` Secret and the sentinels' own password from ``redis-sentinel-auth`` as
+environment variables and pass them at start: ``--requirepass``/``--masterauth`` on the
+redis-server command line, ``requirepass``, ``sentinel sentinel-pass`` and ``sentinel
+auth-pass`` lines appended to a private copy of sentinel.conf, ``REDISCLI_AUTH`` for
+redis-cli.  ``redis_url`` takes the passwords as parameters; the caller applies them to the
+Pulumi secret Outputs, which keeps the result secret.
+
+Where Sentinel runs, no pod ever guesses a role: the data pods start as standbys and take the
+role a quorum of sentinels names (``redis_start_script``), the sentinels decide what to monitor
+before they start (``sentinel_start_script``), and a primary hands its role over before it
+stops (``handover_script``, the preStop hook).  docs/redis.md has the protocol.
 
 Everything rendered here works on Redis 7.0 (Debian's, which the tests run) and on 7.4
 (settings.redis.image): no directive newer than 7.0 is used.
@@ -48,7 +55,11 @@ APPENDDIRNAME = "appendonlydir"
 APPENDFILENAME = "appendonly.aof"
 REDIS_CONF = "redis.conf"
 SENTINEL_CONF = "sentinel.conf"
+# In LIVE_DIR while a sentinel's start script decides what to monitor (the liveness probe
+# leaves it alone meanwhile).
+SENTINEL_DISCOVERING = "discovering"
 PASSWORD_ENV = "REDIS_PASSWORD"          # env var the pods fill from the redis-auth Secret
+SENTINEL_PASSWORD_ENV = "SENTINEL_PASSWORD"  # env var filled from the redis-sentinel-auth Secret
 
 # Listen on every IPv4 and IPv6 address; '-' makes IPv6 optional, so the same line works in
 # IPv4-only, IPv6-only and dual-stack pods (a plain 0.0.0.0 would miss IPv6-only clusters).
@@ -84,11 +95,41 @@ SHUTDOWN_TIMEOUT_SECONDS = 10
 # How long backup.sh waits for its BGSAVE (and restore.sh for loading the snapshot and
 # rewriting the AOF) before it gives up.
 BACKUP_WAIT_SECONDS = 600
-# How long the scripts wait for one redis-cli call that asks Sentinel or a replica.
+# How long the backup script waits for one redis-cli call that asks Sentinel or a replica.
 ASK_TIMEOUT_SECONDS = 5
 # A replica is in sync for a backup when its link is up and it heard from the primary this
 # recently: the primary pings replicas every 10 s (repl-ping-replica-period), so two periods.
 REPLICA_MAX_SILENCE_SECONDS = 20
+# The pods' grace period covers the final RDB save and AOF fsync on top of shutdown-timeout.
+SHUTDOWN_SAVE_MARGIN_SECONDS = 5
+
+# ---- Sentinel: roles at start, the HA stamp, the handover (docs/redis.md) ----
+# One redis-cli call of the start, sentinel start and handover scripts (a sentinel or a data
+# pod that is gone must not hold a decision up for long; answers take milliseconds).
+HA_ASK_TIMEOUT_SECONDS = 2
+# A standby without a decision asks again after RETRY_MIN, doubling up to RETRY_MAX seconds,
+# for ever (so is a sentinel that cannot decide what to monitor).
+ROLE_RETRY_MIN_SECONDS = 0.5
+ROLE_RETRY_MAX_SECONDS = 5
+# A primary that finds a newer HA stamp on another pod (back on an empty volume) asks the
+# sentinels to fail over at most this often.
+FAILOVER_REQUEST_INTERVAL_SECONDS = 10
+# The HA stamp: "<term> <unix ms> <host:port>" in this key of this database, refreshed by the
+# primary this often.  The application uses database 0 only; the stamp is part of backups.
+STAMP_DB = 15
+STAMP_KEY = "__redis_ha:stamp"
+STAMP_INTERVAL_SECONDS = 1
+# A standby runs with replica-priority 0 (never promoted); the role raises it to this
+# (redis.conf's default: every data pod is an equally good candidate).
+REPLICA_PRIORITY = 100
+# The handover (preStop hook): every wait ends by HANDOVER_DEADLINE_SECONDS, and the pod runs
+# the hook under timeout(1) with that deadline.  Within it: up to ELIGIBLE for a sentinel to see
+# a promotable replica (it caches a replica's INFO for 10 s), up to CATCHUP for the replicas to
+# reach the paused primary's offset, up to QUORUM for the sentinels to name the new primary.
+HANDOVER_DEADLINE_SECONDS = 30
+HANDOVER_ELIGIBLE_SECONDS = 12
+HANDOVER_CATCHUP_SECONDS = 5
+HANDOVER_QUORUM_SECONDS = 5
 
 Value = Union[str, int]
 # (directive, value, why): `why` becomes a comment above the line; None for the obvious ones.
@@ -106,8 +147,14 @@ def pod_host(pod: str, namespace: str, service: str = names.REDIS_HEADLESS) -> s
 
 
 def bootstrap_primary_host(namespace: str) -> str:
-    """Ordinal 0 is the primary until Sentinel says otherwise."""
+    """Ordinal 0: the primary where no Sentinel runs, and where Sentinel runs the first
+    primary of a truly empty set."""
     return pod_host(f"{names.REDIS}-0", namespace)
+
+
+def data_pod_hosts(r: Redis, namespace: str, port: int = names.REDIS_PORT) -> list[tuple[str, int]]:
+    """Every data pod's stable address (StatefulSet ``redis`` behind ``redis-headless``)."""
+    return [(pod_host(f"{names.REDIS}-{i}", namespace), port) for i in range(r.replicas)]
 
 
 def sentinel_hosts(r: Redis, namespace: str) -> list[tuple[str, int]]:
@@ -364,10 +411,11 @@ def sentinel_settings(
         ("port", port, None),
         (
             "protected-mode",
-            "no",
-            "Sentinel has no password of its own; with protected mode on it would only answer"
-            " loopback.  NetworkPolicy must limit port 26379 to the Redis pods, the sentinels,"
-            " the backup job and the app.",
+            "yes",
+            "Clients authenticate: the start script appends requirepass (and sentinel-pass for"
+            " the other sentinels) from the redis-sentinel-auth Secret.  Protected mode only"
+            " bites without a password, when just loopback may connect.  NetworkPolicy limits"
+            " port 26379 to the workloads that ask Sentinel.",
         ),
         ("daemonize", "no", None),
         ("logfile", '""', None),
@@ -387,7 +435,8 @@ def sentinel_settings(
             f"sentinel monitor {name}",
             f"{primary_host} {primary_port} {r.sentinel_quorum}",
             "Bootstrap primary and quorum: how many sentinels must agree it is down.  The start"
-            " script replaces the address with the current primary when another sentinel knows it.",
+            " script replaces the address with the primary it finds (other sentinels, or the"
+            " data pods themselves).",
         ),
         (f"sentinel down-after-milliseconds {name}", r.down_after_ms, None),
         (
@@ -413,7 +462,8 @@ def sentinel_conf(
     dir: str = LIVE_DIR,
     bind: str = DEFAULT_BIND,
 ) -> str:
-    """sentinel.conf template (no auth-pass: ``sentinel_start_script`` appends it)."""
+    """sentinel.conf template (no password: ``sentinel_start_script`` appends requirepass,
+    sentinel-pass and auth-pass from the environment)."""
     entries = sentinel_settings(
         r,
         primary_host=primary_host,
@@ -438,47 +488,115 @@ def _lib(name: str) -> str:
     return templates.render(f"redis/{name}.sh", **({"ASK_TIMEOUT": ASK_TIMEOUT_SECONDS} if name != "common" else {}))
 
 
+Address = tuple[str, int]
+
+
+def sentinel_agreement(r: Redis) -> int:
+    """How many sentinels must name the same primary before a pod takes a role from them (or
+    a sentinel follows its peers): the quorum, and never fewer than a majority, so two
+    disjoint groups can never both agree."""
+    return max(r.sentinel_quorum, r.sentinels // 2 + 1)
+
+
+def _hostports(addresses: Sequence[Address]) -> str:
+    """Space-separated host:port words for the scripts (DNS names or IPv4 addresses)."""
+    words = []
+    for host, port in addresses:
+        if not host or any(c in host for c in " :'\"$`\\") or not 0 < port < 65536:
+            raise ValueError(f"bad address {host!r}:{port}")
+        words.append(f"{host}:{port}")
+    return " ".join(words)
+
+
+def _seconds(value: float) -> str:
+    """A duration for sleep(1) and awk: 0.5, 5 (GNU sleep takes fractions)."""
+    return f"{value:g}"
+
+
+def _ha_where(
+    r: Redis, namespace: str, sentinels: Optional[Sequence[Address]], peers: Optional[Sequence[Address]]
+) -> dict[str, str]:
+    """The addresses every HA script lists: every sentinel and every data pod, stable DNS
+    names by default; the integration tests pass their local ones."""
+    if not r.sentinels:
+        raise ValueError("settings.redis.sentinels is 0: this environment runs no Sentinel")
+    sentinels = list(sentinels if sentinels is not None else sentinel_hosts(r, namespace))
+    peers = list(peers if peers is not None else data_pod_hosts(r, namespace))
+    return {"SENTINELS": _hostports(sentinels), "PEERS": _hostports(peers), "BOOTSTRAP": _hostports(peers[:1])}
+
+
+def _ha_constants(r: Redis, master_name: str, *, discovery: bool = True) -> dict[str, Value]:
+    libraries = ["common", "ha-lib"] + (["ha-discovery"] if discovery else [])
+    return {
+        "MASTER": master_name,
+        "AGREE": sentinel_agreement(r),
+        "ASK_TIMEOUT": HA_ASK_TIMEOUT_SECONDS,
+        "FUNCTIONS": "".join(templates.render(f"redis/{name}.sh") for name in libraries),
+    }
+
+
 def redis_start_script(
     r: Redis,
     *,
     namespace: str,
     port: int = names.REDIS_PORT,
-    sentinel_service: Optional[tuple[str, int]] = None,
     master_name: str = names.REDIS_MASTER_NAME,
     template: str = f"{TEMPLATE_DIR}/{REDIS_CONF}",
     live_dir: str = LIVE_DIR,
+    data_dir: str = DATA_DIR,
     announce_host: Optional[str] = None,
+    sentinels: Optional[Sequence[Address]] = None,
+    peers: Optional[Sequence[Address]] = None,
 ) -> str:
     """Entry point of the data pods (StatefulSet ``redis``, headless Service ``redis-headless``).
 
-    With Sentinel, the pod asks the sentinels for the current primary and starts as its
-    replica (or as primary when that is itself); when no sentinel answers (first boot) and
-    without Sentinel, ordinal 0 is the primary and the others replicate ``redis-0``.  The pod
-    name comes from POD_NAME (downward API) or, failing that, hostname(1).
+    Without Sentinel nothing moves the primary: ordinal 0 is the primary and every other pod
+    replicates ``redis-0`` (templates/redis/start.sh).
+
+    With Sentinel (templates/redis/start-ha.sh) the pod starts redis-server at once as a
+    standby, which takes no write and is never promoted, and an agent beside it takes the role
+    that ``sentinel_agreement`` sentinels agree on, asking every sentinel; ordinal 0 becomes
+    primary without them only when every data pod is empty.  Without an answer it waits and
+    asks again, for ever.  Once primary, it refreshes the HA stamp the sentinels rank pods by
+    after a full restart.
 
     Each pod announces ``announce_host`` (default: its stable DNS name
-    ``$pod.redis-headless.<namespace>.svc.cluster.local``) to its primary, so Sentinel and
-    clients see names that survive pod restarts, and compares it with Sentinel's answer to
-    know whether it is itself the primary.
+    ``$POD_NAME.redis-headless.<namespace>.svc.cluster.local``), so Sentinel and clients see
+    names that survive restarts, and compares it with what the sentinels name.
+    ``sentinels`` and ``peers`` (every sentinel, every data pod) default to the stable names;
+    the tests pass their local addresses, as they pass ``port`` and the directories.
     """
     headless = names.service_host(names.REDIS_HEADLESS, namespace)
-    if sentinel_service is None:
-        sentinel_service = (names.service_host(names.REDIS_SENTINEL, namespace), names.REDIS_SENTINEL_PORT)
-    discovery = ""
-    if r.sentinels:
-        s_host, s_port = sentinel_service
-        discovery = _lib("ask-sentinel") + templates.render(
-            "redis/start-sentinel-discovery.sh", SENTINEL_HOST=s_host, SENTINEL_PORT=s_port, MASTER=master_name
+    if not r.sentinels:
+        return templates.render(
+            "redis/start.sh",
+            SELF=announce_host or "$pod." + headless,
+            LIVE_DIR=shlex.quote(live_dir),
+            TEMPLATE=shlex.quote(template),
+            LIVE_CONF=shlex.quote(f"{live_dir}/{REDIS_CONF}"),
+            PRIMARY0_HOST=bootstrap_primary_host(namespace),
+            PORT=port,
+            SERVER_ARGS=" ".join(redis_server_args()),
         )
     return templates.render(
-        "redis/start.sh",
-        SELF=announce_host or "$pod." + headless,
-        LIVE_DIR=shlex.quote(live_dir),
-        TEMPLATE=shlex.quote(template),
-        LIVE_CONF=shlex.quote(f"{live_dir}/{REDIS_CONF}"),
-        SENTINEL_DISCOVERY=discovery,
-        PRIMARY0=f"{bootstrap_primary_host(namespace)} {port}",
+        "redis/start-ha.sh",
+        SELF=announce_host or "${POD_NAME:-$(hostname)}." + headless,
         PORT=port,
+        **_ha_where(r, namespace, sentinels, peers),
+        DATA_DIR=shlex.quote(data_dir),
+        TEMPLATE=shlex.quote(template),
+        LIVE_DIR=shlex.quote(live_dir),
+        **_ha_constants(r, master_name),
+        RETRY_MIN=_seconds(ROLE_RETRY_MIN_SECONDS),
+        RETRY_MAX=_seconds(ROLE_RETRY_MAX_SECONDS),
+        FAILOVER_REQUEST_INTERVAL=FAILOVER_REQUEST_INTERVAL_SECONDS,
+        STAMP_DB=STAMP_DB,
+        STAMP_KEY=STAMP_KEY,
+        STAMP_INTERVAL=_seconds(STAMP_INTERVAL_SECONDS),
+        REPLICA_PRIORITY=REPLICA_PRIORITY,
+        DBFILENAME=DBFILENAME,
+        APPENDDIRNAME=APPENDDIRNAME,
+        REDIS_CONF=REDIS_CONF,
         SERVER_ARGS=" ".join(redis_server_args()),
     )
 
@@ -486,42 +604,71 @@ def redis_start_script(
 def sentinel_start_script(
     r: Redis,
     *,
-    sentinel_service: tuple[str, int],
+    namespace: str,
+    port: int = names.REDIS_SENTINEL_PORT,
     master_name: str = names.REDIS_MASTER_NAME,
     template: str = f"{TEMPLATE_DIR}/{SENTINEL_CONF}",
     live_dir: str = LIVE_DIR,
-    announce_domain: Optional[str] = None,
-    announce_port: int = names.REDIS_SENTINEL_PORT,
+    announce_host: Optional[str] = None,
+    sentinels: Optional[Sequence[Address]] = None,
+    peers: Optional[Sequence[Address]] = None,
 ) -> str:
-    """Entry point of the sentinel pods: copy the template to a writable dir (Sentinel
-    rewrites its own config file), follow the primary the other sentinels already agree on,
-    append ``sentinel auth-pass`` from the environment, exec redis-sentinel.
+    """Entry point of the sentinel pods (templates/redis/sentinel-start.sh): decide which data
+    pod to monitor (what ``sentinel_agreement`` other sentinels name; else the one data pod
+    that is master; else, with every data pod answering, the newest HA stamp, or ordinal 0
+    when all are empty; else wait), then write the private, writable copy of sentinel.conf
+    Sentinel rewrites, with that primary, the passwords from the environment, the announced
+    address and every other data pod as a known replica, and exec redis-sentinel.
 
-    ``announce_domain``: when the sentinels are a StatefulSet, pass their headless Service
-    domain so each announces ``$POD_NAME.<domain>``.  A stable name matters: a sentinel that
-    comes back under a new IP would otherwise linger in its peers' tables as a dead sentinel
-    that still counts toward the majority a failover needs.
+    Each sentinel announces ``announce_host`` (default ``$POD_NAME.redis-sentinel.<namespace>
+    .svc.cluster.local``).  A stable name matters: a sentinel that comes back under a new IP
+    would otherwise linger in its peers' tables as a dead sentinel that still counts toward
+    the majority a failover needs.
     """
-    if not r.sentinels:
-        raise ValueError("settings.redis.sentinels is 0: this environment runs no Sentinel")
-    s_host, s_port = sentinel_service
-    conf = shlex.quote(f"{live_dir}/{SENTINEL_CONF}")
-    announce = ""
-    if announce_domain:
-        announce = templates.render(
-            "redis/sentinel-announce.sh", ANNOUNCE_DOMAIN=announce_domain, ANNOUNCE_PORT=announce_port, CONF=conf
-        )
     return templates.render(
         "redis/sentinel-start.sh",
-        ASK_SENTINEL=_lib("ask-sentinel"),
-        LIVE_DIR=shlex.quote(live_dir),
-        SENTINEL_HOST=s_host,
-        SENTINEL_PORT=s_port,
-        MASTER=master_name,
-        QUORUM=r.sentinel_quorum,
+        SELF=announce_host or "${POD_NAME:-$(hostname)}." + names.service_host(names.REDIS_SENTINEL, namespace),
+        PORT=port,
+        **_ha_where(r, namespace, sentinels, peers),
         TEMPLATE=shlex.quote(template),
-        CONF=conf,
-        ANNOUNCE=announce,
+        LIVE_DIR=shlex.quote(live_dir),
+        **_ha_constants(r, master_name),
+        QUORUM=r.sentinel_quorum,
+        RETRY_MIN=_seconds(ROLE_RETRY_MIN_SECONDS),
+        RETRY_MAX=_seconds(ROLE_RETRY_MAX_SECONDS),
+        STAMP_DB=STAMP_DB,
+        STAMP_KEY=STAMP_KEY,
+        SENTINEL_CONF=SENTINEL_CONF,
+        DISCOVERING=SENTINEL_DISCOVERING,
+    )
+
+
+def handover_script(
+    r: Redis,
+    *,
+    namespace: str,
+    port: int = names.REDIS_PORT,
+    master_name: str = names.REDIS_MASTER_NAME,
+    announce_host: Optional[str] = None,
+    sentinels: Optional[Sequence[Address]] = None,
+) -> str:
+    """The data pods' preStop hook where Sentinel runs (templates/redis/handover.sh): a
+    primary pauses writes, lets its replicas catch up, demotes itself and asks Sentinel to
+    fail over, follows the promoted replica and releases its clients once the sentinels name
+    it.  Every wait ends within HANDOVER_DEADLINE_SECONDS; the pause outlives the hook by
+    shutdown-timeout plus the final save, so a primary whose failover was accepted never
+    takes another write."""
+    return templates.render(
+        "redis/handover.sh",
+        SELF=announce_host or "${POD_NAME:-$(hostname)}." + names.service_host(names.REDIS_HEADLESS, namespace),
+        PORT=port,
+        SENTINELS=_ha_where(r, namespace, sentinels, None)["SENTINELS"],
+        **_ha_constants(r, master_name, discovery=False),
+        DEADLINE=HANDOVER_DEADLINE_SECONDS,
+        ELIGIBLE_TIMEOUT=HANDOVER_ELIGIBLE_SECONDS,
+        CATCHUP_TIMEOUT=HANDOVER_CATCHUP_SECONDS,
+        QUORUM_TIMEOUT=HANDOVER_QUORUM_SECONDS,
+        PAUSE_AFTER=SHUTDOWN_TIMEOUT_SECONDS + SHUTDOWN_SAVE_MARGIN_SECONDS,
     )
 
 
@@ -600,7 +747,8 @@ def backup_script(
 ) -> str:
     """The hourly backup (CronJob ``redis-backup``, redis image + rclone, restricted).
 
-    Environment: REDISCLI_AUTH (the password, from the Secret); for s3:// stores
+    Environment: REDISCLI_AUTH (the password, from the Secret), SENTINEL_PASSWORD where
+    Sentinel runs (from its own Secret: the sentinels are asked with it); for s3:// stores
     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, rclone on PATH and SSL_CERT_FILE.  STORE,
     REDIS_HOST/REDIS_PORT (skip choosing a node), SENTINEL_HOST/SENTINEL_PORT and TMPDIR
     override the rendered defaults; the tests use them to point the same script at local
@@ -686,7 +834,8 @@ def restore_script(
 
 @dataclass(frozen=True)
 class RedisTarget:
-    """What a REDIS_URL says: either one server or a set of sentinels plus a master name."""
+    """What a REDIS_URL says: either one server or a set of sentinels plus a master name
+    (and the sentinels' own password)."""
 
     password: Optional[str]
     db: int
@@ -694,6 +843,12 @@ class RedisTarget:
     port: Optional[int] = None
     sentinels: tuple[tuple[str, int], ...] = ()
     master_name: Optional[str] = None
+    sentinel_password: Optional[str] = None
+
+
+# The query parameter of a redis+sentinel:// URL that carries the sentinels' password (the
+# userinfo is the data nodes' password); named after ioredis' option.
+SENTINEL_PASSWORD_PARAM = "sentinelPassword"
 
 
 def _hostport(host: str, port: int) -> str:
@@ -710,6 +865,7 @@ def redis_url(
     sentinels: Sequence[tuple[str, int]] = (),
     master_name: str = names.REDIS_MASTER_NAME,
     db: int = 0,
+    sentinel_password: str = "",
 ) -> str:
     """REDIS_URL for the backend and workers.
 
@@ -717,9 +873,10 @@ def redis_url(
     primary and only the primary, never a Service over all pods, which would hand writes to
     read-only replicas.  The component passes the ``redis`` client Service, which selects
     ``redis-0`` alone where no Sentinel runs (nothing moves the primary there); the pod
-    name (``bootstrap_primary_host``) works too.  With Sentinel: ``redis+sentinel://:<password>@s1:26379,s2:26379/<master>/<db>``;
-    the client asks the sentinels for the primary and asks again after a failover.  The
-    password is percent-encoded; the sentinels themselves take no password.
+    name (``bootstrap_primary_host``) works too.  With Sentinel:
+    ``redis+sentinel://:<password>@s1:26379,s2:26379/<master>/<db>?sentinelPassword=<password>``;
+    the client asks the sentinels (authenticating with the second password) for the primary
+    and asks again after a failover.  Both passwords are percent-encoded.
     """
     if (host is None) == (not sentinels):
         raise ValueError("give exactly one of host= (plain Redis) or sentinels= (Sentinel)")
@@ -731,7 +888,8 @@ def redis_url(
     if not master_name or "/" in master_name:
         raise ValueError(f"bad master name {master_name!r}")
     hosts = ",".join(_hostport(h, p) for h, p in sentinels)
-    return f"redis+sentinel://{auth}{hosts}/{quote(master_name, safe='')}/{db}"
+    query = f"?{SENTINEL_PASSWORD_PARAM}={quote(sentinel_password, safe='')}" if sentinel_password else ""
+    return f"redis+sentinel://{auth}{hosts}/{quote(master_name, safe='')}/{db}{query}"
 
 
 def sentinel_list(sentinels: Sequence[tuple[str, int]]) -> str:
@@ -762,10 +920,14 @@ def parse_redis_url(url: str) -> RedisTarget:
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in ("redis", "redis+sentinel"):
         raise ValueError(f"not a redis:// or redis+sentinel:// URL: {url[:20]!r}...")
+    rest, _, query = rest.partition("?")
     authority, _, path = rest.partition("/")
     userinfo, at, hosts = authority.rpartition("@")
     password = urllib.parse.unquote(userinfo.partition(":")[2]) if at else None
     parts = path.split("/") if path else []
+    params = urllib.parse.parse_qs(query, keep_blank_values=True, strict_parsing=bool(query))
+    if set(params) - ({SENTINEL_PASSWORD_PARAM} if scheme == "redis+sentinel" else set()):
+        raise ValueError(f"unknown URL parameters {sorted(params)}")
     if scheme == "redis":
         if len(parts) > 1:
             raise ValueError("redis:// URL path must be /<db>")
@@ -775,6 +937,8 @@ def parse_redis_url(url: str) -> RedisTarget:
         raise ValueError("redis+sentinel:// URL path must be /<master>[/<db>]")
     sentinels = tuple(_split_hostport(h) for h in hosts.split(","))
     db = int(parts[1]) if len(parts) == 2 and parts[1] else 0
+    sentinel_password = params.get(SENTINEL_PASSWORD_PARAM, [None])[-1]
     return RedisTarget(
-        password=password, db=db, sentinels=sentinels, master_name=urllib.parse.unquote(parts[0])
+        password=password, db=db, sentinels=sentinels, master_name=urllib.parse.unquote(parts[0]),
+        sentinel_password=sentinel_password,
     )

@@ -1,3 +1,4 @@
+    : "${SENTINEL_PASSWORD:?SENTINEL_PASSWORD (the Sentinel password) is not set}"
     SENTINEL_HOST="${SENTINEL_HOST:-@SENTINEL_HOST@}"
     SENTINEL_PORT="${SENTINEL_PORT:-@SENTINEL_PORT@}"
     primary=$(ask_sentinel "$SENTINEL_HOST" "$SENTINEL_PORT" @MASTER@)

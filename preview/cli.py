@@ -73,7 +73,8 @@ def config_errors() -> tuple[type[BaseException], ...]:
 
 
 def _one_line(text: str) -> str:
-    return text.replace("\r", "\\r").replace("\n", "\\n")
+    """One line of printable text: line breaks and other control characters escaped."""
+    return engine.escape(text)
 
 
 def _program_error(exc: Exception) -> str:
@@ -100,6 +101,9 @@ def preview(
     be previewed (duplicate URNs, two objects in one file, an object outside any region,
     an exception in the program): one line `error: <message>` on stderr, nothing written.
     """
+    if problem := engine.check_stack_name(stack):
+        print(f"config error: --stack: {problem}", file=sys.stderr)  # before it names a directory
+        return CONFIG_ERROR
     out_dir = out_root / stack
     try:
         output.check_replaceable(out_dir)

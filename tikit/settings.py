@@ -46,8 +46,11 @@ class ConfigError(_BaseError):
     def __init__(self, key: str, message: str) -> None:
         self.key = key
         self.message = message
-        # One line whatever the user typed: keys and values may hold control characters.
-        text = f"{key}: {message}".replace("\r", "\\r").replace("\n", "\\n")
+        # One line of printable text whatever the user typed: keys and values may hold
+        # line breaks and other control characters (a terminal escape sequence, U+2028).
+        text = f"{key}: {message}"
+        if not text.isprintable():
+            text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
         super().__init__(text)
 
 

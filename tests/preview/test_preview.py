@@ -453,12 +453,12 @@ def test_a_secure_stack_value_satisfies_a_secret_declaration(tmp_path):
 
 
 def test_config_errors_are_one_line_whatever_the_keys_hold(tmp_path):
-    err = engine.StackConfigError("a\nb", "bad\r\nvalue")
-    assert str(err) == "a\\nb: bad\\r\\nvalue" and "\n" not in str(err)
+    err = engine.StackConfigError("a\nb", "bad\r\nvalue \x1b[31mred\u2028")
+    assert str(err) == "a\\nb: bad\\r\\nvalue \\x1b[31mred\\u2028" and str(err).isprintable()
     repo = _project(tmp_path, 'name: p\nruntime: python\nconfig:\n  "we\\nird":\n    type: integer\n')
     with pytest.raises(engine.StackConfigError) as caught:
         engine.load_stack_config("dev", repo)
-    assert str(caught.value) == "p:we\\nird: declared in Pulumi.yaml without a default and not set in Pulumi.dev.yaml"
+    assert str(caught.value) == "Pulumi.yaml#/config: key 'we\\nird' at line 4 contains the control character U+000A"
 
 
 def test_policy_config_errors_are_one_line_with_a_dotted_key(rendered):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import engine, output, plan as plan_mod, report
+from . import admission, engine, output, plan as plan_mod, report
 from .engine import REPO_ROOT, DuplicateUrnError, StackConfigError
 
 # Exit codes of `python -m preview` (README and __main__ say the same).
@@ -37,12 +37,16 @@ def render(
     """Run the program for a stack, evaluate the policy pack, and render every file.
 
     Raises StackConfigError (the program's own settings errors included, as
-    engine.ProgramConfigError) for invalid settings, before anything is written.
+    engine.ProgramConfigError) for invalid settings, and admission.ObjectRejected (a
+    StackConfigError too) for a rendered object the API server or etcd would refuse,
+    before anything is written.
     """
     run = engine.run_program(stack, repo, program=program)
     the_plan = plan_mod.build(run)
     policy = evaluate_policies(the_plan, policy_config)
     files = output.render_files(the_plan, report.stack_report(the_plan, policy), policy_json(policy))
+    # What `pulumi up` would have refused: schemas, names and labels, size limits.
+    admission.check([(r.region or "", r.manifest) for r in the_plan.kubernetes_objects()])
     return Rendered(plan=the_plan, policy=policy, files=files, stand_ins=tuple(run.stand_ins))
 
 
@@ -96,8 +100,9 @@ def preview(
 ) -> int:
     """Render a stack into out_root/<stack>/ and print a summary.
 
-    0 done; 1 a mandatory policy is violated; 2 invalid settings or an output directory
-    the preview did not write (one line on stderr, nothing written); 3 the program cannot
+    0 done; 1 a mandatory policy is violated; 2 invalid settings or stack files, a --stack
+    that is not a stack name, a rendered object the API server would refuse, or an output
+    directory the preview did not write (one line on stderr, nothing written); 3 the program cannot
     be previewed (duplicate URNs, two objects in one file, an object outside any region,
     an exception in the program): one line `error: <message>` on stderr, nothing written.
     """

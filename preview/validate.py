@@ -24,9 +24,9 @@ import binascii
 import copy
 import difflib
 import functools
+import hashlib
 import ipaddress
 import json
-import os
 import re
 import threading
 from collections import deque
@@ -40,8 +40,10 @@ from jsonschema.exceptions import ValidationError
 from kubernetes_validate import utils as kv_utils
 from referencing import Registry, Resource
 
+from . import cache
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CRDS_ENV = "TIKIT_CRDS_DIR"
+CRDS_ENV = cache.CRDS_ENV
 
 # The cluster version the platform targets.  kubernetes-validate ships one schema set per
 # minor version; resolve_k8s_version picks that minor, or the nearest newer one shipped.
@@ -455,6 +457,7 @@ _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", re.ASCII)
 _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$", re.ASCII)
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$", re.ASCII)
+# apimachinery/pkg/api/validation: TotalAnnotationSizeLimitB = 256 KiB, all keys and values.
 _ANNOTATIONS_MAX = 256 * 1024
 
 # Name rules of built-in kinds that differ from the default (DNS-1123 subdomain).
@@ -506,16 +509,16 @@ def _check_name(name: str, rule: str, max_len: Optional[int]) -> Optional[str]:
     limit = min(limit, max_len or limit)
     if len(name) > limit:
         return f"{name!r} is {len(name)} characters, at most {limit} allowed"
-    if not rx.match(name):
+    if not rx.fullmatch(name):  # fullmatch: `$` alone would accept a trailing newline
         return f"{name!r} must be {what}"
     return None
 
 
 def _check_qualified_key(key: str) -> Optional[str]:
     prefix, slash, name = key.rpartition("/")
-    if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+    if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix)):
         return f"prefix {prefix!r} must be a DNS-1123 subdomain of at most 253 characters"
-    if not name or len(name) > 63 or not _QUALIFIED_NAME.match(name):
+    if not name or len(name) > 63 or not _QUALIFIED_NAME.fullmatch(name):
         return f"name part {name!r} must be 1-63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric"
     return None
 
@@ -551,10 +554,11 @@ def check_metadata(obj: Mapping[str, Any], *, namespaced: bool, name_rule: str =
             if isinstance(key, str) and (problem := _check_qualified_key(key)):
                 errors.append((where, f"invalid key: {problem}"))
             if field == "labels" and isinstance(value, str):
-                if len(value) > 63 or not _LABEL_VALUE.match(value):
+                if len(value) > 63 or not _LABEL_VALUE.fullmatch(value):
                     errors.append((where, f"invalid label value {_short(value)}: at most 63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric"))
         if field == "annotations":
-            size = sum(len(str(k)) + len(str(v)) for k, v in entries.items())
+            # apimachinery ValidateAnnotationsSize: len(key) + len(value) in bytes.
+            size = sum(len(str(k).encode()) + len(str(v).encode()) for k, v in entries.items())
             if size > _ANNOTATIONS_MAX:
                 errors.append((("metadata", "annotations"), f"total size {size} bytes exceeds {_ANNOTATIONS_MAX}"))
     return sorted(f"{format_path(p)}: {m}" for p, m in errors)
@@ -640,10 +644,7 @@ def _object_meta_validator(version: str) -> jsonschema.protocols.Validator:
 # --- custom resources: the CRD registry ------------------------------------------------
 
 
-def crds_dir() -> Path:
-    """$TIKIT_CRDS_DIR, else ``<repo>/../shared/crds`` (CI clones the repo beside shared/)."""
-    env = os.environ.get(CRDS_ENV)
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "crds"
+crds_dir = cache.crds_dir
 
 
 class _CrdYamlLoader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
@@ -686,8 +687,10 @@ class CrdRegistry:
     (``spec.group``, ``spec.names.kind``, ``spec.scope``, ~1 ms for all); a kind's file is
     parsed and its schema compiled on first use of that kind, then cached."""
 
-    def __init__(self, root: Optional[Path | str] = None):
+    def __init__(self, root: Optional[Path | str] = None, cache_dir: Optional[Path] = None):
         self.root = Path(root) if root is not None else crds_dir()
+        # Where prepared schemas are cached (preview/cache.py); None: not cached.
+        self.cache_dir = cache_dir
         self._lock = threading.Lock()
         self._index: Optional[dict[tuple[str, str], CrdEntry]] = None
         self.version = functools.lru_cache(maxsize=None)(self._compile)
@@ -763,22 +766,50 @@ class CrdRegistry:
         doc = yaml.load(entry.path.read_text(encoding="utf-8"), Loader=_CrdYamlLoader)
         return tuple(v for v in doc["spec"]["versions"] if v.get("served"))
 
+    @functools.lru_cache(maxsize=None)  # noqa: B019 - a registry lives as long as the process
+    def _prepared(self, entry: CrdEntry) -> tuple[dict, ...]:
+        """The served versions of a CRD with their schemas prepared (``_prepare_crd_schema``):
+        from the JSON cache when it holds this file (by sha256) prepared by this code (by
+        this module's sha256), else parsed from the YAML and cached."""
+        data = entry.path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.cache_dir / "crd" / f"{digest}-{code_digest()[:16]}.json" if self.cache_dir else None
+        cached = cache.read_json(path)
+        if isinstance(cached, list) and all(isinstance(v, dict) and {"name", "schema"} <= set(v) for v in cached):
+            return tuple(cached)
+        doc = yaml.load(data.decode("utf-8"), Loader=_CrdYamlLoader)
+        prepared = tuple(
+            {
+                "name": v["name"],
+                "schema": _prepare_crd_schema(v["schema"]["openAPIV3Schema"]),
+                "status": "status" in (v.get("subresources") or {}),
+                "deprecated": bool(v.get("deprecated")),
+            }
+            for v in doc["spec"]["versions"]
+            if v.get("served")
+        )
+        if path is not None:
+            for stale in path.parent.glob(f"{digest}-*.json"):  # prepared by an older version of this code
+                stale.unlink(missing_ok=True)
+            cache.write_json(path, list(prepared))
+        return prepared
+
     def _compile(self, api_version: str, kind: str) -> Optional[CrdVersion]:
         """Compiled validator for (apiVersion, kind), or None; cached by ``self.version``."""
         entry = self.entry(api_version, kind)
         if entry is None:
             return None
         wanted = split_api_version(api_version)[1]
-        for v in self._served(entry):
+        for v in self._prepared(entry):
             if v["name"] == wanted:
-                schema = _prepare_crd_schema(v["schema"]["openAPIV3Schema"])
+                schema = v["schema"]
                 return CrdVersion(
                     entry=entry,
                     api_version=api_version,
                     validator=_CrdValidator(schema, format_checker=_FORMATS),
                     schema=schema,
-                    status_subresource="status" in (v.get("subresources") or {}),
-                    deprecated=bool(v.get("deprecated")),
+                    status_subresource=bool(v["status"]),
+                    deprecated=bool(v["deprecated"]),
                 )
         return None
 
@@ -823,13 +854,20 @@ class CrdRegistry:
 
 
 @functools.lru_cache(maxsize=None)
-def _registry_for(root: str) -> CrdRegistry:
-    return CrdRegistry(root)
+def _registry_for(root: str, cache_dir: Optional[Path]) -> CrdRegistry:
+    return CrdRegistry(root, cache_dir=cache_dir)
 
 
 def default_registry() -> CrdRegistry:
-    """The process-wide registry for crds_dir() (one per directory)."""
-    return _registry_for(str(crds_dir()))
+    """The process-wide registry for crds_dir() (one per directory), with the preview's
+    cache of prepared schemas."""
+    return _registry_for(str(crds_dir()), cache.cache_dir())
+
+
+@functools.lru_cache(maxsize=None)
+def code_digest() -> str:
+    """sha256 of this module's source: what prepares schemas and judges objects."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
 def validate_custom(obj: dict, registry: Optional[CrdRegistry] = None) -> Errors:

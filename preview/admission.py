@@ -130,14 +130,18 @@ def _labels(entries: Any, path: tuple) -> Iterable[tuple[tuple, str]]:
             yield path + (key,), problem
 
 
+def _templated(path: tuple) -> bool:
+    """Whether ``metadata`` at ``path`` is the ObjectMeta of a template the API server
+    validates: a pod or job template, or a StatefulSet's volume claim template."""
+    return bool(path) and path[-1] in _TEMPLATES or len(path) >= 2 and path[-2] == "volumeClaimTemplates"
+
+
 def _nested(obj: Any, path: tuple, in_node_selector: bool = False) -> Iterable[tuple[tuple, str]]:
     """Label-like fields anywhere below the object's own metadata."""
     if isinstance(obj, dict):
         for key, value in obj.items():
             here = path + (key,)
-            if key == "metadata" and path and path[-1] in _TEMPLATES or (
-                key == "metadata" and len(path) >= 2 and path[-2] == "volumeClaimTemplates"
-            ):
+            if key == "metadata" and _templated(path):
                 if isinstance(value, dict):
                     yield from _labels(value.get("labels"), here + ("labels",))
                     annotations = value.get("annotations")
@@ -316,16 +320,16 @@ def check(
                 unchecked.add(kind)  # and not remembered as valid
             elif not judged[digest]:
                 verdicts.add(digest)
-    if unchecked:
-        warn(
-            f"warning: custom resources not checked (no CRDs in {crds}; set $TIKIT_CRDS_DIR): " + ", ".join(sorted(unchecked))
-        )
-    if problems:
+    if problems:  # the one line: the first problem, and how many more
         first = problems[0]
         more = len(problems) - 1
         objects_ = len({p.describe() for p in problems})
         also = f" (and {more} more problem{'s' if more > 1 else ''} in {objects_} object{'s' if objects_ > 1 else ''})" if more else ""
         raise ObjectRejected(first.describe(), f"{first.path}: {first.message}{also}")
+    if unchecked:
+        warn(
+            f"warning: custom resources not checked (no CRDs in {crds}; set $TIKIT_CRDS_DIR): " + ", ".join(sorted(unchecked))
+        )
     verdicts.save()
 
 

@@ -169,8 +169,12 @@ def test_without_crds_custom_resources_are_not_checked_and_one_line_says_so(rend
 def test_without_crds_a_bad_built_in_object_is_still_refused(tmp_path, monkeypatch):
     monkeypatch.setenv(cache.CACHE_ENV, "")
     bad = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm", "namespace": "tikit", "labels": {"a": "-"}}}
-    with pytest.raises(admission.ObjectRejected):
-        admission.check([("lagos", bad)], crds=tmp_path / "no-crds", warn=lambda line: None)
+    custom = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "so", "namespace": "tikit"}, "spec": {}}
+    lines: list[str] = []
+    with pytest.raises(admission.ObjectRejected) as err:
+        admission.check([("lagos", custom), ("lagos", bad)], crds=tmp_path / "no-crds", warn=lines.append)
+    assert str(err.value).startswith("ConfigMap tikit/cm in region lagos: metadata.labels.a: invalid label value")
+    assert lines == []  # the error is the one line
 
 
 @pytest.mark.slow

@@ -200,8 +200,8 @@ def _scan_events(text: str, name: str) -> None:
             if total_nodes > MAX_NODES or total_chars > MAX_EXPANDED_CHARS:
                 raise StackConfigError(
                     name,
-                    f"expands to more than {MAX_NODES:,} values or {MAX_EXPANDED_CHARS // 1024} KiB of text"
-                    f"{_line(event.start_mark)} (aliases count at their expanded size)",
+                    f"expands to more than {MAX_NODES:,} values or {MAX_EXPANDED_CHARS // (1024 * 1024)} MiB of text"
+                    f"{_line(event.start_mark)} (an alias counts as everything it repeats)",
                 )
     finally:
         loader.dispose()

@@ -360,3 +360,10 @@ def test_diff_takes_stack_names_only(tmp_path):
     assert exit_.value.code == 2
     assert not (tmp_path / "d").exists()
 
+
+
+def test_too_many_values_are_refused_without_any_alias(tmp_path):
+    repo = project(tmp_path, "config:\n  p:a: [" + ",".join(["1"] * stackfile.MAX_NODES) + "]\n")
+    start = time.process_time()
+    assert "expands to more than 10,000 values" in config_error(repo)
+    assert time.process_time() - start < 1.0

@@ -1,8 +1,10 @@
 """Offline preview of a stack: ``python -m preview [--stack dev]``.
 
-Exit codes: 0 ok; 1 a mandatory policy is violated; 2 the settings are invalid (one
-line on stderr, ``config error: <key>: <what is wrong>``, nothing written), or ``--out``
-holds a stack directory the preview did not write; 3 the program cannot be previewed
+Exit codes: 0 ok; 1 a mandatory policy is violated; 2 the settings or the stack files are
+invalid, ``--stack`` is not a stack name, or a rendered object would be refused by the API
+server or etcd (one line on stderr, ``config error: <key>: <what is wrong>``, nothing
+written; preview/admission.py says what is checked), or ``--out`` holds a stack directory
+the preview did not write; 3 the program cannot be previewed
 (duplicate URNs, two objects rendering to one file, a Kubernetes object outside any
 region, an exception in the program): one line on stderr, ``error: <message>``, nothing
 written.
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.splitlines()[0],
         epilog="python -m preview diff --help: compare two revisions of every stack",
     )
-    parser.add_argument("--stack", default="dev", help="stack name (Pulumi.<stack>.yaml); default dev")
+    parser.add_argument("--stack", default="dev", help="stack name (Pulumi.<stack>.yaml): letters, digits, '-', '_' and '.'; default dev")
     parser.add_argument("--out", type=Path, default=cli.REPO_ROOT / "build", help="output root; default build/")
     parser.add_argument(
         "--policy-config",

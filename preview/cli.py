@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import engine, output, plan as plan_mod, report
+from . import admission, engine, output, plan as plan_mod, report
 from .engine import REPO_ROOT, DuplicateUrnError, StackConfigError
 
 # Exit codes of `python -m preview` (README and __main__ say the same).
@@ -37,7 +37,9 @@ def render(
     """Run the program for a stack, evaluate the policy pack, and render every file.
 
     Raises StackConfigError (the program's own settings errors included, as
-    engine.ProgramConfigError) for invalid settings, before anything is written.
+    engine.ProgramConfigError) for invalid settings, and admission.ObjectRejected (a
+    StackConfigError too) for a rendered object the API server or etcd would refuse,
+    before anything is written.
     """
     run = engine.run_program(stack, repo, program=program)
     the_plan = plan_mod.build(run)
@@ -47,6 +49,8 @@ def render(
     files = output.render_files(
         the_plan, report.stack_report(the_plan, policy, capacity.plan_section(the_plan)), policy_json(policy)
     )
+    # What `pulumi up` would have refused: schemas, names and labels, size limits.
+    admission.check([(r.region or "", r.manifest) for r in the_plan.kubernetes_objects()])
     return Rendered(plan=the_plan, policy=policy, files=files, stand_ins=tuple(run.stand_ins))
 
 
@@ -77,7 +81,8 @@ def config_errors() -> tuple[type[BaseException], ...]:
 
 
 def _one_line(text: str) -> str:
-    return text.replace("\r", "\\r").replace("\n", "\\n")
+    """One line of printable text: line breaks and other control characters escaped."""
+    return engine.escape(text)
 
 
 def _program_error(exc: Exception) -> str:
@@ -99,11 +104,15 @@ def preview(
 ) -> int:
     """Render a stack into out_root/<stack>/ and print a summary.
 
-    0 done; 1 a mandatory policy is violated; 2 invalid settings or an output directory
-    the preview did not write (one line on stderr, nothing written); 3 the program cannot
+    0 done; 1 a mandatory policy is violated; 2 invalid settings or stack files, a --stack
+    that is not a stack name, a rendered object the API server would refuse, or an output
+    directory the preview did not write (one line on stderr, nothing written); 3 the program cannot
     be previewed (duplicate URNs, two objects in one file, an object outside any region,
     an exception in the program): one line `error: <message>` on stderr, nothing written.
     """
+    if problem := engine.check_stack_name(stack):
+        print(f"config error: --stack: {problem}", file=sys.stderr)  # before it names a directory
+        return CONFIG_ERROR
     out_dir = out_root / stack
     try:
         output.check_replaceable(out_dir)

@@ -26,23 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import yaml
+from .stackfile import StackConfigError, escape
+from . import stackfile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 SIG_KEY = "4dabf18193072939515e22adb298388d"
 STACK_TYPE = "pulumi:pulumi:Stack"
-
-
-class StackConfigError(Exception):
-    """The project or stack file itself is unusable (exit code 2, like a settings error).
-    ``str(err)`` is one line, ``<key>: <what is wrong>``, as settings.ConfigError's is."""
-
-    def __init__(self, key: str, message: str) -> None:
-        self.key = key
-        self.message = message
-        # One line whatever the files hold: keys and values may carry line breaks.
-        super().__init__(f"{key}: {message}".replace("\r", "\\r").replace("\n", "\\n"))
 
 
 class ProgramConfigError(StackConfigError):
@@ -83,22 +73,38 @@ class Run:
 # --------------------------------------------------------------------------------------
 
 
+# Pulumi's rule for stack and project names (pkg/backend/httpstate/backend.go,
+# stackNameAndProjectRegexp, and `pulumi stack init`'s "Stack names may only contain
+# alphanumeric characters, hyphens, underscores, or periods"): ^[A-Za-z0-9_.-]{1,100}$.
+# A stack name also becomes a directory (build/<stack>/), so this adds: no '..', and no
+# leading '.' ('.', '..' and hidden directories are path components, not stacks).
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}", re.ASCII)
+
+
+def check_stack_name(stack: str) -> Optional[str]:
+    """Why ``stack`` is not a stack name, or None."""
+    if not isinstance(stack, str) or not NAME_RE.fullmatch(stack):
+        return f"{_quoted(stack)} is not a stack name (1-100 letters, digits, '-', '_' and '.')"
+    if stack.startswith(".") or ".." in stack:
+        return f"{_quoted(stack)} is not a stack name (no '..' and no leading '.': it names a directory)"
+    return None
+
+
+def _quoted(text: Any, limit: int = 60) -> str:
+    shown = escape(str(text))
+    return "'" + (shown if len(shown) <= limit else shown[: limit - 3] + "...") + "'"
+
+
 def load_project(repo: Path = REPO_ROOT) -> dict[str, Any]:
     path = repo / "Pulumi.yaml"
-    try:
-        project = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
+    if not path.is_file():
         raise StackConfigError("Pulumi.yaml", f"not found in {repo}")
-    except yaml.YAMLError as exc:
-        raise StackConfigError("Pulumi.yaml", f"is not valid YAML{_yaml_where(exc)}")
+    project = stackfile.load(path, "Pulumi.yaml")
     if not isinstance(project, dict) or not isinstance(project.get("name"), str):
         raise StackConfigError("Pulumi.yaml", "must be a map with a 'name'")
+    if not NAME_RE.fullmatch(project["name"]):
+        raise StackConfigError("Pulumi.yaml#/name", f"{_quoted(project['name'])} is not a project name (1-100 letters, digits, '-', '_' and '.')")
     return project
-
-
-def _yaml_where(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    return f" at line {mark.line + 1}" if mark else ""
 
 
 def _cli_value(value: Any) -> str:
@@ -146,6 +152,7 @@ class ProjectConfigKey:
     default: Any = _UNSET
     value: Any = _UNSET
     secret: bool = False
+    spelled: str = ""  # the key as Pulumi.yaml spells it
 
     @property
     def given(self) -> Any:
@@ -200,6 +207,9 @@ def project_config(project: dict[str, Any]) -> dict[str, ProjectConfigKey]:
     for raw_key, decl in block.items():
         key = str(raw_key)
         where = f"Pulumi.yaml#/config/{key}"
+        full = key if ":" in key else f"{name}:{key}"
+        if full in out:  # `size` and `<project>:size` are one key
+            raise StackConfigError("Pulumi.yaml#/config", f"duplicate key {_quoted(key)} (the same key as {_quoted(out[full].spelled)})")
         own = ":" not in key or key.startswith(f"{name}:")
         if decl is None:
             decl = {}
@@ -230,13 +240,14 @@ def project_config(project: dict[str, Any]) -> dict[str, ProjectConfigKey]:
             raise StackConfigError(where, "is not in the project's namespace: give it a 'value', not a 'default'")
         elif value is _UNSET:
             raise StackConfigError(where, "is not in the project's namespace and must give a 'value'")
-        full = key if ":" in key else f"{name}:{key}"
-        out[full] = ProjectConfigKey(type_, items, default, value, bool(decl.get("secret", False)))
+        out[full] = ProjectConfigKey(type_, items, default, value, bool(decl.get("secret", False)), spelled=key)
     return out
 
 
 def stack_file(stack: str, repo: Path = REPO_ROOT, project: Optional[dict[str, Any]] = None) -> Path:
     """Pulumi.<stack>.yaml, in `stackConfigDir` (or the old string form of `config`) if set."""
+    if problem := check_stack_name(stack):
+        raise StackConfigError("--stack", problem)
     project = load_project(repo) if project is None else project
     config_dir, old_form = project.get("stackConfigDir"), project.get("config")
     if isinstance(old_form, str):
@@ -257,19 +268,21 @@ def load_stack_config(stack: str, repo: Path = REPO_ROOT) -> tuple[str, dict[str
     path = stack_file(stack, repo, project_doc)
     if not path.is_file():
         raise StackConfigError("stack", f"no stack file {path.name} in {path.parent.name or repo.name}/")
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise StackConfigError(path.name, f"is not valid YAML{_yaml_where(exc)}")
+    doc = stackfile.load(path) or {}
     if not isinstance(doc, dict):
         raise StackConfigError(path.name, "must be a map")
     config = doc.get("config") or {}
     if not isinstance(config, dict):
         raise StackConfigError(f"{path.name}#/config", "must be a map of keys to values")
     merged: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
     for key, value in config.items():
         key = str(key)
-        merged[key if ":" in key else f"{project}:{key}"] = value  # bare keys belong to the project
+        full = key if ":" in key else f"{project}:{key}"  # bare keys belong to the project
+        if full in spelled:
+            raise StackConfigError(f"{path.name}#/config", f"duplicate key {_quoted(key)} (the same key as {_quoted(spelled[full])})")
+        spelled[full] = key
+        merged[full] = value
     missing = []
     for full, decl in sorted(declared.items()):
         if full in merged:
@@ -425,12 +438,13 @@ def run_program(
 
     Raises StackConfigError for unusable project or stack files and ProgramConfigError
     (a StackConfigError) when the program's settings refuse the config."""
+    # The stack files first: a file refused here costs no Pulumi import.
+    project, config, secret_keys = load_stack_config(stack, repo)
     from pulumi.runtime import config as runtime_config
     from pulumi.runtime import settings as runtime_settings
     from pulumi.runtime.mocks import MockEngine, MockSettings
     from pulumi.runtime.stack import run_in_stack
 
-    project, config, secret_keys = load_stack_config(stack, repo)
     if config_override is not None:
         config = config_override
     # Imported here, not at module level: the preview's other commands (diff, the CLI's

@@ -29,7 +29,7 @@ from typing import Optional
 
 from . import diff_report
 from .diff import Side, StackDiff, compare
-from .engine import REPO_ROOT
+from .engine import REPO_ROOT, check_stack_name
 
 DEFAULT_STACKS = ("dev", "staging", "prod")
 DEFAULT_OUT = REPO_ROOT / "build" / "diff"
@@ -244,6 +244,9 @@ def _stacks(text: str) -> list[str]:
     stacks = [s for s in text.replace(",", " ").split() if s]
     if not stacks:
         raise argparse.ArgumentTypeError("no stack named")
+    for stack in stacks:  # each names a directory and a file under --out
+        if problem := check_stack_name(stack):
+            raise argparse.ArgumentTypeError(problem)
     return list(dict.fromkeys(stacks))
 
 

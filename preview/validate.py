@@ -5,11 +5,12 @@ Two sources of truth:
 * built-in kinds (core, apps, batch, policy, rbac, networking.k8s.io, ...): the strict
   JSON schemas shipped by ``kubernetes-validate`` for Kubernetes ``K8S_VERSION``
   (``additionalProperties: false`` everywhere, so a typo is an error);
-* custom resources: the upstream CRD files in ``<repo>/../shared/crds`` (override with
-  ``$TIKIT_CRDS_DIR``).  ``shared/crds/INDEX.md`` lists what a plain JSON-Schema validator
-  gets wrong with them; ``_prepare_crd_schema`` and ``_CrdValidator`` fix points 1-7 there.
+* custom resources: the upstream CRD files of the releases tikit/versions.py pins, in the
+  mirror ``$TIKIT_CRDS_DIR`` names or the cache ``make crds`` fills (preview/crds.py).
+  A plain JSON-Schema validator gets some of their constructs wrong;
+  ``_prepare_crd_schema`` and ``_CrdValidator`` correct them.
 
-Not checked (see INDEX.md point 8/10): CEL ``x-kubernetes-validations``, admission
+Not checked: CEL ``x-kubernetes-validations``, admission
 webhooks, and ``int32``/``int64`` ranges.
 
 Every error is one line, ``<path>: <message>``, e.g. ``spec.listeners[1]: duplicate
@@ -24,9 +25,9 @@ import binascii
 import copy
 import difflib
 import functools
+import hashlib
 import ipaddress
 import json
-import os
 import re
 import threading
 from collections import deque
@@ -39,6 +40,8 @@ import yaml
 from jsonschema.exceptions import ValidationError
 from kubernetes_validate import utils as kv_utils
 from referencing import Registry, Resource
+
+from . import cache
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CRDS_ENV = "TIKIT_CRDS_DIR"
@@ -198,7 +201,7 @@ def _format(errors: Iterable[ValidationError], prefix: tuple = ()) -> Errors:
     return [f"{format_path(p)}: {m}" for p, m in ordered]
 
 
-# --- RE2 -> Python regular expressions (INDEX.md point 6) --------------------------------
+# --- RE2 -> Python regular expressions --------------------------------
 
 _FLAG_GROUP = re.compile(r"\(\?([a-zA-Z]*)(?:-([a-zA-Z]*))?\)")
 _POSIX_CLASSES = {
@@ -385,7 +388,7 @@ _CrdValidator = jsonschema.validators.extend(
 )
 
 
-# --- CRD schema preparation (INDEX.md points 2-5) --------------------------------------
+# --- CRD schema preparation --------------------------------------
 
 _COMBINATORS = ("allOf", "anyOf", "oneOf")
 
@@ -455,6 +458,7 @@ _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", re.ASCII)
 _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$", re.ASCII)
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$", re.ASCII)
+# apimachinery/pkg/api/validation: TotalAnnotationSizeLimitB = 256 KiB, all keys and values.
 _ANNOTATIONS_MAX = 256 * 1024
 
 # Name rules of built-in kinds that differ from the default (DNS-1123 subdomain).
@@ -506,16 +510,16 @@ def _check_name(name: str, rule: str, max_len: Optional[int]) -> Optional[str]:
     limit = min(limit, max_len or limit)
     if len(name) > limit:
         return f"{name!r} is {len(name)} characters, at most {limit} allowed"
-    if not rx.match(name):
+    if not rx.fullmatch(name):  # fullmatch: `$` alone would accept a trailing newline
         return f"{name!r} must be {what}"
     return None
 
 
 def _check_qualified_key(key: str) -> Optional[str]:
     prefix, slash, name = key.rpartition("/")
-    if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+    if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix)):
         return f"prefix {prefix!r} must be a DNS-1123 subdomain of at most 253 characters"
-    if not name or len(name) > 63 or not _QUALIFIED_NAME.match(name):
+    if not name or len(name) > 63 or not _QUALIFIED_NAME.fullmatch(name):
         return f"name part {name!r} must be 1-63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric"
     return None
 
@@ -551,10 +555,11 @@ def check_metadata(obj: Mapping[str, Any], *, namespaced: bool, name_rule: str =
             if isinstance(key, str) and (problem := _check_qualified_key(key)):
                 errors.append((where, f"invalid key: {problem}"))
             if field == "labels" and isinstance(value, str):
-                if len(value) > 63 or not _LABEL_VALUE.match(value):
+                if len(value) > 63 or not _LABEL_VALUE.fullmatch(value):
                     errors.append((where, f"invalid label value {_short(value)}: at most 63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric"))
         if field == "annotations":
-            size = sum(len(str(k)) + len(str(v)) for k, v in entries.items())
+            # apimachinery ValidateAnnotationsSize: len(key) + len(value) in bytes.
+            size = sum(len(str(k).encode()) + len(str(v).encode()) for k, v in entries.items())
             if size > _ANNOTATIONS_MAX:
                 errors.append((("metadata", "annotations"), f"total size {size} bytes exceeds {_ANNOTATIONS_MAX}"))
     return sorted(f"{format_path(p)}: {m}" for p, m in errors)
@@ -688,8 +693,10 @@ class CrdRegistry:
     (``spec.group``, ``spec.names.kind``, ``spec.scope``, ~1 ms for all); a kind's file is
     parsed and its schema compiled on first use of that kind, then cached."""
 
-    def __init__(self, root: Optional[Path | str] = None):
+    def __init__(self, root: Optional[Path | str] = None, cache_dir: Optional[Path] = None):
         self.root = Path(root) if root is not None else crds_dir()
+        # Where prepared schemas are cached (preview/cache.py); None: not cached.
+        self.cache_dir = cache_dir
         self._lock = threading.Lock()
         self._index: Optional[dict[tuple[str, str], CrdEntry]] = None
         self.version = functools.lru_cache(maxsize=None)(self._compile)
@@ -770,22 +777,50 @@ class CrdRegistry:
         doc = yaml.load(entry.path.read_text(encoding="utf-8"), Loader=_CrdYamlLoader)
         return tuple(v for v in doc["spec"]["versions"] if v.get("served"))
 
+    @functools.lru_cache(maxsize=None)  # noqa: B019 - a registry lives as long as the process
+    def _prepared(self, entry: CrdEntry) -> tuple[dict, ...]:
+        """The served versions of a CRD with their schemas prepared (``_prepare_crd_schema``):
+        from the JSON cache when it holds this file (by sha256) prepared by this code (by
+        this module's sha256), else parsed from the YAML and cached."""
+        data = entry.path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.cache_dir / "crd" / f"{digest}-{code_digest()[:16]}.json" if self.cache_dir else None
+        cached = cache.read_json(path)
+        if isinstance(cached, list) and all(isinstance(v, dict) and {"name", "schema"} <= set(v) for v in cached):
+            return tuple(cached)
+        doc = yaml.load(data.decode("utf-8"), Loader=_CrdYamlLoader)
+        prepared = tuple(
+            {
+                "name": v["name"],
+                "schema": _prepare_crd_schema(v["schema"]["openAPIV3Schema"]),
+                "status": "status" in (v.get("subresources") or {}),
+                "deprecated": bool(v.get("deprecated")),
+            }
+            for v in doc["spec"]["versions"]
+            if v.get("served")
+        )
+        if path is not None:
+            for stale in path.parent.glob(f"{digest}-*.json"):  # prepared by an older version of this code
+                stale.unlink(missing_ok=True)
+            cache.write_json(path, list(prepared))
+        return prepared
+
     def _compile(self, api_version: str, kind: str) -> Optional[CrdVersion]:
         """Compiled validator for (apiVersion, kind), or None; cached by ``self.version``."""
         entry = self.entry(api_version, kind)
         if entry is None:
             return None
         wanted = split_api_version(api_version)[1]
-        for v in self._served(entry):
+        for v in self._prepared(entry):
             if v["name"] == wanted:
-                schema = _prepare_crd_schema(v["schema"]["openAPIV3Schema"])
+                schema = v["schema"]
                 return CrdVersion(
                     entry=entry,
                     api_version=api_version,
                     validator=_CrdValidator(schema, format_checker=_FORMATS),
                     schema=schema,
-                    status_subresource="status" in (v.get("subresources") or {}),
-                    deprecated=bool(v.get("deprecated")),
+                    status_subresource=bool(v["status"]),
+                    deprecated=bool(v["deprecated"]),
                 )
         return None
 
@@ -799,7 +834,7 @@ class CrdRegistry:
     # validation ----------------------------------------------------------------------
 
     def validate_custom(self, obj: dict, k8s_version: str = K8S_VERSION) -> Errors:
-        """Errors of a custom resource against its CRD (INDEX.md points 1-7), plus metadata
+        """Errors of a custom resource against its CRD, plus metadata
         (name/namespace/labels syntax, scope, and the strict ObjectMeta schema)."""
         if head := _check_head(obj):
             return head
@@ -830,13 +865,20 @@ class CrdRegistry:
 
 
 @functools.lru_cache(maxsize=None)
-def _registry_for(root: str) -> CrdRegistry:
-    return CrdRegistry(root)
+def _registry_for(root: str, cache_dir: Optional[Path]) -> CrdRegistry:
+    return CrdRegistry(root, cache_dir=cache_dir)
 
 
 def default_registry() -> CrdRegistry:
-    """The process-wide registry for crds_dir() (one per directory)."""
-    return _registry_for(str(crds_dir()))
+    """The process-wide registry for crds_dir() (one per directory), with the preview's
+    cache of prepared schemas."""
+    return _registry_for(str(crds_dir()), cache.cache_dir())
+
+
+@functools.lru_cache(maxsize=None)
+def code_digest() -> str:
+    """sha256 of this module's source: what prepares schemas and judges objects."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
 def validate_custom(obj: dict, registry: Optional[CrdRegistry] = None) -> Errors:
@@ -886,7 +928,7 @@ def describe(obj: Any) -> str:
     return f"{obj.get('apiVersion')} {obj.get('kind')} {where}{meta.get('name')}"
 
 
-# --- YAML as kubectl reads it (INDEX.md point 9) ---------------------------------------
+# --- YAML as kubectl reads it ---------------------------------------
 
 
 class ManifestLoader(_CrdYamlLoader):

@@ -81,7 +81,9 @@ def image_version(image: str) -> str:
     """Tag of an image reference, for app.kubernetes.io/version (label-safe)."""
     ref = image.partition("@")[0].rsplit("/", 1)[-1]
     tag = ref.partition(":")[2] or image.partition("@sha256:")[2][:12]
-    return tag[:63]
+    # A tag may start with '_' and end with '.' or '-' and run to 128 characters; a label
+    # value is at most 63 and starts and ends alphanumeric (IsValidLabelValue).
+    return tag[:63].strip("._-")
 
 
 def metadata(

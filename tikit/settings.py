@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Optional
@@ -51,18 +52,33 @@ class ConfigError(_BaseError):
     def __init__(self, key: str, message: str) -> None:
         self.key = key
         self.message = message
-        # One line whatever the user typed: keys and values may hold control characters.
-        text = f"{key}: {message}".replace("\r", "\\r").replace("\n", "\\n")
+        # One line of printable text whatever the user typed: keys and values may hold
+        # line breaks and other control characters (a terminal escape sequence, U+2028).
+        text = f"{key}: {message}"
+        if not text.isprintable():
+            text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
         super().__init__(text)
 
 
 class Section(BaseModel):
-    """A frozen settings section: unknown keys, wrong types and non-finite numbers are refused."""
+    """A frozen settings section: unknown keys, wrong types, non-finite numbers and text
+    that is not printable are refused."""
 
     model_config = ConfigDict(
         frozen=True, extra="forbid", strict=True, alias_generator=to_camel, allow_inf_nan=False,
         validate_default=True,
     )
+
+    @field_validator("*")
+    @classmethod
+    def _printable(cls, v: Any) -> Any:
+        """No string setting is more than one line of printable text: a newline, a NUL, a
+        bidi override or U+2028 in a name, a label or a config file line is never meant.
+        (A map setting checks its own keys and values: postgres.parameters.)"""
+        for text in [v] if isinstance(v, str) else v if isinstance(v, tuple) else ():
+            if isinstance(text, str) and (char := checks.unprintable(text)):
+                raise ValueError(f"contains the control character {char}; only printable text is allowed")
+        return v
 
 
 # A list in the stack file, a tuple here (sections are frozen).
@@ -105,10 +121,10 @@ class NodeClass(Section):
 
 
 class Region(Section):
-    name: checks.DnsLabel
+    name: checks.RegionName
     role: Literal["primary", "backup"]
     # kubeconfig context; empty means: render YAML to build/<stack>/<region>/ instead.
-    context: str = ""
+    context: checks.KubeContext = ""
     # k8gb geo tag of this cluster (k8gb install setting clusterGeoTag); defaults to the name.
     geo_tag: checks.GeoTag = ""
     # S3 endpoint of the object storage that holds THIS region's bucket (PostgreSQL's
@@ -205,7 +221,7 @@ class Postgres(Section):
     memory: checks.Memory
     storage_size: checks.Storage
     wal_storage_size: checks.Storage
-    storage_class: str = ""
+    storage_class: checks.StorageClass = ""
     # Six fields, seconds first: CNPG's ScheduledBackup dialect (runs in UTC).
     backup_schedule: checks.Cron6 = "0 0 2 * * *"
     retention: checks.Retention
@@ -264,7 +280,7 @@ class Redis(Section):
     cpu: checks.Cpu
     memory: checks.Memory
     storage_size: checks.Storage
-    storage_class: str = ""  # "" = the cluster's default StorageClass
+    storage_class: checks.StorageClass = ""  # "" = the cluster's default StorageClass
     # maxmemory = this share of the container limit; the rest is headroom for the
     # copy-on-write fork during BGSAVE / AOF rewrite (docs/sizing.md shows the arithmetic).
     maxmemory_percent: int = Field(60, ge=10, le=90)
@@ -427,7 +443,7 @@ class Addons(Section):
     k6_operator_namespace: checks.DnsLabel = "k6-operator-system"
     # kube-prometheus-stack's Helm release: its Prometheus selects ServiceMonitors,
     # PodMonitors and PrometheusRules labelled release=<this>.
-    prometheus_release: checks.LabelValue = "kube-prometheus-stack"
+    prometheus_release: checks.HelmRelease = "kube-prometheus-stack"
     # Replicas of every operator whose chart supports more than one (leader election),
     # and of Prometheus and Alertmanager.
     replicas: int = Field(ge=1, le=5)
@@ -512,7 +528,7 @@ class Resilience(Section):
         if not v:
             raise ValueError("must list at least one stage such as '2m:100'")
         for s in v:
-            if not re.match(STAGE_PATTERN, s):
+            if not re.fullmatch(STAGE_PATTERN, s):
                 raise ValueError(f"stage {s!r} must be '<duration>:<virtual users>' such as '2m:100'")
         return v
 
@@ -751,10 +767,19 @@ def _gslb_zone_checks(s: Settings) -> None:
         raise ConfigError("gateway.hostname", f"'{s.gateway.hostname}' must be a name in dns.parentZone '{dns.parent_zone}'")
     if not dns.gslb_zone.endswith("." + dns.parent_zone):
         raise ConfigError("dns.gslbZone", f"'{dns.gslb_zone}' must be a zone under dns.parentZone '{dns.parent_zone}'")
+# S3's bucket naming rules: 3 to 63 characters (Settings.bucket builds the name).
+S3_BUCKET_MAX = 63
 
 
 def _cross_checks(s: Settings) -> None:
     b, w, r = s.backend, s.workers, s.redis
+    for region in s.regions:
+        bucket = s.bucket(region.name)
+        if len(bucket) > S3_BUCKET_MAX:
+            raise ConfigError(
+                "objectStorage.bucketPrefix",
+                f"bucket '{bucket}' of region '{region.name}' is {len(bucket)} characters; S3 allows at most {S3_BUCKET_MAX}",
+            )
     _not_above("backend.minReplicas", b.min_replicas, "backend.maxReplicas", b.max_replicas)
     _not_above("backend.peakMinReplicas", b.peak_min_replicas, "backend.maxReplicas", b.max_replicas)
     _not_above("workers.minReplicas", w.min_replicas, "workers.maxReplicas", w.max_replicas)
@@ -823,7 +848,7 @@ def load(config: Mapping[str, Any], *, stack: str, project: str = PROJECT, deplo
     if environment not in ENVIRONMENTS:
         raise ConfigError("environment", f"must be one of {', '.join(ENVIRONMENTS)}; got {environment!r}")
     namespace = config.get("namespace", DEFAULT_NAMESPACE)
-    if not isinstance(namespace, str) or not checks.DNS_LABEL_RE.match(namespace):
+    if not isinstance(namespace, str) or not checks.DNS_LABEL_RE.fullmatch(namespace):
         raise ConfigError("namespace", f"must be a DNS label such as 'tikit', got {_shown(namespace)}")
     render_only = config.get("renderOnly", False)
     if not isinstance(render_only, bool):
@@ -919,9 +944,27 @@ def _parse_value(key: str, raw: Any) -> Any:
     if not isinstance(raw, str) or key in ("environment", "namespace"):
         return raw
     try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        raise ConfigError(key, f"must be {'a list' if key == 'regions' else 'a map'} (structured config), got {raw[:60]!r}")
+        return json.loads(raw, parse_constant=_non_finite, parse_float=_finite_float)
+    except _NonFinite as exc:
+        raise ConfigError(key, f"holds the number {exc}; only finite numbers are allowed") from None
+    except ValueError:  # JSONDecodeError, and integers beyond Python's 4300-digit limit
+        raise ConfigError(key, f"must be {'a list' if key == 'regions' else 'a map'} (structured config), got {raw[:60]!r}") from None
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _non_finite(text: str) -> float:
+    """json.loads takes NaN and Infinity (not JSON) by default: refuse them."""
+    raise _NonFinite(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 overflows to inf
+        raise _NonFinite(text[:40])
+    return value
 
 
 def from_pulumi() -> Settings:

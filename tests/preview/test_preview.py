@@ -330,9 +330,12 @@ def test_a_deployments_dependencies_are_in_the_plan_and_reach_stack_policies(ren
 
 def test_keys_starting_with_two_underscores_survive(tmp_path):
     assert plan_mod.clean({"data": {"__init__.py": "", "__main__": "x"}}) == {"data": {"__init__.py": "", "__main__": "x"}}
-    repo, program = _program(tmp_path, REGION_COMPONENT + "k8s.core.v1.ConfigMap('py', metadata={'name': 'py'}, data={'__init__.py': '# package'}, opts=inside)\n")
+    repo, program = _program(
+        tmp_path,
+        REGION_COMPONENT + "k8s.core.v1.ConfigMap('py', metadata={'name': 'py', 'namespace': 'tikit'}, data={'__init__.py': '# package'}, opts=inside)\n",
+    )
     files = cli.render("dev", repo, program=program).files
-    assert yaml.safe_load(files["lagos/1-manifest/v1-configmap-default-py.yaml"])["data"] == {"__init__.py": "# package"}
+    assert yaml.safe_load(files["lagos/1-manifest/v1-configmap-tikit-py.yaml"])["data"] == {"__init__.py": "# package"}
 
 
 def test_plan_md_escapes_table_cells_and_caps_the_findings():
@@ -453,12 +456,12 @@ def test_a_secure_stack_value_satisfies_a_secret_declaration(tmp_path):
 
 
 def test_config_errors_are_one_line_whatever_the_keys_hold(tmp_path):
-    err = engine.StackConfigError("a\nb", "bad\r\nvalue")
-    assert str(err) == "a\\nb: bad\\r\\nvalue" and "\n" not in str(err)
+    err = engine.StackConfigError("a\nb", "bad\r\nvalue \x1b[31mred\u2028")
+    assert str(err) == "a\\nb: bad\\r\\nvalue \\x1b[31mred\\u2028" and str(err).isprintable()
     repo = _project(tmp_path, 'name: p\nruntime: python\nconfig:\n  "we\\nird":\n    type: integer\n')
     with pytest.raises(engine.StackConfigError) as caught:
         engine.load_stack_config("dev", repo)
-    assert str(caught.value) == "p:we\\nird: declared in Pulumi.yaml without a default and not set in Pulumi.dev.yaml"
+    assert str(caught.value) == "Pulumi.yaml#/config: key 'we\\nird' at line 4 contains the control character U+000A"
 
 
 def test_policy_config_errors_are_one_line_with_a_dotted_key(rendered):
@@ -519,16 +522,21 @@ def test_the_same_bytes_from_any_hash_seed_and_any_checkout_path(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_preview_command_never_imports_the_dev_only_validator(tmp_path):
-    """preview.validate needs requirements-dev.txt; `make preview` installs only
-    requirements.txt."""
+def test_the_preview_command_imports_the_validators_only_for_objects_it_has_not_judged(tmp_path):
+    """Every render is validated (preview/admission.py), with what requirements.txt installs
+    (tests/preview/test_admission.py checks it lists the validators).  The schemas are
+    imported only for objects not already found valid: a second render of the same stack
+    imports none of them."""
     code = (
         "import sys; from preview import __main__ as m;"
-        f"rc = m.main(['--stack', 'dev', '--out', {str(tmp_path)!r}]);"
+        f"rc = m.main(['--stack', 'dev', '--out', {str(tmp_path / 'out')!r}]);"
         "print(sorted(n for n in sys.modules if n == 'preview.validate' or n.split('.')[0] in ('kubernetes_validate', 'jsonschema')));"
         "sys.exit(rc)"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "[]"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TIKIT_PREVIEW_CACHE": str(tmp_path / "cache")}
+    first = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert {"preview.validate", "jsonschema", "kubernetes_validate"} <= set(eval(first.stdout.splitlines()[-1]))
+    again = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines()[-1] == "[]"

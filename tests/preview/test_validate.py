@@ -1,8 +1,8 @@
 """preview.validate: offline validation of rendered objects.
 
-Custom resources are checked against the upstream CRDs in shared/crds; the numbered
-points are those of shared/crds/INDEX.md ("what a plain JSON-Schema validator gets
-wrong").  Built-in kinds go through kubernetes-validate's strict schemas.
+Custom resources are checked against the pinned upstream CRDs (the numbered points are
+the constructs a plain JSON-Schema validator gets wrong with them).  Built-in kinds go
+through kubernetes-validate's strict schemas.
 """
 
 from __future__ import annotations

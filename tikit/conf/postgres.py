@@ -8,9 +8,11 @@ PostgreSQL with exactly this map (tests/integration/test_postgres_pgbouncer.py).
 from __future__ import annotations
 
 import fnmatch
+import re
 from typing import TYPE_CHECKING, Mapping, Optional
 
 from tikit import units
+from tikit.checks import unprintable
 
 if TYPE_CHECKING:
     from tikit.derived import Derived
@@ -69,6 +71,45 @@ WAL_LEVELS = ("replica", "logical")
 SLOT_WAL_SHARE_PERCENT = 25
 
 
+# A parameter (GUC) name: an identifier of letters, digits and '_' not starting with a digit,
+# or two of them joined by one '.' for an extension's parameter (pg_stat_statements.max).
+# PostgreSQL truncates identifiers to NAMEDATALEN - 1 = 63 bytes.  Anything else (a
+# newline, '=', a space) would not be one parameter in postgresql.conf.
+GUC_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?", re.ASCII)
+# Longer than any real setting (search_path, log_line_prefix, ...); keeps conf lines sane.
+GUC_VALUE_MAX = 1024
+# PostgreSQL refuses NaN for a real-valued parameter and infinity is outside every
+# parameter's range: a value spelt like one is a typo or worse, whatever the parameter.
+NON_FINITE_RE = re.compile(r"[+-]?(nan|inf|infinity)", re.IGNORECASE)
+
+
+def _quoted(text: str, limit: int = 60) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
+
+
+def parameter_name_problem(name: str) -> Optional[str]:
+    """Why ``name`` is not a parameter name postgresql.conf can hold, or None."""
+    if not GUC_NAME_RE.fullmatch(name):
+        return (
+            f"{_quoted(name)} is not a PostgreSQL parameter name (letters, digits and '_', not starting with a "
+            "digit, at most 63; one '.' for an extension's parameter)"
+        )
+    return None
+
+
+def parameter_value_problem(name: str, value: str) -> Optional[str]:
+    """Why ``value`` cannot be the value of parameter ``name``, or None: one line of
+    printable text, not too long, never a non-finite number."""
+    if len(value) > GUC_VALUE_MAX:
+        return f"the value of '{name}' is {len(value)} characters; at most {GUC_VALUE_MAX} allowed"
+    if char := unprintable(value):
+        return f"the value of '{name}' contains the control character {char}"
+    if NON_FINITE_RE.fullmatch(value.strip()):
+        return f"the value of '{name}' is {value.strip()!r}, not a finite number"
+    return None
+
+
 def is_operator_owned(name: str) -> bool:
     """True when CNPG owns ``name`` (GUC names are case-insensitive)."""
     return any(fnmatch.fnmatchcase(name.lower(), pattern) for pattern in OPERATOR_OWNED)
@@ -77,11 +118,21 @@ def is_operator_owned(name: str) -> bool:
 def parameters_problem(parameters: Mapping[str, str]) -> Optional[str]:
     """Why ``postgres.parameters`` overrides cannot be applied, or None.
 
-    settings.load() calls this before any resource exists: a parameter the operator owns
-    (its webhook would reject the Cluster) or a wal_level that cannot replicate."""
-    for name in parameters:
+    settings.load() calls this before any resource exists: a name that is not a parameter
+    name, a value that is not one line of finite text, a parameter given twice (names are
+    case-insensitive), a parameter the operator owns (its webhook would reject the Cluster)
+    or a wal_level that cannot replicate."""
+    seen: dict[str, str] = {}
+    for name, value in parameters.items():
+        if problem := parameter_name_problem(name):
+            return problem
+        if name.lower() in seen:
+            return f"'{name}' is given more than once (as '{seen[name.lower()]}' too; parameter names are case-insensitive)"
+        seen[name.lower()] = name
         if is_operator_owned(name):
             return f"'{name}' is managed by the CloudNativePG operator and cannot be set; remove it"
+        if problem := parameter_value_problem(name, value):
+            return problem
     wal_level = {name.lower(): value for name, value in parameters.items()}.get("wal_level")
     if wal_level is not None and wal_level not in WAL_LEVELS:
         return f"wal_level must be one of {', '.join(WAL_LEVELS)}; got {wal_level!r}"

@@ -90,7 +90,6 @@ REGION_ROLE_ANNOTATION = "tikit.app/region-role"                          # Name
 TARGET_USERS_ANNOTATION = "tikit.app/target-concurrent-users"              # Namespace
 REQUESTS_PER_USER_ANNOTATION = "tikit.app/requests-per-user-per-minute"   # Namespace
 DB_CONNECTIONS_ANNOTATION = "tikit.app/db-connections-per-replica"        # Deployment of a database client
-STORAGE_REGION_ANNOTATION = "tikit.app/storage-region"                    # ObjectStore: the region its bucket lives in
 
 
 def service_host(service: str, namespace: str) -> str:

@@ -26,7 +26,6 @@ from tikit.components.pgbouncer import PgBouncer, PgBouncerArgs
 from tikit.components.postgres import Postgres, PostgresArgs
 from tikit.components.redis import Redis, RedisArgs
 from tikit.components.resilience import Resilience, ResilienceArgs
-from tikit.components.postgres import Store
 from tikit.components.workers import Workers, WorkersArgs
 from tikit.settings import Region as RegionSettings
 from tikit.settings import Settings
@@ -154,9 +153,9 @@ class Region(pulumi.ComponentResource):
         self.postgres = Postgres(
             t.rname("postgres"),
             PostgresArgs(
-                target=t, postgres=cfg.postgres, derived=cfg.derived, object_storage=cfg.object_storage,
+                target=t, postgres=cfg.postgres, derived=cfg.derived,
                 region=self.region.name, primary=cfg.primary.name,
-                stores={r.name: Store(cfg.bucket(r.name), cfg.object_storage_endpoint(r.name)) for r in cfg.regions},
+                stores={r.name: cfg.object_store(r.name) for r in cfg.regions},
                 password=c.postgres_password, scram_salt=c.scram_salt_base64,
             ),
             opts=self.tier_opts,
@@ -176,8 +175,7 @@ class Region(pulumi.ComponentResource):
             t.rname("redis"),
             RedisArgs(
                 target=t, redis=cfg.redis, maxmemory_bytes=cfg.derived.redis_maxmemory_bytes,
-                object_storage=cfg.object_storage, bucket=cfg.bucket(self.region.name),
-                endpoint_url=cfg.object_storage_endpoint(self.region.name), password=c.redis_password,
+                store=cfg.object_store(self.region.name), password=c.redis_password,
             ),
             opts=self.tier_opts,
         )

@@ -18,9 +18,9 @@ import difflib
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 from tikit import checks, cron
@@ -69,6 +69,44 @@ def _strings(default: tuple[str, ...]) -> Any:
 # --------------------------------------------------------------------------------------
 
 
+# Read-only credentials Secrets end with this: the policy pack tells them from read-write
+# ones by name (it cannot see the keys, which are created out of band).
+READ_ONLY_SUFFIX = "-readonly"
+# A whole S3 bucket name (3-63 characters), not just a prefix.
+BUCKET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+OptionalBucketName = Annotated[
+    str, AfterValidator(lambda v: _optional(v, BUCKET_NAME_RE, "an S3 bucket name (3-63 lowercase letters, digits, '.', '-')"))
+]
+OptionalDnsLabel = Annotated[
+    str, AfterValidator(lambda v: _optional(v, checks.DNS_LABEL_RE, "a DNS label (lowercase letters, digits and '-', at most 63)"))
+]
+
+
+def _optional(value: str, rx: "re.Pattern[str]", what: str) -> str:
+    if value and not rx.match(value):
+        raise ValueError(f"must be {what}, got {value!r}")
+    return value
+
+
+class RegionObjectStorage(Section):
+    """Where THIS region's backups live: its PostgreSQL WAL archive and base backups and its
+    Redis snapshots (docs/postgres.md, "Object storage per region").  Every value left empty
+    takes the stack-wide default; prod must state ``endpoint`` for every region."""
+
+    # S3 endpoint of the storage that holds this region's bucket, used wherever the bucket
+    # is read or written (in this region and by every peer).  "" = objectStorage.endpointUrl.
+    endpoint: checks.OptionalUrl = ""
+    # "" = <objectStorage.bucketPrefix>-<environment>-<region>.
+    bucket: OptionalBucketName = ""
+    # Secret with READ-WRITE keys to this bucket, in this region's cluster only.
+    # "" = <objectStorage.credentialsSecret>-<region>.
+    credentials_secret: OptionalDnsLabel = ""
+    # Secret with READ-ONLY keys to this bucket, in every OTHER region's cluster (they
+    # bootstrap, replay WAL and run restore drills from it).  Must end with "-readonly".
+    # "" = <credentials secret>-readonly.
+    read_only_credentials_secret: OptionalDnsLabel = ""
+
+
 class Region(Section):
     name: checks.DnsLabel
     role: Literal["primary", "backup"]
@@ -76,10 +114,8 @@ class Region(Section):
     context: str = ""
     # k8gb geo tag of this cluster (k8gb install setting clusterGeoTag); defaults to the name.
     geo_tag: checks.GeoTag = ""
-    # S3 endpoint of the object storage that holds THIS region's bucket (PostgreSQL's
-    # ObjectStore and the Redis backup job, in every region that reads it); empty means
-    # objectStorage.endpointUrl.
-    object_storage_endpoint: checks.OptionalUrl = ""
+    # This region's own object store (endpoint, bucket, credentials).
+    object_storage: RegionObjectStorage = Field(default_factory=RegionObjectStorage, strict=False)
 
     @property
     def tag(self) -> str:
@@ -207,12 +243,17 @@ class Redis(Section):
 
 
 class ObjectStorage(Section):
-    """S3-compatible storage for PostgreSQL and Redis backups, one bucket per region."""
+    """S3-compatible storage for PostgreSQL and Redis backups: the stack-wide defaults of
+    each region's own store (regions[].objectStorage overrides them per region)."""
 
+    # The shared default endpoint of dev and staging.  prod has none: each region states
+    # its own (regions[].objectStorage.endpoint), so the copies really are apart.
     endpoint_url: checks.Url = "https://s3.eu-west-2.amazonaws.com"
     # Bucket per region: "<bucketPrefix>-<environment>-<region>".
     bucket_prefix: checks.Bucket = "tikit-backups"
-    # Secret (created out of band, e.g. by External Secrets) holding the S3 keys.
+    # Prefix of each region's credentials Secrets (created out of band, e.g. by External
+    # Secrets): "<this>-<region>" with read-write keys, "<this>-<region>-readonly" with
+    # read-only ones.  Both Secrets hold the keys under the two names below.
     credentials_secret: checks.DnsLabel = "tikit-backup-s3"
     access_key_id_key: checks.SecretKey = "ACCESS_KEY_ID"
     secret_access_key_key: checks.SecretKey = "ACCESS_SECRET_KEY"
@@ -413,12 +454,39 @@ class Settings:
         return self.environment == "prod"
 
     def bucket(self, region: str) -> str:
-        return f"{self.object_storage.bucket_prefix}-{self.environment}-{region}"
+        return self.object_store(region).bucket
 
-    def object_storage_endpoint(self, region: str) -> str:
-        """S3 endpoint of ``region``'s bucket: the region's own, else objectStorage.endpointUrl."""
-        own = next(r.object_storage_endpoint for r in self.regions if r.name == region)
-        return own or self.object_storage.endpoint_url
+    def object_store(self, region: str) -> "ObjectStore":
+        """``region``'s own object store, every default resolved."""
+        r = next(r for r in self.regions if r.name == region)
+        own, o = r.object_storage, self.object_storage
+        credentials = own.credentials_secret or f"{o.credentials_secret}-{region}"
+        return ObjectStore(
+            region=region,
+            endpoint=own.endpoint or o.endpoint_url,
+            bucket=own.bucket or f"{o.bucket_prefix}-{self.environment}-{region}",
+            credentials_secret=credentials,
+            read_only_credentials_secret=own.read_only_credentials_secret or f"{credentials}{READ_ONLY_SUFFIX}",
+            access_key_id_key=o.access_key_id_key,
+            secret_access_key_key=o.secret_access_key_key,
+        )
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """One region's bucket, resolved: where it is, and the two Secrets that open it (the
+    read-write one exists in the region's own cluster, the read-only one in every peer's)."""
+
+    region: str
+    endpoint: str
+    bucket: str
+    credentials_secret: str
+    read_only_credentials_secret: str
+    access_key_id_key: str
+    secret_access_key_key: str
+
+    def credentials(self, *, read_only: bool) -> str:
+        return self.read_only_credentials_secret if read_only else self.credentials_secret
 
 
 # --------------------------------------------------------------------------------------
@@ -483,11 +551,19 @@ def _section(cls: type[Section], prefix: str, values: Any) -> Any:
         return cls.model_validate(values)
     except ValidationError as exc:
         error = exc.errors()[0]
-        allowed = sorted(f.alias or name for name, f in cls.model_fields.items())
         loc = tuple(error["loc"])
+        # The innermost section the error is in (regions[].objectStorage is one of its own).
+        owner, depth = cls, 0
+        while depth < len(loc) - 1:
+            field = next((f for n, f in owner.model_fields.items() if (f.alias or n) == loc[depth]), None)
+            inner = field.annotation if field is not None else None
+            if not (isinstance(inner, type) and issubclass(inner, Section)):
+                break
+            owner, depth = inner, depth + 1
+        allowed = sorted(f.alias or name for name, f in owner.model_fields.items())
         if error["type"] == "extra_forbidden":
             # Nested maps (postgres.parameters) have no extra keys; this is the section's own.
-            loc = loc[:1]
+            loc = loc[: depth + 1]
         raise ConfigError(_key(prefix, loc), _message(error, allowed)) from None
 
 
@@ -498,7 +574,7 @@ def _section(cls: type[Section], prefix: str, values: Any) -> Any:
 
 def _regions(value: Any) -> tuple[Region, ...]:
     if not isinstance(value, list) or not value:
-        raise ConfigError("regions", "must be a non-empty list of {name, role[, context, geoTag, objectStorageEndpoint]}")
+        raise ConfigError("regions", "must be a non-empty list of {name, role[, context, geoTag, objectStorage]}")
     regions = tuple(_section(Region, f"regions[{i}]", r) for i, r in enumerate(value))
     primaries = [r for r in regions if r.role == "primary"]
     if not primaries:
@@ -550,7 +626,40 @@ def _monitoring_checks(m: Monitoring) -> None:
         )
 
 
-def _cross_checks(s: Settings) -> None:
+def _object_store_checks(s: Settings, declared: list[str]) -> None:
+    """Each region's store is its own: its own bucket and Secrets, read-only keys named as
+    such for the peers, and in prod an endpoint the stack file states (no shared default).
+    ``declared`` is the regions' names in stack-file order (errors name that index)."""
+    seen_buckets: dict[str, str] = {}
+    secrets: dict[str, str] = {}
+    by_name = {r.name: r for r in s.regions}
+    for i, name in enumerate(declared):
+        region = by_name[name]
+        key = f"regions[{i}].objectStorage"
+        store = s.object_store(region.name)
+        if s.is_prod and not region.object_storage.endpoint:
+            raise ConfigError(
+                f"{key}.endpoint",
+                f"prod states where {region.name}'s backups live (e.g. https://s3.af-south-1.amazonaws.com); "
+                "there is no shared default",
+            )
+        if store.bucket in seen_buckets:
+            raise ConfigError(f"{key}.bucket", f"'{store.bucket}' is {seen_buckets[store.bucket]}'s bucket too; each region has its own")
+        seen_buckets[store.bucket] = region.name
+        if store.credentials_secret.endswith(READ_ONLY_SUFFIX):
+            raise ConfigError(f"{key}.credentialsSecret", f"'{store.credentials_secret}' holds read-write keys; it may not end with '{READ_ONLY_SUFFIX}'")
+        if not store.read_only_credentials_secret.endswith(READ_ONLY_SUFFIX):
+            raise ConfigError(
+                f"{key}.readOnlyCredentialsSecret",
+                f"'{store.read_only_credentials_secret}' must end with '{READ_ONLY_SUFFIX}' (the policy pack reads the name)",
+            )
+        for field, name in (("credentialsSecret", store.credentials_secret), ("readOnlyCredentialsSecret", store.read_only_credentials_secret)):
+            if name in secrets:
+                raise ConfigError(f"{key}.{field}", f"'{name}' is already {secrets[name]}; each store has its own keys")
+            secrets[name] = f"{region.name}'s {field}"
+
+
+def _cross_checks(s: Settings, declared: list[str]) -> None:
     b, w, r = s.backend, s.workers, s.redis
     _not_above("backend.minReplicas", b.min_replicas, "backend.maxReplicas", b.max_replicas)
     _not_above("backend.peakMinReplicas", b.peak_min_replicas, "backend.maxReplicas", b.max_replicas)
@@ -565,6 +674,7 @@ def _cross_checks(s: Settings) -> None:
         # Not silently ignored: the whole resilience tier is off without `enabled`.
         raise ConfigError("resilience.loadTest", "true needs resilience.enabled: true as well")
     _monitoring_checks(s.monitoring)
+    _object_store_checks(s, declared)
     backup_period_seconds("postgres.backupSchedule", s.postgres.backup_schedule)
     redis_period = backup_period_seconds("redis.backupSchedule", r.backup_schedule)
     max_age = s.monitoring.redis_backup_max_age_seconds
@@ -602,7 +712,8 @@ def load(config: Mapping[str, Any], *, stack: str, project: str = PROJECT) -> Se
         if not isinstance(override, Mapping):
             raise ConfigError(name, f"must be a map, got {_shown(override)}")
         sections[name] = _section(cls, name, {**defaults.get(name, {}), **override})
-    regions = _regions(config.get("regions", REGION_PRESETS[environment]))
+    raw_regions = config.get("regions", REGION_PRESETS[environment])
+    regions = _regions(raw_regions)
     by_field = {_snake(name): section for name, section in sections.items()}
     s = Settings(
         project=project,
@@ -613,7 +724,7 @@ def load(config: Mapping[str, Any], *, stack: str, project: str = PROJECT) -> Se
         derived=derive(**{name: by_field[name] for name in _DERIVE_INPUTS}),
         **by_field,
     )
-    _cross_checks(s)
+    _cross_checks(s, [r["name"] for r in raw_regions])
     return s
 
 

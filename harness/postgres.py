@@ -106,7 +106,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _as_daemon_user() -> dict:
+def as_daemon_user() -> dict:
     """subprocess arguments that drop root for daemons that refuse to run as root."""
     if os.geteuid() != 0:
         return {}
@@ -117,20 +117,21 @@ def private_dir(prefix: str) -> Path:
     """A fresh directory under the system temp dir, owned by whoever runs the daemons.
     (pytest's tmp_path sits under a root-only 0700 directory the daemon user cannot enter.)"""
     path = Path(tempfile.mkdtemp(prefix=prefix))
-    _give_to_daemon_user(path)
+    give_to_daemon_user(path)
     return path
 
 
-def _give_to_daemon_user(path: Path) -> None:
+def give_to_daemon_user(path: Path) -> None:
     if os.geteuid() != 0:
         return
     pw = pwd.getpwnam(DAEMON_USER)
+    os.chown(path, pw.pw_uid, pw.pw_gid)  # os.walk() yields nothing for a plain file
     for root, dirs, files in os.walk(path):
         for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
             os.chown(name, pw.pw_uid, pw.pw_gid)
 
 
-def _stop(proc: subprocess.Popen, sig: int) -> None:
+def stop_process(proc: subprocess.Popen, sig: int) -> None:
     if proc.poll() is not None:
         return
     proc.send_signal(sig)
@@ -141,7 +142,7 @@ def _stop(proc: subprocess.Popen, sig: int) -> None:
         proc.wait()
 
 
-def _tail(path: Path, lines: int = 30) -> str:
+def tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -149,23 +150,25 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 def start_daemon(argv: Sequence[str], log_path: Path, what: str, ready: Callable[[], bool],
-                 interval: float) -> subprocess.Popen:
+                 interval: float, env: Optional[Mapping[str, str]] = None,
+                 timeout: float = START_TIMEOUT) -> subprocess.Popen:
     """Start a daemon in the foreground (as the daemon user when we are root), its output
     in ``log_path``, and poll ``ready()`` until it says yes.  A daemon that exits or is not
-    ready within START_TIMEOUT is killed and the error carries the end of its log."""
-    with open(log_path, "wb") as log:
+    ready within ``timeout`` is killed and the error carries the end of its log.  ``env``
+    replaces the environment (what archive_command and restore_command inherit)."""
+    with open(log_path, "ab") as log:
         proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                **_as_daemon_user())
-    deadline = time.monotonic() + START_TIMEOUT
+                                env=dict(env) if env is not None else None, **as_daemon_user())
+    deadline = time.monotonic() + timeout
     try:
         while not ready():
             if proc.poll() is not None:
-                raise RuntimeError(f"{what} exited with {proc.returncode}:\n{_tail(log_path)}")
+                raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail(log_path)}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} was not ready within {START_TIMEOUT:.0f}s:\n{_tail(log_path)}")
+                raise RuntimeError(f"{what} was not ready within {timeout:.0f}s:\n{tail(log_path)}")
             time.sleep(interval)
     except BaseException:
-        _stop(proc, signal.SIGKILL)
+        stop_process(proc, signal.SIGKILL)
         raise
     return proc
 
@@ -227,7 +230,7 @@ class PgTemplate:
         self.data = self.root / "data"
         pwfile = self.root / "pwfile"
         pwfile.write_text(self.superuser_password + "\n")
-        _give_to_daemon_user(self.root)
+        give_to_daemon_user(self.root)
         initdb = subprocess.run(
             [
                 str(bin_dir / "initdb"),
@@ -243,7 +246,7 @@ class PgTemplate:
             ],
             capture_output=True,
             text=True,
-            **_as_daemon_user(),
+            **as_daemon_user(),
         )
         pwfile.unlink()
         if initdb.returncode != 0:
@@ -259,12 +262,18 @@ class PostgresServer:
     (as CNPG puts spec.postgresql.parameters in custom.conf), listening on 127.0.0.1 only.
 
     What the operator owns in the cluster (port, listen_addresses, socket directories) is
-    passed on the command line, so it never mixes with the rendered parameters.
+    passed on the command line, so it never mixes with the rendered parameters; the rest of
+    what CNPG adds (``operator``: archive_mode, archive_command, ...) goes into a second
+    included file, read after the rendered one.  ``env`` is the postmaster's whole
+    environment, which archive_command inherits (None: this process's).
     """
 
-    def __init__(self, template: PgTemplate, parameters: Mapping[str, str]) -> None:
+    def __init__(self, template: PgTemplate, parameters: Mapping[str, str], *,
+                 operator: Optional[Mapping[str, str]] = None, env: Optional[Mapping[str, str]] = None) -> None:
         self.template = template
         self.parameters = dict(parameters)
+        self.operator = dict(operator or {})
+        self.env = dict(env) if env is not None else None
         self.port = free_port()
         self.root = private_dir("tikit-pg-")
         self.data = self.root / "data"
@@ -285,7 +294,7 @@ class PostgresServer:
 
     def __exit__(self, *exc) -> None:
         if self.proc:
-            _stop(self.proc, signal.SIGINT)  # SIGINT = fast shutdown: no waiting for clients
+            stop_process(self.proc, signal.SIGINT)  # SIGINT = fast shutdown: no waiting for clients
         shutil.rmtree(self.root, ignore_errors=True)
 
     def start(self) -> None:
@@ -293,10 +302,25 @@ class PostgresServer:
         (self.data / "tikit.conf").write_text(
             "".join(conf_line(k, v) + "\n" for k, v in sorted(self.parameters.items()))
         )
+        self.write_operator_conf()
         with open(self.data / "postgresql.conf", "a") as conf:
-            conf.write("\ninclude 'tikit.conf'\n")
-        _give_to_daemon_user(self.root)
+            conf.write("\ninclude 'tikit.conf'\ninclude 'operator.conf'\n")
+        give_to_daemon_user(self.root)
+        self.launch()
 
+    def write_operator_conf(self) -> None:
+        (self.data / "operator.conf").write_text("".join(conf_line(k, v) + "\n" for k, v in sorted(self.operator.items())))
+
+    def restart(self, **operator: str) -> None:
+        """Fast shutdown, change what the operator owns, start again."""
+        if self.proc:
+            stop_process(self.proc, signal.SIGINT)
+        self.operator.update(operator)
+        self.write_operator_conf()
+        give_to_daemon_user(self.data)
+        self.launch()
+
+    def launch(self) -> None:
         def accepts_connections() -> bool:
             try:
                 self.connect().close()
@@ -312,7 +336,7 @@ class PostgresServer:
                 "-c", f"port={self.port}",
                 "-c", "unix_socket_directories=",
             ],
-            self.log, "postgres", accepts_connections, interval=0.1,
+            self.log, "postgres", accepts_connections, interval=0.1, env=self.env,
         )
 
     def conninfo(self, user: str = SUPERUSER, password: Optional[str] = None, dbname: str = "postgres") -> dict:
@@ -353,7 +377,7 @@ class PgBouncerServer:
         self.ini_path.write_text(ini)
         Path(self.auth_file).write_text(userlist)
         os.chmod(self.auth_file, 0o600)
-        _give_to_daemon_user(self.root)
+        give_to_daemon_user(self.root)
 
         def listens() -> bool:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -370,7 +394,7 @@ class PgBouncerServer:
         if self.proc:
             # No clients are left by now, so SIGTERM ends it promptly in every version
             # (immediate shutdown up to 1.22, "wait for clients" from 1.23).
-            _stop(self.proc, signal.SIGTERM)
+            stop_process(self.proc, signal.SIGTERM)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def log_text(self) -> str:

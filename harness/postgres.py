@@ -38,11 +38,13 @@ from tikit.conf.pgbouncer import (
     DEFAULT_ADMIN_USER,
     DEFAULT_STATS_USER,
     MAX_PREPARED_STATEMENTS_SINCE,
+    TlsFiles,
     pgbouncer_ini,
     scram_sha256_verifier,
     userlist_txt,
 )
 from tikit.conf.postgres import postgres_parameters
+from harness import tls
 
 HOST = "127.0.0.1"
 SUPERUSER = "postgres"
@@ -429,6 +431,7 @@ class PgTier:
     verifiers: dict[str, str]  # user -> SCRAM verifier, what userlist.txt and pg_authid hold
     rendered: str  # pgbouncer_ini() for this machine
     ini: str  # what pgbouncer actually reads (``rendered`` minus ``dropped``)
+    pki: "TierPki"
     dropped: list[str] = field(default_factory=list)
 
     @property
@@ -445,46 +448,89 @@ class PgTier:
 
     def via_pgbouncer(self, user: Optional[str] = None, password: Optional[str] = None,
                       dbname: Optional[str] = None, **kwargs) -> psycopg.Connection:
+        """A client of the pool, with TLS as the apps' DATABASE_URL asks for it: verify-full
+        against the internal CA (``sslmode=...`` in ``kwargs`` overrides it)."""
         user = user or self.app_user
-        return psycopg.connect(
-            host=HOST, port=self.pb.port, user=user, dbname=dbname or self.database,
-            password=self.passwords[user] if password is None else password,
-            autocommit=True, connect_timeout=5,
+        params = {
+            "host": HOST, "port": self.pb.port, "user": user, "dbname": dbname or self.database,
+            "password": self.passwords[user] if password is None else password,
+            "sslmode": "verify-full", "sslrootcert": str(self.pki.internal_ca.cert),
+            "autocommit": True, "connect_timeout": 5,
             # A local PgBouncer may predate max_prepared_statements: never auto-prepare.
-            prepare_threshold=None, **kwargs,
-        )
+            "prepare_threshold": None,
+        }
+        return psycopg.connect(**{**params, **kwargs})
 
     def admin_console(self, user: str = DEFAULT_STATS_USER) -> psycopg.Connection:
         # The admin console speaks only the simple query protocol.
         return self.via_pgbouncer(user=user, dbname="pgbouncer", cursor_factory=psycopg.ClientCursor)
 
 
+@dataclass(frozen=True)
+class TierPki:
+    """The two CAs of the tier, as in the cluster: CNPG's per-cluster CA signs PostgreSQL's
+    certificate (PgBouncer verifies it: server_tls_ca_file), the namespace's internal CA
+    signs PgBouncer's (the apps verify it: DATABASE_URL's sslrootcert)."""
+
+    cluster_ca: tls.Pair
+    postgres: tls.Pair
+    internal_ca: tls.Pair
+    pgbouncer: tls.Pair
+
+    @classmethod
+    def make(cls, root: Path, *, postgres_names: Sequence[str] = (), pgbouncer_names: Sequence[str] = ()) -> "TierPki":
+        """Both server certificates name 127.0.0.1 (where the daemons listen, so verify-full
+        holds) plus any extra DNS names."""
+        cluster_ca = tls.ca(root, "cluster-ca", "pg-lagos cluster CA (test)")
+        internal_ca = tls.ca(root, "internal-ca", "tikit internal CA (test)")
+        return cls(
+            cluster_ca=cluster_ca,
+            postgres=tls.issue(root, cluster_ca, "postgres", dns=postgres_names, ips=[HOST]),
+            internal_ca=internal_ca,
+            pgbouncer=tls.issue(root, internal_ca, "pgbouncer", dns=pgbouncer_names, ips=[HOST]),
+        )
+
+
+def server_tls(pair: tls.Pair) -> dict[str, str]:
+    """What CNPG sets for a server certificate (operator-owned ssl* parameters)."""
+    return {"ssl": "on", "ssl_cert_file": str(pair.cert), "ssl_key_file": str(pair.key)}
+
+
 @contextlib.contextmanager
-def pg_tier(template: PgTemplate, bouncer: str, s: settings.Settings) -> Iterator[PgTier]:
+def pg_tier(template: PgTemplate, bouncer: str, s: settings.Settings,
+            pki: Optional[TierPki] = None) -> Iterator[PgTier]:
     """PostgreSQL running ``postgres_parameters(s.postgres, s.derived)`` with the app role and database, and
     PgBouncer running ``pgbouncer_ini(s.pgbouncer)`` in front of it, authenticating the app,
-    the exporter's stats user and the admin user with SCRAM verifiers from userlist.txt."""
+    the exporter's stats user and the admin user with SCRAM verifiers from userlist.txt.
+    Both hops are TLS as in the cluster, with ``pki`` (made here unless given)."""
     app, db = names.PG_OWNER, names.PG_DATABASE
+    certs = private_dir("tikit-pki-")
+    pki = pki or TierPki.make(certs)
+    give_to_daemon_user(certs)
     # pgbench holds one socket per client, PgBouncer one per client plus its pools.
-    with nofile_limit(2 * s.pgbouncer.max_client_conn + 1024), \
-            PostgresServer(template, postgres_parameters(s.postgres, s.derived)) as pg, \
-            PgBouncerServer(bouncer) as pb:
-        users = (app, DEFAULT_STATS_USER, DEFAULT_ADMIN_USER)
-        passwords = {user: secrets.token_urlsafe(30) for user in users}
-        verifiers = {user: scram_sha256_verifier(pw, secrets.token_bytes(16)) for user, pw in passwords.items()}
-        with pg.connect() as conn:
-            # The role's password IS our verifier, so PgBouncer's copy matches byte for byte
-            # (SCRAM pass-through needs the same salt and iterations, not just the password).
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(app), sql.Literal(verifiers[app])))
-            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db), sql.Identifier(app)))
-        rendered = pgbouncer_ini(s.pgbouncer, database=db, host=HOST, port=pg.port,
-                                 listen_addr=HOST, listen_port=pb.port, auth_file=pb.auth_file)
-        ini, dropped = drop_unsupported(
-            rendered, pgbouncer_version(bouncer), {"max_prepared_statements": MAX_PREPARED_STATEMENTS_SINCE})
-        pb.start(ini, userlist_txt(verifiers))
-        yield PgTier(s=s, pg=pg, pb=pb, passwords=passwords, verifiers=verifiers,
-                     rendered=rendered, ini=ini, dropped=dropped)
+    try:
+        with nofile_limit(2 * s.pgbouncer.max_client_conn + 1024), \
+                PostgresServer(template, postgres_parameters(s.postgres, s.derived), operator=server_tls(pki.postgres)) as pg, \
+                PgBouncerServer(bouncer) as pb:
+            users = (app, DEFAULT_STATS_USER, DEFAULT_ADMIN_USER)
+            passwords = {user: secrets.token_urlsafe(30) for user in users}
+            verifiers = {user: scram_sha256_verifier(pw, secrets.token_bytes(16)) for user, pw in passwords.items()}
+            with pg.connect() as conn:
+                # The role's password IS our verifier, so PgBouncer's copy matches byte for byte
+                # (SCRAM pass-through needs the same salt and iterations, not just the password).
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(app), sql.Literal(verifiers[app])))
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db), sql.Identifier(app)))
+            files = TlsFiles(server_ca=str(pki.cluster_ca.cert), cert=str(pki.pgbouncer.cert), key=str(pki.pgbouncer.key))
+            rendered = pgbouncer_ini(s.pgbouncer, database=db, host=HOST, port=pg.port,
+                                     listen_addr=HOST, listen_port=pb.port, auth_file=pb.auth_file, tls=files)
+            ini, dropped = drop_unsupported(
+                rendered, pgbouncer_version(bouncer), {"max_prepared_statements": MAX_PREPARED_STATEMENTS_SINCE})
+            pb.start(ini, userlist_txt(verifiers))
+            yield PgTier(s=s, pg=pg, pb=pb, passwords=passwords, verifiers=verifiers,
+                         rendered=rendered, ini=ini, pki=pki, dropped=dropped)
+    finally:
+        shutil.rmtree(certs, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------

@@ -46,6 +46,27 @@ PGBOUNCER_EXPORTER_SECRET = "pgbouncer-exporter"  # the exporter's admin-console
 PGBOUNCER_PORT = 6432
 PGBOUNCER_EXPORTER_PORT = 9127
 
+
+def pgbouncer_tls_secret(pool: str) -> str:
+    """cert-manager's Secret with a pool's certificate (tls.crt, tls.key, and ca.crt: the CA
+    that issued it)."""
+    return f"{pool}-tls"
+
+
+def cnpg_ca_secret(cluster: str) -> str:
+    """The CA CNPG creates for a cluster and signs its server certificate with (key ca.crt)."""
+    return f"{cluster}-ca"
+
+
+# TLS inside the namespace (docs/postgres.md, "TLS"): a self-signed root issues the
+# namespace's internal CA, which issues the PgBouncer pools' certificates.
+SELF_SIGNED_ISSUER = "tikit-selfsigned"
+INTERNAL_CA = "tikit-internal-ca"        # the CA's Certificate, its Secret and the CA Issuer
+# Where the apps (and the jobs that use DATABASE_URL) find the CA that signed the pools'
+# certificates: DATABASE_URL's sslrootcert.
+DATABASE_CA_DIR = "/etc/tikit/database-ca"
+DATABASE_CA_FILE = f"{DATABASE_CA_DIR}/ca.crt"
+
 # Redis
 REDIS = "redis"
 REDIS_HEADLESS = "redis-headless"

@@ -26,6 +26,7 @@ from tikit.components.pgbouncer import PgBouncer, PgBouncerArgs
 from tikit.components.postgres import Postgres, PostgresArgs
 from tikit.components.redis import Redis, RedisArgs
 from tikit.components.resilience import Resilience, ResilienceArgs
+from tikit.components.tls import InternalCa, InternalCaArgs
 from tikit.components.workers import Workers, WorkersArgs
 from tikit.settings import Region as RegionSettings
 from tikit.settings import Settings
@@ -160,11 +161,13 @@ class Region(pulumi.ComponentResource):
             ),
             opts=self.tier_opts,
         )
+        self.internal_ca = InternalCa(t.rname("internal-ca"), InternalCaArgs(target=t), opts=self.tier_opts)
         self.pgbouncer = PgBouncer(
             t.rname("pgbouncer"),
             PgBouncerArgs(
                 target=t, pgbouncer=cfg.pgbouncer, database=names.PG_DATABASE, owner=names.PG_OWNER,
                 write_service=self.postgres.write_service, read_service=self.postgres.read_service,
+                cluster_ca_secret=names.cnpg_ca_secret(self.postgres.cluster_name), issuer=self.internal_ca.issuer,
                 owner_password=c.postgres_password, owner_verifier=self.postgres.verifier,
                 stats_password=c.pgbouncer_stats_password, stats_salt=c.pgbouncer_stats_salt_base64,
             ),

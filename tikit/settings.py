@@ -304,6 +304,9 @@ class Monitoring(Section):
     # PgBouncer: server connections in use as a share of max_db_connections.
     pool_saturation_warning_percent: int = Field(80, ge=1, le=100)
     pool_saturation_critical_percent: int = Field(95, ge=1, le=100)
+    # Persistent volumes (PostgreSQL data and WAL, Redis): used space as a share of capacity.
+    volume_usage_warning_percent: int = Field(80, ge=1, le=100)
+    volume_usage_critical_percent: int = Field(90, ge=1, le=100)
     # Oldest client waiting for a server connection (SHOW POOLS maxwait).
     pool_wait_critical_seconds: int = Field(10, ge=1, le=3600)
     # London replays WAL from the object store: a segment reaches it after archive_timeout
@@ -615,6 +618,7 @@ def _monitoring_checks(m: Monitoring) -> None:
         ("latencyP99WarningSeconds", m.latency_p99_warning_seconds, m.latency_p99_critical_seconds),
         ("dbConnectionsWarningPercent", m.db_connections_warning_percent, m.db_connections_critical_percent),
         ("poolSaturationWarningPercent", m.pool_saturation_warning_percent, m.pool_saturation_critical_percent),
+        ("volumeUsageWarningPercent", m.volume_usage_warning_percent, m.volume_usage_critical_percent),
     )
     for key, warn, crit in pairs:
         if warn >= crit:

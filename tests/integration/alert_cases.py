@@ -358,6 +358,9 @@ def postgres_cases(f: Facts) -> list[Case]:
              [(archived, const(600, minutes)), (failed, const(-1, minutes))]),
     ]
     cases += wal_stall_cases(f, pod, archived, failed)
+    cluster = f.scope.pg_cluster
+    cases += volume_cases(f, "TikitPostgresDataVolumeFull", f"{cluster}-2", others=(f"{cluster}-2-wal", "pg-elsewhere-1"))
+    cases += volume_cases(f, "TikitPostgresWalVolumeFull", f"{cluster}-2-wal", others=(f"{cluster}-2", "pg-elsewhere-1-wal"))
     if f.scope.replica_cluster:
         lag = m.replication_lag_alert_seconds
         series = lambda v: [(s("cnpg_pg_replication_lag", namespace=ns, pod=pod), const(v, minutes))]  # noqa: E731
@@ -366,6 +369,29 @@ def postgres_cases(f: Facts) -> list[Case]:
             Case("TikitPostgresReplicationLagHigh", "lag under the threshold", series(lag / 2)),
         ]
     return cases
+
+
+def volume_cases(f: Facts, alert: str, claim: str, others: tuple[str, ...]) -> list[Case]:
+    """One claim between the thresholds, above both, below both; claims of the other kind
+    (data vs WAL) or of another workload at 99 % must not count."""
+    ns, minutes = f.ns, 60
+    capacity = 20 * 1024**3
+    between, above, below = _percent_band(f.m.volume_usage_warning_percent, f.m.volume_usage_critical_percent)
+
+    def series(pvc: str, used_pct: float) -> list[tuple[str, str]]:
+        sel = dict(namespace=ns, persistentvolumeclaim=pvc, job="kubelet", node="node-a")
+        return [
+            (s("kubelet_volume_stats_capacity_bytes", **sel), const(capacity, minutes)),
+            (s("kubelet_volume_stats_available_bytes", **sel), const(capacity * (100 - used_pct) / 100, minutes)),
+        ]
+
+    noise = [x for other in others for x in series(other, 99)]
+    labels = {"namespace": ns, "persistentvolumeclaim": claim}
+    return [
+        Case(alert, f"{claim} between the thresholds", series(claim, between) + noise, {"warning": (labels, between)}),
+        Case(alert, f"{claim} above both", series(claim, above), {"warning": (labels, above), "critical": (labels, above)}),
+        Case(alert, f"{claim} below both, other claims full", series(claim, below) + noise),
+    ]
 
 
 def wal_stall_cases(f: Facts, pod: str, archived: str, failed: str) -> list[Case]:
@@ -511,6 +537,7 @@ def redis_cases(f: Facts) -> list[Case]:
              {"warning": (here, 0)}),
         Case("TikitRedisAofRewriteFailing", "rewrite ok", [(s("redis_aof_last_bgrewrite_status", **here), const(1, minutes))]),
     ]
+    cases += volume_cases(f, "TikitRedisVolumeFull", f"{alerts.REDIS_CLAIM_PREFIX}-1", others=("data-redis-sentinel-0", "pg-lagos-1"))
     max_age_h = m.redis_backup_max_age_seconds / 3600
     eval_min = DEFAULT_EVAL_MINUTES
     now = eval_min * 60

@@ -451,6 +451,14 @@ def _postgres(m: Monitoring, sc: Scope) -> dict[str, Any]:
         ),
         runbook="postgres-backups",
     )
+    _volume_alerts(
+        r, "TikitPostgresDataVolumeFull", f"{sc.pg_cluster}-[0-9]+", "PostgreSQL data volume",
+        "A full data volume stops PostgreSQL: it cannot write table files or checkpoints.", "postgres-volumes",
+    )
+    _volume_alerts(
+        r, "TikitPostgresWalVolumeFull", f"{sc.pg_cluster}-[0-9]+-wal", "PostgreSQL WAL volume",
+        "WAL that cannot be archived piles up here; a full WAL volume stops every write.", "postgres-volumes",
+    )
     if sc.replica_cluster:
         lag = m.replication_lag_alert_seconds
         r.alert(
@@ -467,6 +475,37 @@ def _postgres(m: Monitoring, sc: Scope) -> dict[str, Any]:
             runbook="postgres-replication",
         )
     return r.group()
+
+
+# PersistentVolumeClaims, as their owners name them: CNPG "<cluster>-<n>" (PGDATA) and
+# "<cluster>-<n>-wal" (the WAL volume); the Redis StatefulSet's claim template "data" gives
+# "data-redis-<n>" (tests/components/test_monitoring.py checks both against the render).
+REDIS_CLAIM_PREFIX = f"data-{names.REDIS}"
+
+
+def volume_usage(namespace: str, claims: str) -> str:
+    """Used space of the PVCs whose names match ``claims`` (a PromQL regex), in percent of
+    their capacity, per claim."""
+    sel = f'namespace="{namespace}", persistentvolumeclaim=~"{claims}"'
+    by = "max by (namespace, persistentvolumeclaim)"
+    return (
+        f"100 * (1 - {by} (kubelet_volume_stats_available_bytes{{{sel}}})\n"
+        f"/ {by} (kubelet_volume_stats_capacity_bytes{{{sel}}}))"
+    )
+
+
+def _volume_alerts(r: "_Rules", alert: str, claims: str, what: str, consequence: str, runbook: str) -> None:
+    m, sc = r.m, r.sc
+    for severity, threshold in (("warning", m.volume_usage_warning_percent), ("critical", m.volume_usage_critical_percent)):
+        r.alert(
+            alert,
+            f"{volume_usage(sc.namespace, claims)}\n> {threshold}",
+            severity=severity,
+            for_=ALERT_FOR,
+            summary=f"{what} {L('persistentvolumeclaim')} over {threshold}% full in {sc.region}",
+            description=f"{what} {L('persistentvolumeclaim')} is {V1}% full (threshold {threshold}%). {consequence}",
+            runbook=runbook,
+        )
 
 
 def pool_saturation(namespace: str, database: str, *, by: str) -> str:
@@ -596,6 +635,11 @@ def _redis(m: Monitoring, sc: Scope) -> dict[str, Any]:
         summary=f"Redis {L('pod')} cannot rewrite its append-only file in {sc.region}",
         description=f"aof_last_bgrewrite_status of {L('pod')} is {V0} (0 = failed): the AOF keeps growing.",
         runbook="redis-persistence",
+    )
+    _volume_alerts(
+        r, "TikitRedisVolumeFull", f"{REDIS_CLAIM_PREFIX}-[0-9]+", "Redis volume",
+        "The AOF and the RDB snapshots live here; when it is full Redis refuses writes (the job queue stops).",
+        "redis-volumes",
     )
     cron = names.REDIS_BACKUP
     max_age = m.redis_backup_max_age_seconds

@@ -242,11 +242,13 @@ class PitrRun:
 
 def pitr(template: pgd.PgTemplate, parameters: Mapping[str, str], writer: BarmanStore, reader: BarmanStore,
          server_name: str, rw_env: Mapping[str, str], ro_env: Mapping[str, str], rows: int,
-         while_running=None) -> PitrRun:
+         while_running=None, before_target=None, after_target=None, with_restored=None) -> PitrRun:
     """A source running ``parameters`` archives through ``writer`` (read-write keys in
     ``rw_env``); ``rows`` base rows, a base backup, set A, the target time T, set B, the WAL
     archived; then ``reader`` (the peer's view, ``ro_env``) restores the backup and
-    replays WAL to T.  ``while_running(pg)`` runs before the source stops."""
+    replays WAL to T.  Hooks: ``before_target(pg)`` right before set A, ``after_target(pg)``
+    between the two halves of set B, ``while_running(pg)`` before the source stops,
+    ``with_restored(restored, target)`` while the restored server runs."""
     figures: dict[str, Any] = {"rows": rows}
     started_all = time.monotonic()
     # What CNPG adds for archiving.  The bulk load runs with archiving off: its WAL
@@ -277,11 +279,16 @@ def pitr(template: pgd.PgTemplate, parameters: Mapping[str, str], writer: Barman
                         "FROM generate_series(0, %s) i",
                         (first + t * ROWS_PER_TRANSACTION, batch, batch.lower() + "-", ROWS_PER_TRANSACTION - 1))
 
+            if before_target is not None:
+                before_target(pg)
             insert("A", 10_000_000)
             target = conn.execute("SELECT clock_timestamp()::text").fetchone()[0]  # T, after A committed
             target_ts = conn.execute("SELECT %s::timestamptz", (target,)).fetchone()[0]
             time.sleep(TARGET_GAP_SECONDS)
             insert("B", 20_000_000)  # the commits after T that recovery must stop before
+            if after_target is not None:
+                after_target(pg)
+                insert("B", 30_000_000)
             switch_and_archive(conn)
             source_rows = conn.execute("SELECT id, batch, payload, inserted_at FROM pitr_rows ORDER BY id").fetchall()
         if while_running is not None:
@@ -300,6 +307,8 @@ def pitr(template: pgd.PgTemplate, parameters: Mapping[str, str], writer: Barman
             if not point["last_completed_transaction_at"]:
                 raise AssertionError(f"no recovery point in the log:\n{restored.log_text()[-2000:]}")
             last = conn.execute("SELECT %s::timestamptz", (point["last_completed_transaction_at"],)).fetchone()[0]
+        if with_restored is not None:
+            with_restored(restored, target)
     figures.update(
         target_time=target,
         recovery_point=point,

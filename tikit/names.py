@@ -37,6 +37,12 @@ CNPG_CLUSTER_LABEL = "cnpg.io/cluster"
 # label of older releases is deprecated).
 CNPG_INSTANCE_ROLE_LABEL = "cnpg.io/instanceRole"
 PG_SCHEDULED_BACKUP = "pg-daily"
+# Restore drills (docs/runbooks/restore-drills.md): the canary CronJob writes a row every
+# few minutes in the primary region; the drill CronJobs restore and check in the backup
+# region, the PostgreSQL one through a throwaway Cluster of this name.
+PG_CANARY = "pg-canary"
+PG_RESTORE_DRILL = "pg-restore-drill"
+REDIS_RESTORE_DRILL = "redis-restore-drill"
 
 # PgBouncer pools
 PGBOUNCER_RW = "pgbouncer-rw"            # write pool in front of <cluster>-rw

@@ -41,6 +41,8 @@ PRESETS: dict[str, tuple[Any, Any, Any]] = {
     "capacity.targetConcurrentUsers":       (100,      1000,      10000),
     # Chaos experiments run where people rehearse failures, not in prod by default.
     "resilience.enabled":                   (False,    True,      False),
+    # Weekly restore drills in the backup region (docs/runbooks/restore-drills.md).
+    "restoreDrills.enabled":                (False,    True,      True),
 }
 
 # Each region's backups in (or near) that region: Lagos in af-south-1 (Cape Town, the AWS

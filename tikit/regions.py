@@ -18,6 +18,7 @@ from tikit import kube
 from tikit import names
 from tikit.components import nodeapp
 from tikit.components.backend import Backend, BackendArgs
+from tikit.components.drills import Drills, DrillsArgs
 from tikit.components.failover import Failover, FailoverArgs
 from tikit.components.gateway import Gateway, GatewayArgs
 from tikit.components.monitoring import Monitoring, MonitoringArgs
@@ -183,6 +184,19 @@ class Region(pulumi.ComponentResource):
             opts=self.tier_opts,
         )
         self.entry_points["redis"] = self.redis.url
+        drilled = self.region.name in {r.name for r in cfg.drilled_regions}
+        canary = cfg.restore_drills.enabled and self.region.role == "primary"
+        if drilled or canary:
+            self.drills = Drills(
+                t.rname("restore-drills"),
+                DrillsArgs(
+                    target=t, drills=cfg.restore_drills, postgres=cfg.postgres, derived=cfg.derived, redis=cfg.redis,
+                    primary=cfg.primary.name, primary_store=cfg.object_store(cfg.primary.name),
+                    canary=canary, drill=drilled,
+                    redis_backup_max_age_seconds=cfg.monitoring.redis_backup_max_age_seconds,
+                ),
+                opts=self.tier_opts,
+            )
         self.gateway = Gateway(
             t.rname("gateway"),
             GatewayArgs(
@@ -211,6 +225,8 @@ class Region(pulumi.ComponentResource):
                 redis_sentinels=cfg.redis.sentinels,
                 pg_cluster=names.pg_cluster(self.region.name),
                 k6=cfg.resilience.enabled and self.region.role == "primary",
+                canary=canary,
+                drills=drilled,
             ),
             opts=self.tier_opts,
         )
@@ -231,7 +247,7 @@ class Region(pulumi.ComponentResource):
             MonitoringArgs(
                 target=t, monitoring=cfg.monitoring, addons=cfg.addons, derived=cfg.derived, backend=cfg.backend,
                 workers=cfg.workers, backup_schedule=cfg.postgres.backup_schedule, role=self.region.role,
-                gslb=len(cfg.regions) > 1,
+                gslb=len(cfg.regions) > 1, drill_schedule=cfg.restore_drills.schedule if drilled else "",
             ),
             opts=self.tier_opts,
         )

@@ -352,6 +352,19 @@ class Addons(Section):
     prometheus_release: checks.LabelValue = "kube-prometheus-stack"
 
 
+class RestoreDrills(Section):
+    """Restore drills (docs/runbooks/restore-drills.md): in each backup region (the primary
+    when there is none), a throwaway CNPG cluster recovered from the primary region's store
+    to a recent time, checked against the restore canary, then deleted; and the newest
+    Redis snapshot restored and checked.  The primary region writes the canary."""
+
+    enabled: bool
+    # Five fields, Etc/UTC: weekly, after the daily base backup and outside the Lagos peak.
+    schedule: checks.Cron5 = "0 4 * * 2"
+    # The drill job's shell and kubectl (it creates, watches and deletes the drill Cluster).
+    kubectl_image: checks.Image = "docker.io/bitnami/kubectl:1.31.4"
+
+
 STAGE_PATTERN = r"^([1-9][0-9]*(?:s|m|h)):([0-9]{1,6})$"
 
 
@@ -413,6 +426,7 @@ SECTIONS: dict[str, type[Section]] = {
     "network": Network,
     "addons": Addons,
     "resilience": Resilience,
+    "restoreDrills": RestoreDrills,
 }
 TOP_LEVEL_KEYS = ("environment", "namespace", "regions", *SECTIONS)
 
@@ -442,6 +456,7 @@ class Settings:
     network: Network
     addons: Addons
     resilience: Resilience
+    restore_drills: RestoreDrills
     derived: Derived
 
     @property
@@ -451,6 +466,14 @@ class Settings:
     @property
     def backups(self) -> tuple[Region, ...]:
         return tuple(r for r in self.regions if r.role == "backup")
+
+    @property
+    def drilled_regions(self) -> tuple[Region, ...]:
+        """Where restore drills run: the backup regions (they restore the primary's backups
+        with its read-only keys), else the primary itself; none when drills are off."""
+        if not self.restore_drills.enabled:
+            return ()
+        return self.backups or (self.primary,)
 
     @property
     def is_prod(self) -> bool:
@@ -679,6 +702,11 @@ def _cross_checks(s: Settings, declared: list[str]) -> None:
         raise ConfigError("resilience.loadTest", "true needs resilience.enabled: true as well")
     _monitoring_checks(s.monitoring)
     _object_store_checks(s, declared)
+    if s.restore_drills.enabled and cron.weekly_period_seconds(s.restore_drills.schedule) is None:
+        raise ConfigError(
+            "restoreDrills.schedule",
+            f"the drill-age alert needs a weekly, daily or every-N-hours schedule, got '{s.restore_drills.schedule}'",
+        )
     backup_period_seconds("postgres.backupSchedule", s.postgres.backup_schedule)
     redis_period = backup_period_seconds("redis.backupSchedule", r.backup_schedule)
     max_age = s.monitoring.redis_backup_max_age_seconds

@@ -619,6 +619,64 @@ def scrape_cases(f: Facts) -> list[Case]:
     ]
 
 
+def drill_cases(f: Facts) -> list[Case]:
+    """The restore drills (drilled regions only): the last success too old or never, and a
+    failed Job with no later passing run of the same drill."""
+    if not f.scope.drills:
+        return []
+    ns, eval_min = f.ns, DEFAULT_EVAL_MINUTES
+    now = eval_min * 60
+    limit_h = f.scope.drill_max_age_seconds / 3600
+    pg, redis_drill = f.scope.drills[0], f.scope.drills[1]
+    cj = dict(namespace=ns, cronjob=pg)
+    stale_h = limit_h + 1
+    stale, recent = now - stale_h * 3600, now - 24 * 3600
+    cases = [
+        Case("TikitRestoreDrillMissing", "last pass too long ago",
+             [(s("kube_cronjob_status_last_successful_time", **cj), const(stale, eval_min)),
+              (s("kube_cronjob_created", **cj), const(stale - 86400, eval_min))],
+             {"warning": (cj, stale_h)}, eval_minutes=eval_min),
+        Case("TikitRestoreDrillMissing", "never passed since creation",
+             [(s("kube_cronjob_created", **cj), const(stale, eval_min))],
+             {"warning": (cj, stale_h)}, eval_minutes=eval_min),
+        Case("TikitRestoreDrillMissing", "passed a day ago",
+             [(s("kube_cronjob_status_last_successful_time", **cj), const(recent, eval_min)),
+              (s("kube_cronjob_created", **cj), const(stale - 86400, eval_min))], eval_minutes=eval_min),
+        Case("TikitRestoreDrillMissing", "created recently, not run yet",
+             [(s("kube_cronjob_created", **cj), const(recent, eval_min))], eval_minutes=eval_min),
+    ]
+
+    def job(name: str, start: float, *, failed: bool) -> list[tuple[str, str]]:
+        j = dict(namespace=ns, job_name=name)
+        return [
+            (s("kube_job_status_start_time", **j), const(start, eval_min)),
+            (s("kube_job_status_failed", **j, reason="BackoffLimitExceeded"), const(1 if failed else 0, eval_min)),
+            (s("kube_job_status_succeeded", **j), const(0 if failed else 1, eval_min)),
+        ]
+
+    created = [(s("kube_cronjob_created", **cj), const(-30 * 86400, eval_min)),
+               (s("kube_cronjob_created", namespace=ns, cronjob=redis_drill), const(-30 * 86400, eval_min))]
+    failed_job, passed_job = f"{pg}-29500000", f"{pg}-29490000"
+    labels = dict(namespace=ns, job_name=failed_job, cronjob=pg)
+    cases += [
+        Case("TikitRestoreDrillFailed", "the newest run failed",
+             created + job(passed_job, -7 * 86400, failed=False) + job(failed_job, 600, failed=True),
+             {"critical": (labels, 600)}, eval_minutes=eval_min),
+        Case("TikitRestoreDrillFailed", "failed and never passed",
+             created + job(failed_job, 600, failed=True), {"critical": (labels, 600)}, eval_minutes=eval_min),
+        Case("TikitRestoreDrillFailed", "a manual run passed after the failure",
+             created + job(failed_job, 600, failed=True) + job(f"{pg}-manual-1", 900, failed=False), eval_minutes=eval_min),
+        Case("TikitRestoreDrillFailed", "the other drill passing later does not clear it",
+             created + job(failed_job, 600, failed=True) + job(f"{redis_drill}-29500001", 900, failed=False),
+             {"critical": (labels, 600)}, eval_minutes=eval_min),
+        Case("TikitRestoreDrillFailed", "its next scheduled run passed",
+             created + job(failed_job, 600, failed=True) + job(f"{pg}-29500002", 1200, failed=False), eval_minutes=eval_min),
+        Case("TikitRestoreDrillFailed", "only passing runs",
+             created + job(passed_job, 600, failed=False), eval_minutes=eval_min),
+    ]
+    return cases
+
+
 def all_cases(f: Facts) -> list[Case]:
     return [
         *utilization_cases(f),
@@ -631,6 +689,7 @@ def all_cases(f: Facts) -> list[Case]:
         *redis_cases(f),
         *traffic_cases(f),
         *scrape_cases(f),
+        *drill_cases(f),
     ]
 
 

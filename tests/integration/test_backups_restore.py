@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import re
 import shutil
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Iterator
 
@@ -33,13 +35,16 @@ import yaml
 from tikit import kube
 from tikit import names
 from tikit import settings
+from tikit.components import drills as dc
 from tikit.components import postgres as pgc
 from tikit.components import redis as rc
+from tikit.conf import drills as drill_conf
 from tikit.conf import redis as rconf
 from tikit.conf import storage
 from tikit.conf.postgres import postgres_parameters
 from conftest import REPO, unavailable
 from harness import backups as bk
+from harness import fake_kubectl
 from harness import objectstore as s3mod
 from harness import postgres as pgd
 from harness import redis as rd
@@ -73,6 +78,19 @@ def pg_args(region: str) -> pgc.PostgresArgs:
         target=kube.Target(region=region, namespace=CFG.namespace, provider=None, environment=CFG.environment),
         postgres=CFG.postgres, derived=CFG.derived, region=region, primary=CFG.primary.name,
         stores={r.name: CFG.object_store(r.name) for r in CFG.regions}, password="", scram_salt="",
+    )
+
+
+def drill_args(region: str = PEER, endpoint: str = "") -> dc.DrillsArgs:
+    """The drills component's arguments for the backup region, as tikit/regions.py builds
+    them; ``endpoint`` stands in for the primary store's."""
+    store = CFG.object_store(CFG.primary.name)
+    return dc.DrillsArgs(
+        target=kube.Target(region=region, namespace=CFG.namespace, provider=None, environment=CFG.environment),
+        drills=CFG.restore_drills, postgres=CFG.postgres, derived=CFG.derived, redis=CFG.redis,
+        primary=CFG.primary.name, primary_store=dataclasses.replace(store, endpoint=endpoint or store.endpoint),
+        canary=False, drill=True,
+        redis_backup_max_age_seconds=CFG.monitoring.redis_backup_max_age_seconds,
     )
 
 
@@ -195,8 +213,51 @@ def test_point_in_time_restore_from_the_peer_region(local_s3: LocalS3, pg_templa
             ro.delete_object(Bucket=reader.bucket, Key=listed[0]["Key"])
         assert ro.head_object(Bucket=reader.bucket, Key=listed[0]["Key"])["ContentLength"] == listed[0]["Size"]
 
+    canary_rows: list = []
+    drills: dict = {}
+
+    def canary(pg: pgd.PostgresServer) -> None:
+        """The rendered canary script, as the primary region's CronJob runs it, against the
+        source's app database (created on the first call, after the base backup: recovery
+        replays that too)."""
+        with pg.connect() as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (names.PG_DATABASE,)).fetchone():
+                conn.execute(f"CREATE DATABASE {names.PG_DATABASE}")
+        url = (f"postgresql://{pgd.SUPERUSER}:{urllib.parse.quote(pg_template.superuser_password, safe='')}"
+               f"@{pgd.HOST}:{pg.port}/{names.PG_DATABASE}?sslmode=disable")
+        done = run_script(drill_conf.canary_script(region=PRIMARY), local_s3.home / "canary.sh",
+                          {**s3mod.tool_env(local_s3.home, keys_of(local_s3, own)), "DATABASE_URL": url})
+        assert done.returncode == 0, done.stderr
+        with pg.connect(dbname=names.PG_DATABASE) as conn:
+            canary_rows[:] = conn.execute(f"SELECT written_at, region FROM {drill_conf.CANARY_TABLE} ORDER BY 1").fetchall()
+
+    def drill(restored: bk.RecoveredServer, target: str) -> None:
+        """The rendered drill script, its kubectl a stand-in whose exec runs psql in the
+        restored server: the verification query on a real point-in-time restore."""
+        root = restored.root / "drill"
+        files = dc.pg_drill_config(drill_args())
+        root.mkdir()
+        for key, text in files.items():
+            (root / key).write_text(text)
+        env = {
+            **fake_kubectl.install(root / "bin", root / "state"),
+            "MANIFEST": str(root / dc.MANIFEST_KEY), "QUERY_FILE": str(root / dc.QUERY_KEY), "POLL_SECONDS": "0",
+            "JOB_NAME": "pg-restore-drill-1", "JOB_UID": "uid-1", "HOME": str(root),
+            "FAKE_PSQL": shutil.which("psql", path=s3mod.TOOL_PATH), "FAKE_PGHOST": pgd.HOST, "FAKE_PGPORT": str(restored.port),
+            "FAKE_PGUSER": pgd.SUPERUSER, "FAKE_PGPASSWORD": pg_template.superuser_password,
+        }
+        for name, when in (("at the target", target), ("an hour before it", "hour-before")):
+            if when == "hour-before":
+                with restored.connect() as conn:
+                    when = conn.execute("SELECT to_char((%s::timestamptz - interval '1 hour') AT TIME ZONE 'UTC', "
+                                        "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')", (target,)).fetchone()[0]
+            done = subprocess.run(["sh", str(root / dc.SCRIPT_KEY)], env={**env, "TARGET_TIME": when},
+                                  capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+            drills[name] = done
+
     run = bk.pitr(pg_template, postgres_parameters(CFG.postgres, CFG.derived), writer, reader, server_name,
-                  rw_env, ro_env, ROWS, while_running=read_only_key_cannot_write)
+                  rw_env, ro_env, ROWS, while_running=read_only_key_cannot_write,
+                  before_target=canary, after_target=canary, with_restored=drill)
 
     expected = [r for r in run.source_rows if r[1] != "B"]
     assert len(run.restored_rows) == len(expected) == ROWS + bk.TRANSACTIONS * bk.ROWS_PER_TRANSACTION
@@ -211,6 +272,18 @@ def test_point_in_time_restore_from_the_peer_region(local_s3: LocalS3, pg_templa
     assert dt.timedelta(0) <= run.target_ts - run.last_restored_commit < dt.timedelta(seconds=1)
     assert listed and any("/base/" in o["Key"] for o in listed) and any("/wals/" in o["Key"] for o in listed)
     run.figures["base_backup_objects_mb"] = round(sum(o["Size"] for o in listed if "/base/" in o["Key"]) / 1e6, 1)
+
+    # The canary wrote once before T and once after it; the drill's verification, run in the
+    # restored database, finds the first and not the second: the expected answer.
+    assert len(canary_rows) == 2 and canary_rows[0][0] <= run.target_ts < canary_rows[1][0]
+    passed = drills["at the target"]
+    assert passed.returncode == 0, passed.stderr
+    answer = re.search(r"verification: (.+)$", passed.stderr, re.M).group(1)
+    assert answer.split("|")[0] == drill_conf.EXPECTED_ANSWER and answer.endswith("|1"), answer
+    # An hour earlier there is no canary row in the window before the target, and one after it.
+    failed = drills["an hour before it"]
+    assert failed.returncode == 1 and "verification answered 'false|none|1'" in failed.stderr, failed.stderr
+    run.figures["drill_verification"] = answer
     record("postgres_pitr", run.figures)
 
 
@@ -308,4 +381,35 @@ def test_redis_snapshot_round_trip_through_s3(local_s3: LocalS3, tmp_path: Path)
     assert not diff, diff[:5]
     assert b"written-after-the-backup" not in after
     figures.update(keys=len(before), keys_equal=len(before) - len(diff), keys_different=len(diff))
+
+    # The weekly drill, as London runs it: the newest backup, restored and checked.
+    files = dc.redis_drill_config(drill_args(PEER, endpoint))
+    only_endpoint_differs(dc.redis_drill_config(drill_args(PEER))[dc.SCRIPT_KEY], files[dc.SCRIPT_KEY])
+    for key, text in files.items():
+        (tmp_path / f"drill-{key}").write_text(text)
+
+    def redis_drill(data: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["sh", str(tmp_path / f"drill-{dc.SCRIPT_KEY}")], env={
+            **ro_env, "RESTORE": str(tmp_path / f"drill-{dc.RESTORE_KEY}"), "DATA_DIR": str(tmp_path / data),
+            "CONF": str(tmp_path / "restore.conf"), **extra}, capture_output=True, text=True, timeout=300,
+            stdin=subprocess.DEVNULL)
+
+    started = time.monotonic()
+    drill = redis_drill("drill-data")
+    figures["drill_seconds"] = round(time.monotonic() - started, 2)
+    assert drill.returncode == 0, drill.stderr[-2000:]
+    assert f"passed: {stamp} restored and its AOF checked" in drill.stderr
+    assert f"loaded {len(before)} keys" in drill.stderr
+    # Older than the limit: the drill fails (London could only restore stale data).
+    stale = redis_drill("drill-stale", MAX_AGE_SECONDS="0")
+    assert stale.returncode == 1 and f"the newest backup {stamp} is" in stale.stderr, stale.stderr[-1000:]
+    # A damaged newer snapshot (its backup.info agrees with it): the drill refuses it.
+    rw = local_s3.server.client("s3", local_s3.keys[lagos.credentials_secret])
+    garbage = b"REDIS0011 not really an rdb"
+    newer = f"redis/{PRIMARY}/20991231T235959Z"
+    rw.put_object(Bucket=lagos.bucket, Key=f"{newer}/{rconf.DBFILENAME}", Body=garbage)
+    rw.put_object(Bucket=lagos.bucket, Key=f"{newer}/backup.info",
+                  Body=f"sha256={hashlib.sha256(garbage).hexdigest()}\n".encode())
+    damaged = redis_drill("drill-damaged", MAX_AGE_SECONDS="999999999")
+    assert damaged.returncode == 1 and "fails redis-check-rdb" in damaged.stderr, damaged.stderr[-1000:]
     record("redis_round_trip", figures)

@@ -128,6 +128,7 @@ KUBE_STATE_METRICS = _source(
     "kube_cronjob_status_last_successful_time",
     "kube_cronjob_created",
     "kube_job_status_failed",
+    "kube_job_status_succeeded",
     "kube_job_status_start_time",
     "kube_pod_container_resource_requests",
     "kube_pod_container_resource_limits",

@@ -38,11 +38,13 @@ from tikit.conf.pgbouncer import (
     DEFAULT_ADMIN_USER,
     DEFAULT_STATS_USER,
     MAX_PREPARED_STATEMENTS_SINCE,
+    TlsFiles,
     pgbouncer_ini,
     scram_sha256_verifier,
     userlist_txt,
 )
 from tikit.conf.postgres import postgres_parameters
+from harness import tls
 
 HOST = "127.0.0.1"
 SUPERUSER = "postgres"
@@ -106,7 +108,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _as_daemon_user() -> dict:
+def as_daemon_user() -> dict:
     """subprocess arguments that drop root for daemons that refuse to run as root."""
     if os.geteuid() != 0:
         return {}
@@ -117,20 +119,21 @@ def private_dir(prefix: str) -> Path:
     """A fresh directory under the system temp dir, owned by whoever runs the daemons.
     (pytest's tmp_path sits under a root-only 0700 directory the daemon user cannot enter.)"""
     path = Path(tempfile.mkdtemp(prefix=prefix))
-    _give_to_daemon_user(path)
+    give_to_daemon_user(path)
     return path
 
 
-def _give_to_daemon_user(path: Path) -> None:
+def give_to_daemon_user(path: Path) -> None:
     if os.geteuid() != 0:
         return
     pw = pwd.getpwnam(DAEMON_USER)
+    os.chown(path, pw.pw_uid, pw.pw_gid)  # os.walk() yields nothing for a plain file
     for root, dirs, files in os.walk(path):
         for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
             os.chown(name, pw.pw_uid, pw.pw_gid)
 
 
-def _stop(proc: subprocess.Popen, sig: int) -> None:
+def stop_process(proc: subprocess.Popen, sig: int) -> None:
     if proc.poll() is not None:
         return
     proc.send_signal(sig)
@@ -141,7 +144,7 @@ def _stop(proc: subprocess.Popen, sig: int) -> None:
         proc.wait()
 
 
-def _tail(path: Path, lines: int = 30) -> str:
+def tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -149,23 +152,25 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 def start_daemon(argv: Sequence[str], log_path: Path, what: str, ready: Callable[[], bool],
-                 interval: float) -> subprocess.Popen:
+                 interval: float, env: Optional[Mapping[str, str]] = None,
+                 timeout: float = START_TIMEOUT) -> subprocess.Popen:
     """Start a daemon in the foreground (as the daemon user when we are root), its output
     in ``log_path``, and poll ``ready()`` until it says yes.  A daemon that exits or is not
-    ready within START_TIMEOUT is killed and the error carries the end of its log."""
-    with open(log_path, "wb") as log:
+    ready within ``timeout`` is killed and the error carries the end of its log.  ``env``
+    replaces the environment (what archive_command and restore_command inherit)."""
+    with open(log_path, "ab") as log:
         proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                **_as_daemon_user())
-    deadline = time.monotonic() + START_TIMEOUT
+                                env=dict(env) if env is not None else None, **as_daemon_user())
+    deadline = time.monotonic() + timeout
     try:
         while not ready():
             if proc.poll() is not None:
-                raise RuntimeError(f"{what} exited with {proc.returncode}:\n{_tail(log_path)}")
+                raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail(log_path)}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} was not ready within {START_TIMEOUT:.0f}s:\n{_tail(log_path)}")
+                raise RuntimeError(f"{what} was not ready within {timeout:.0f}s:\n{tail(log_path)}")
             time.sleep(interval)
     except BaseException:
-        _stop(proc, signal.SIGKILL)
+        stop_process(proc, signal.SIGKILL)
         raise
     return proc
 
@@ -227,7 +232,7 @@ class PgTemplate:
         self.data = self.root / "data"
         pwfile = self.root / "pwfile"
         pwfile.write_text(self.superuser_password + "\n")
-        _give_to_daemon_user(self.root)
+        give_to_daemon_user(self.root)
         initdb = subprocess.run(
             [
                 str(bin_dir / "initdb"),
@@ -243,7 +248,7 @@ class PgTemplate:
             ],
             capture_output=True,
             text=True,
-            **_as_daemon_user(),
+            **as_daemon_user(),
         )
         pwfile.unlink()
         if initdb.returncode != 0:
@@ -259,12 +264,18 @@ class PostgresServer:
     (as CNPG puts spec.postgresql.parameters in custom.conf), listening on 127.0.0.1 only.
 
     What the operator owns in the cluster (port, listen_addresses, socket directories) is
-    passed on the command line, so it never mixes with the rendered parameters.
+    passed on the command line, so it never mixes with the rendered parameters; the rest of
+    what CNPG adds (``operator``: archive_mode, archive_command, ...) goes into a second
+    included file, read after the rendered one.  ``env`` is the postmaster's whole
+    environment, which archive_command inherits (None: this process's).
     """
 
-    def __init__(self, template: PgTemplate, parameters: Mapping[str, str]) -> None:
+    def __init__(self, template: PgTemplate, parameters: Mapping[str, str], *,
+                 operator: Optional[Mapping[str, str]] = None, env: Optional[Mapping[str, str]] = None) -> None:
         self.template = template
         self.parameters = dict(parameters)
+        self.operator = dict(operator or {})
+        self.env = dict(env) if env is not None else None
         self.port = free_port()
         self.root = private_dir("tikit-pg-")
         self.data = self.root / "data"
@@ -285,7 +296,7 @@ class PostgresServer:
 
     def __exit__(self, *exc) -> None:
         if self.proc:
-            _stop(self.proc, signal.SIGINT)  # SIGINT = fast shutdown: no waiting for clients
+            stop_process(self.proc, signal.SIGINT)  # SIGINT = fast shutdown: no waiting for clients
         shutil.rmtree(self.root, ignore_errors=True)
 
     def start(self) -> None:
@@ -293,10 +304,25 @@ class PostgresServer:
         (self.data / "tikit.conf").write_text(
             "".join(conf_line(k, v) + "\n" for k, v in sorted(self.parameters.items()))
         )
+        self.write_operator_conf()
         with open(self.data / "postgresql.conf", "a") as conf:
-            conf.write("\ninclude 'tikit.conf'\n")
-        _give_to_daemon_user(self.root)
+            conf.write("\ninclude 'tikit.conf'\ninclude 'operator.conf'\n")
+        give_to_daemon_user(self.root)
+        self.launch()
 
+    def write_operator_conf(self) -> None:
+        (self.data / "operator.conf").write_text("".join(conf_line(k, v) + "\n" for k, v in sorted(self.operator.items())))
+
+    def restart(self, **operator: str) -> None:
+        """Fast shutdown, change what the operator owns, start again."""
+        if self.proc:
+            stop_process(self.proc, signal.SIGINT)
+        self.operator.update(operator)
+        self.write_operator_conf()
+        give_to_daemon_user(self.data)
+        self.launch()
+
+    def launch(self) -> None:
         def accepts_connections() -> bool:
             try:
                 self.connect().close()
@@ -312,7 +338,7 @@ class PostgresServer:
                 "-c", f"port={self.port}",
                 "-c", "unix_socket_directories=",
             ],
-            self.log, "postgres", accepts_connections, interval=0.1,
+            self.log, "postgres", accepts_connections, interval=0.1, env=self.env,
         )
 
     def conninfo(self, user: str = SUPERUSER, password: Optional[str] = None, dbname: str = "postgres") -> dict:
@@ -353,7 +379,7 @@ class PgBouncerServer:
         self.ini_path.write_text(ini)
         Path(self.auth_file).write_text(userlist)
         os.chmod(self.auth_file, 0o600)
-        _give_to_daemon_user(self.root)
+        give_to_daemon_user(self.root)
 
         def listens() -> bool:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -370,7 +396,7 @@ class PgBouncerServer:
         if self.proc:
             # No clients are left by now, so SIGTERM ends it promptly in every version
             # (immediate shutdown up to 1.22, "wait for clients" from 1.23).
-            _stop(self.proc, signal.SIGTERM)
+            stop_process(self.proc, signal.SIGTERM)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def log_text(self) -> str:
@@ -405,6 +431,7 @@ class PgTier:
     verifiers: dict[str, str]  # user -> SCRAM verifier, what userlist.txt and pg_authid hold
     rendered: str  # pgbouncer_ini() for this machine
     ini: str  # what pgbouncer actually reads (``rendered`` minus ``dropped``)
+    pki: "TierPki"
     dropped: list[str] = field(default_factory=list)
 
     @property
@@ -421,46 +448,89 @@ class PgTier:
 
     def via_pgbouncer(self, user: Optional[str] = None, password: Optional[str] = None,
                       dbname: Optional[str] = None, **kwargs) -> psycopg.Connection:
+        """A client of the pool, with TLS as the apps' DATABASE_URL asks for it: verify-full
+        against the internal CA (``sslmode=...`` in ``kwargs`` overrides it)."""
         user = user or self.app_user
-        return psycopg.connect(
-            host=HOST, port=self.pb.port, user=user, dbname=dbname or self.database,
-            password=self.passwords[user] if password is None else password,
-            autocommit=True, connect_timeout=5,
+        params = {
+            "host": HOST, "port": self.pb.port, "user": user, "dbname": dbname or self.database,
+            "password": self.passwords[user] if password is None else password,
+            "sslmode": "verify-full", "sslrootcert": str(self.pki.internal_ca.cert),
+            "autocommit": True, "connect_timeout": 5,
             # A local PgBouncer may predate max_prepared_statements: never auto-prepare.
-            prepare_threshold=None, **kwargs,
-        )
+            "prepare_threshold": None,
+        }
+        return psycopg.connect(**{**params, **kwargs})
 
     def admin_console(self, user: str = DEFAULT_STATS_USER) -> psycopg.Connection:
         # The admin console speaks only the simple query protocol.
         return self.via_pgbouncer(user=user, dbname="pgbouncer", cursor_factory=psycopg.ClientCursor)
 
 
+@dataclass(frozen=True)
+class TierPki:
+    """The two CAs of the tier, as in the cluster: CNPG's per-cluster CA signs PostgreSQL's
+    certificate (PgBouncer verifies it: server_tls_ca_file), the namespace's internal CA
+    signs PgBouncer's (the apps verify it: DATABASE_URL's sslrootcert)."""
+
+    cluster_ca: tls.Pair
+    postgres: tls.Pair
+    internal_ca: tls.Pair
+    pgbouncer: tls.Pair
+
+    @classmethod
+    def make(cls, root: Path, *, postgres_names: Sequence[str] = (), pgbouncer_names: Sequence[str] = ()) -> "TierPki":
+        """Both server certificates name 127.0.0.1 (where the daemons listen, so verify-full
+        holds) plus any extra DNS names."""
+        cluster_ca = tls.ca(root, "cluster-ca", "pg-lagos cluster CA (test)")
+        internal_ca = tls.ca(root, "internal-ca", "tikit internal CA (test)")
+        return cls(
+            cluster_ca=cluster_ca,
+            postgres=tls.issue(root, cluster_ca, "postgres", dns=postgres_names, ips=[HOST]),
+            internal_ca=internal_ca,
+            pgbouncer=tls.issue(root, internal_ca, "pgbouncer", dns=pgbouncer_names, ips=[HOST]),
+        )
+
+
+def server_tls(pair: tls.Pair) -> dict[str, str]:
+    """What CNPG sets for a server certificate (operator-owned ssl* parameters)."""
+    return {"ssl": "on", "ssl_cert_file": str(pair.cert), "ssl_key_file": str(pair.key)}
+
+
 @contextlib.contextmanager
-def pg_tier(template: PgTemplate, bouncer: str, s: settings.Settings) -> Iterator[PgTier]:
+def pg_tier(template: PgTemplate, bouncer: str, s: settings.Settings,
+            pki: Optional[TierPki] = None) -> Iterator[PgTier]:
     """PostgreSQL running ``postgres_parameters(s.postgres, s.derived)`` with the app role and database, and
     PgBouncer running ``pgbouncer_ini(s.pgbouncer)`` in front of it, authenticating the app,
-    the exporter's stats user and the admin user with SCRAM verifiers from userlist.txt."""
+    the exporter's stats user and the admin user with SCRAM verifiers from userlist.txt.
+    Both hops are TLS as in the cluster, with ``pki`` (made here unless given)."""
     app, db = names.PG_OWNER, names.PG_DATABASE
+    certs = private_dir("tikit-pki-")
+    pki = pki or TierPki.make(certs)
+    give_to_daemon_user(certs)
     # pgbench holds one socket per client, PgBouncer one per client plus its pools.
-    with nofile_limit(2 * s.pgbouncer.max_client_conn + 1024), \
-            PostgresServer(template, postgres_parameters(s.postgres, s.derived)) as pg, \
-            PgBouncerServer(bouncer) as pb:
-        users = (app, DEFAULT_STATS_USER, DEFAULT_ADMIN_USER)
-        passwords = {user: secrets.token_urlsafe(30) for user in users}
-        verifiers = {user: scram_sha256_verifier(pw, secrets.token_bytes(16)) for user, pw in passwords.items()}
-        with pg.connect() as conn:
-            # The role's password IS our verifier, so PgBouncer's copy matches byte for byte
-            # (SCRAM pass-through needs the same salt and iterations, not just the password).
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(app), sql.Literal(verifiers[app])))
-            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db), sql.Identifier(app)))
-        rendered = pgbouncer_ini(s.pgbouncer, database=db, host=HOST, port=pg.port,
-                                 listen_addr=HOST, listen_port=pb.port, auth_file=pb.auth_file)
-        ini, dropped = drop_unsupported(
-            rendered, pgbouncer_version(bouncer), {"max_prepared_statements": MAX_PREPARED_STATEMENTS_SINCE})
-        pb.start(ini, userlist_txt(verifiers))
-        yield PgTier(s=s, pg=pg, pb=pb, passwords=passwords, verifiers=verifiers,
-                     rendered=rendered, ini=ini, dropped=dropped)
+    try:
+        with nofile_limit(2 * s.pgbouncer.max_client_conn + 1024), \
+                PostgresServer(template, postgres_parameters(s.postgres, s.derived), operator=server_tls(pki.postgres)) as pg, \
+                PgBouncerServer(bouncer) as pb:
+            users = (app, DEFAULT_STATS_USER, DEFAULT_ADMIN_USER)
+            passwords = {user: secrets.token_urlsafe(30) for user in users}
+            verifiers = {user: scram_sha256_verifier(pw, secrets.token_bytes(16)) for user, pw in passwords.items()}
+            with pg.connect() as conn:
+                # The role's password IS our verifier, so PgBouncer's copy matches byte for byte
+                # (SCRAM pass-through needs the same salt and iterations, not just the password).
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(app), sql.Literal(verifiers[app])))
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db), sql.Identifier(app)))
+            files = TlsFiles(server_ca=str(pki.cluster_ca.cert), cert=str(pki.pgbouncer.cert), key=str(pki.pgbouncer.key))
+            rendered = pgbouncer_ini(s.pgbouncer, database=db, host=HOST, port=pg.port,
+                                     listen_addr=HOST, listen_port=pb.port, auth_file=pb.auth_file, tls=files)
+            ini, dropped = drop_unsupported(
+                rendered, pgbouncer_version(bouncer), {"max_prepared_statements": MAX_PREPARED_STATEMENTS_SINCE})
+            pb.start(ini, userlist_txt(verifiers))
+            yield PgTier(s=s, pg=pg, pb=pb, passwords=passwords, verifiers=verifiers,
+                         rendered=rendered, ini=ini, pki=pki, dropped=dropped)
+    finally:
+        shutil.rmtree(certs, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------

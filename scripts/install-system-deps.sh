@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian daemons the integration tests run against, when any is missing:
 # PostgreSQL + pgbench, PgBouncer, Redis + Sentinel, Prometheus (promtool), the Redis
-# exporter, shellcheck for the scripts the Redis tier renders, and Node.js, which loads
-# the rendered k6 load-test script.
+# exporter, shellcheck for the scripts the Redis tier renders, Node.js, which loads
+# the rendered k6 load-test script, Barman Cloud (barman-cli-cloud: WAL archive, base
+# backups and point-in-time restores against a local S3) and rclone (the Redis backups).
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/$1" >/dev/null; }
@@ -16,6 +17,8 @@ have promtool || need+=(prometheus)
 have prometheus-redis-exporter || need+=(prometheus-redis-exporter)
 have shellcheck || need+=(shellcheck)
 have node || need+=(nodejs)
+have barman-cloud-backup || need+=(barman-cli-cloud)
+have rclone || need+=(rclone)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -110,7 +110,8 @@ def test_deploying_stacks_must_name_their_clusters(stack):
     with pytest.raises(ConfigError) as err:
         load({}, stack=stack, deploying=True)
     assert str(err.value).startswith(f"regions[0].context: {stack} region 'lagos' has no kubeconfig context")
-    half = [{"name": "lagos", "role": "primary", "context": "c"}, {"name": "london", "role": "backup"}]
+    half = [{"name": "lagos", "role": "primary", "context": "c", "objectStorage": {"endpoint": "https://s3.af-south-1.amazonaws.com"}},
+            {"name": "london", "role": "backup", "objectStorage": {"endpoint": "https://s3.eu-west-2.amazonaws.com"}}]
     with pytest.raises(ConfigError, match=r"^regions\[1\]\.context: "):
         load({"regions": half}, stack=stack, deploying=True)
     assert load({"renderOnly": True}, stack=stack, deploying=True).render_only
@@ -126,7 +127,8 @@ def test_config_as_the_cli_provides_it_is_parsed(monkeypatch):
 
     monkeypatch.setattr(pulumi, "get_project", lambda: "tikit")
     monkeypatch.setattr(pulumi, "get_stack", lambda: "prod")
-    regions = [{"name": "lagos", "role": "primary", "context": "c1"}, {"name": "london", "role": "backup", "context": "c2"}]
+    regions = [{"name": "lagos", "role": "primary", "context": "c1", "objectStorage": {"endpoint": "https://s3.af-south-1.amazonaws.com"}},
+               {"name": "london", "role": "backup", "context": "c2", "objectStorage": {"endpoint": "https://s3.eu-west-2.amazonaws.com"}}]
     rc.set_all_config({
         "tikit:environment": "prod", "tikit:backend": json.dumps({"maxReplicas": 8}), "other:key": "x",
         "tikit:regions": json.dumps(regions),
@@ -241,17 +243,64 @@ def test_redis_deadlines_cover_the_waits_they_wrap():
     assert redis_conf.ROLE_RETRY_MIN_SECONDS <= redis_conf.ROLE_RETRY_MAX_SECONDS
 
 
-def test_object_storage_endpoint_per_region():
+AF_SOUTH_1 = "https://s3.af-south-1.amazonaws.com"
+EU_WEST_2 = "https://s3.eu-west-2.amazonaws.com"
+
+
+def test_each_region_has_its_own_object_store():
     regions = [
-        {"name": "lagos", "role": "primary", "objectStorageEndpoint": "https://s3.af-south-1.amazonaws.com"},
+        {"name": "lagos", "role": "primary", "objectStorage": {"endpoint": AF_SOUTH_1}},
         {"name": "london", "role": "backup"},
     ]
-    s = load({"regions": regions}, stack="prod")
-    assert s.object_storage_endpoint("lagos") == "https://s3.af-south-1.amazonaws.com"
-    # Unset: the stack-wide endpoint.
-    assert s.object_storage_endpoint("london") == s.object_storage.endpoint_url
-    with pytest.raises(ConfigError, match=r"^regions\[0\]\.objectStorageEndpoint: must be an http\(s\) URL"):
-        load({"regions": [{**regions[0], "objectStorageEndpoint": "s3.af-south-1"}]}, stack="prod")
+    s = load({"regions": regions}, stack="staging")
+    lagos, london = s.object_store("lagos"), s.object_store("london")
+    assert lagos.endpoint == AF_SOUTH_1
+    # Unset: the stack-wide endpoint (dev and staging may share one).
+    assert london.endpoint == s.object_storage.endpoint_url
+    assert (lagos.bucket, london.bucket) == ("tikit-backups-staging-lagos", "tikit-backups-staging-london")
+    # Its own keys per region, read-write for the owner, read-only for the peers.
+    assert (lagos.credentials_secret, lagos.read_only_credentials_secret) == ("tikit-backup-s3-lagos", "tikit-backup-s3-lagos-readonly")
+    assert london.credentials(read_only=True) == "tikit-backup-s3-london-readonly"
+    assert london.credentials(read_only=False) == "tikit-backup-s3-london"
+    stated = load({"regions": [{"name": "lagos", "role": "primary", "objectStorage": {
+        "endpoint": AF_SOUTH_1, "bucket": "pg-lagos-archive", "credentialsSecret": "lagos-rw",
+        "readOnlyCredentialsSecret": "lagos-ro-readonly"}}]}, stack="dev").object_store("lagos")
+    assert (stated.bucket, stated.credentials_secret, stated.read_only_credentials_secret) == (
+        "pg-lagos-archive", "lagos-rw", "lagos-ro-readonly")
+
+
+def test_prod_defaults_keep_each_regions_backups_in_that_region():
+    s = load({}, stack="prod")
+    assert s.object_store("lagos").endpoint == AF_SOUTH_1
+    assert s.object_store("london").endpoint == EU_WEST_2
+
+
+@pytest.mark.parametrize("regions, error", [
+    # prod has no shared default: the stack file says where each store lives.
+    ([{"name": "lagos", "role": "primary", "objectStorage": {"endpoint": AF_SOUTH_1}}, {"name": "london", "role": "backup"}],
+     r"^regions\[1\]\.objectStorage\.endpoint: prod states where london's backups live"),
+    ([{"name": "lagos", "role": "primary", "objectStorage": {"endpoint": "s3.af-south-1"}}],
+     r"^regions\[0\]\.objectStorage\.endpoint: must be an http\(s\) URL"),
+    ([{"name": "lagos", "role": "primary", "objectStorage": {"endpoint": AF_SOUTH_1, "region": "af-south-1"}}],
+     r"^regions\[0\]\.objectStorage\.region: unknown key; allowed: bucket, credentialsSecret, endpoint, readOnlyCredentialsSecret$"),
+    ([{"name": "lagos", "role": "primary", "objectStorage": {"endpoint": AF_SOUTH_1, "readOnlyCredentialsSecret": "lagos-ro"}}],
+     r"^regions\[0\]\.objectStorage\.readOnlyCredentialsSecret: 'lagos-ro' must end with '-readonly'"),
+    ([{"name": "lagos", "role": "primary", "objectStorage": {"endpoint": AF_SOUTH_1, "credentialsSecret": "lagos-readonly"}}],
+     r"^regions\[0\]\.objectStorage\.credentialsSecret: 'lagos-readonly' holds read-write keys"),
+    ([{"name": "london", "role": "backup", "objectStorage": {"endpoint": EU_WEST_2, "credentialsSecret": "shared"}},
+      {"name": "lagos", "role": "primary", "objectStorage": {"endpoint": AF_SOUTH_1, "credentialsSecret": "shared"}}],
+     r"^regions\[1\]\.objectStorage\.credentialsSecret: 'shared' is already london's credentialsSecret; each store has its own keys"),
+    ([{"name": "lagos", "role": "primary", "objectStorage": {"endpoint": AF_SOUTH_1, "bucket": "one"}},
+      {"name": "london", "role": "backup", "objectStorage": {"endpoint": EU_WEST_2, "bucket": "one"}}],
+     r"^regions\[1\]\.objectStorage\.bucket: 'one' is lagos's bucket too"),
+    ([{"name": "lagos", "role": "primary", "objectStorage": {"endpoint": AF_SOUTH_1, "bucket": "Not_A_Bucket"}}],
+     r"^regions\[0\]\.objectStorage\.bucket: must be an S3 bucket name"),
+    ([{"name": "lagos", "role": "primary", "objectStorageEndpoint": AF_SOUTH_1}],
+     r"^regions\[0\]\.objectStorageEndpoint: unknown key; did you mean 'objectStorage'\?"),
+])
+def test_object_store_errors_name_the_key(regions, error):
+    with pytest.raises(ConfigError, match=error):
+        load({"regions": regions}, stack="prod")
 
 
 def test_replication_peer_cidr_is_gone():
@@ -357,7 +406,8 @@ def test_unknown_keys_suggest_the_closest_one():
 def test_regions_keep_their_placement_defaults_when_a_stack_lists_them():
     """Pulumi.prod.yaml lists its regions (with contexts): Lagos stays the Local Zone with an
     on-demand fallback for workers, London eu-west-2 without."""
-    s = load({"regions": [{"name": "lagos", "role": "primary", "context": "c1"}, {"name": "london", "role": "backup"}]}, stack="prod")
+    s = load({"regions": [{"name": "lagos", "role": "primary", "context": "c1", "objectStorage": {"endpoint": "https://s3.af-south-1.amazonaws.com"}},
+                          {"name": "london", "role": "backup", "objectStorage": {"endpoint": "https://s3.eu-west-2.amazonaws.com"}}]}, stack="prod")
     lagos, london = s.regions
     assert lagos.zones == ("af-south-1-los-1a",) and lagos.spot_fallback is True
     assert london.zones == ("eu-west-2a", "eu-west-2b", "eu-west-2c") and london.spot_fallback is False

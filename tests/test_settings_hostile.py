@@ -29,7 +29,7 @@ TRAILING = [
     ({"namespace": "tikit\n"}, "namespace"),
     ({"regions": [{**PRIMARY, "name": "lagos\n"}]}, "regions[0].name"),
     ({"regions": [{**PRIMARY, "geoTag": "lagos\n"}]}, "regions[0].geoTag"),
-    ({"regions": [{**PRIMARY, "objectStorageEndpoint": "https://s3.example.com\n"}]}, "regions[0].objectStorageEndpoint"),
+    ({"regions": [{**PRIMARY, "objectStorage": {"endpoint": "https://s3.example.com\n"}}]}, "regions[0].objectStorage.endpoint"),
     ({"backend": {"image": "ghcr.io/tikit/backend:1.0.0\n"}}, "backend.image"),
     ({"workers": {"spotNodeLabelValue": "spot\n"}}, "workers.spotNodeLabelValue"),
     ({"workers": {"spotTaintValue": "spot\n"}}, "workers.spotTaintValue"),
@@ -177,7 +177,8 @@ def test_storage_classes_are_dns_subdomains(name):
 
 @pytest.mark.parametrize("context", ["tikit-prod-lagos", "arn:aws:eks:eu-west-1:123456789012:cluster/prod", "gke_p_europe-west2_prod", "admin@kind"])
 def test_kubeconfig_contexts_keep_their_own_alphabet(context):
-    assert load({"regions": [{**PRIMARY, "context": context}]}, stack="prod").regions[0].context == context
+    region = {**PRIMARY, "context": context, "objectStorage": {"endpoint": "https://s3.af-south-1.amazonaws.com"}}
+    assert load({"regions": [region]}, stack="prod").regions[0].context == context
 
 
 @pytest.mark.parametrize("image", ["ghcr.io/tikit/backend:_build", "ghcr.io/tikit/backend:1.0.", "ghcr.io/tikit/backend:" + "v" * 62 + "-x1"])

@@ -53,6 +53,23 @@ def runs(schedule: str, start: datetime = _REFERENCE, *, until: Optional[datetim
     return out
 
 
+WEEK_SECONDS = 7 * DAY_SECONDS
+
+
+def weekly_period_seconds(schedule: str) -> Optional[int]:
+    """The period of a weekly schedule (one minute, one hour, one weekday, every month): a
+    week; else what period_seconds() says (hourly ... daily).  The restore drills' age alert
+    follows it."""
+    from croniter import croniter
+
+    if not is_valid(schedule):
+        return None
+    minutes, hours, days, months, weekdays = croniter(schedule).expanded[:5]
+    if len(minutes) == 1 and len(hours) == 1 and days == ["*"] and months == ["*"] and len(weekdays) == 1 and weekdays != ["*"]:
+        return WEEK_SECONDS
+    return period_seconds(schedule)
+
+
 def period_seconds(schedule: str) -> Optional[int]:
     """The fixed period of a regular schedule (five fields, or six with seconds first) that
     runs every N hours with N dividing a day: hourly, every 6 hours, daily.  None for

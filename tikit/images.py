@@ -96,6 +96,15 @@ PINS: tuple[Pin, ...] = (
         record="kubernetes/k8s.io registry.k8s.io/images/k8s-staging-kubernetes/images.yaml @ecf019a (the image promoter's manifest)",
     ),
     Pin(
+        # A shell and kubectl 1.31 in one image (the restore drill creates, watches and
+        # deletes its Cluster and execs psql); kubectl 1.31 speaks to API servers 1.30-1.32.
+        key="kubectl",
+        repository="docker.io/alpine/k8s",
+        tag="1.31.1",
+        digest="sha256:dfe8c7a06c41d0b6e8757da99531f8f302e9a2687fa0155af4c4087df585c9c8",
+        record="policy-as-versioned-code/policy-checker Dockerfile @9021238 (Renovate pull request 80, the 1.31.1 index)",
+    ),
+    Pin(
         key="curl",
         repository="docker.io/curlimages/curl",
         tag="8.11.1",

@@ -37,6 +37,12 @@ CNPG_CLUSTER_LABEL = "cnpg.io/cluster"
 # label of older releases is deprecated).
 CNPG_INSTANCE_ROLE_LABEL = "cnpg.io/instanceRole"
 PG_SCHEDULED_BACKUP = "pg-daily"
+# Restore drills (docs/runbooks/restore-drills.md): the canary CronJob writes a row every
+# few minutes in the primary region; the drill CronJobs restore and check in the backup
+# region, the PostgreSQL one through a throwaway Cluster of this name.
+PG_CANARY = "pg-canary"
+PG_RESTORE_DRILL = "pg-restore-drill"
+REDIS_RESTORE_DRILL = "redis-restore-drill"
 
 # PgBouncer pools
 PGBOUNCER_RW = "pgbouncer-rw"            # write pool in front of <cluster>-rw
@@ -45,6 +51,27 @@ PGBOUNCER_AUTH_SECRET = "pgbouncer-auth" # userlist.txt for both pools
 PGBOUNCER_EXPORTER_SECRET = "pgbouncer-exporter"  # the exporter's admin-console connection string
 PGBOUNCER_PORT = 6432
 PGBOUNCER_EXPORTER_PORT = 9127
+
+
+def pgbouncer_tls_secret(pool: str) -> str:
+    """cert-manager's Secret with a pool's certificate (tls.crt, tls.key, and ca.crt: the CA
+    that issued it)."""
+    return f"{pool}-tls"
+
+
+def cnpg_ca_secret(cluster: str) -> str:
+    """The CA CNPG creates for a cluster and signs its server certificate with (key ca.crt)."""
+    return f"{cluster}-ca"
+
+
+# TLS inside the namespace (docs/postgres.md, "TLS"): a self-signed root issues the
+# namespace's internal CA, which issues the PgBouncer pools' certificates.
+SELF_SIGNED_ISSUER = "tikit-selfsigned"
+INTERNAL_CA = "tikit-internal-ca"        # the CA's Certificate, its Secret and the CA Issuer
+# Where the apps (and the jobs that use DATABASE_URL) find the CA that signed the pools'
+# certificates: DATABASE_URL's sslrootcert.
+DATABASE_CA_DIR = "/etc/tikit/database-ca"
+DATABASE_CA_FILE = f"{DATABASE_CA_DIR}/ca.crt"
 
 # Redis
 REDIS = "redis"
@@ -113,7 +140,6 @@ REGION_ROLE_ANNOTATION = "tikit.app/region-role"                          # Name
 TARGET_USERS_ANNOTATION = "tikit.app/target-concurrent-users"              # Namespace
 REQUESTS_PER_USER_ANNOTATION = "tikit.app/requests-per-user-per-minute"   # Namespace
 DB_CONNECTIONS_ANNOTATION = "tikit.app/db-connections-per-replica"        # Deployment of a database client
-STORAGE_REGION_ANNOTATION = "tikit.app/storage-region"                    # ObjectStore: the region its bucket lives in
 POD_SECURITY_EXCEPTION_ANNOTATION = "tikit.app/pod-security-exception"    # Namespace of an operator: why below restricted
 INTERRUPTIBLE_ANNOTATION = "tikit.app/interruptible"                      # workload: "true" = may run on spot
 # The capacity model's inputs (docs/autoscaling.md, "Capacity model").

@@ -52,12 +52,23 @@ PRESETS: dict[str, tuple[Any, Any, Any]] = {
     "nodes.bufferPods":                     (0,        1,         4),
     # Chaos experiments run where people rehearse failures, not in prod by default.
     "resilience.enabled":                   (False,    True,      False),
+    # Weekly restore drills in the backup region (docs/runbooks/restore-drills.md).
+    "restoreDrills.enabled":                (False,    True,      True),
 }
 
-REGION_PRESETS: dict[str, list[dict[str, str]]] = {
+# Each region's backups in (or near) that region: Lagos in af-south-1 (Cape Town, the AWS
+# region of the Lagos Local Zone), London in eu-west-2.  dev and staging share
+# objectStorage.endpointUrl; prod states every region's endpoint (settings refuse it without).
+AF_SOUTH_1 = "https://s3.af-south-1.amazonaws.com"
+EU_WEST_2 = "https://s3.eu-west-2.amazonaws.com"
+
+REGION_PRESETS: dict[str, list[dict[str, Any]]] = {
     "dev": [{"name": "lagos", "role": "primary"}],
     "staging": [{"name": "lagos", "role": "primary"}, {"name": "london", "role": "backup"}],
-    "prod": [{"name": "lagos", "role": "primary"}, {"name": "london", "role": "backup"}],
+    "prod": [
+        {"name": "lagos", "role": "primary", "objectStorage": {"endpoint": AF_SOUTH_1}},
+        {"name": "london", "role": "backup", "objectStorage": {"endpoint": EU_WEST_2}},
+    ],
 }
 
 

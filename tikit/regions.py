@@ -19,6 +19,7 @@ from tikit import names
 from tikit.components import nodeapp
 from tikit.components.addons import Addons, AddonsArgs
 from tikit.components.backend import Backend, BackendArgs
+from tikit.components.drills import Drills, DrillsArgs
 from tikit.components.failover import Failover, FailoverArgs
 from tikit.components.gateway import Gateway, GatewayArgs
 from tikit.components.monitoring import Monitoring, MonitoringArgs
@@ -28,7 +29,7 @@ from tikit.components.pgbouncer import PgBouncer, PgBouncerArgs
 from tikit.components.postgres import Postgres, PostgresArgs
 from tikit.components.redis import Redis, RedisArgs
 from tikit.components.resilience import Resilience, ResilienceArgs
-from tikit.components.postgres import Store
+from tikit.components.tls import InternalCa, InternalCaArgs
 from tikit.components.workers import Workers, WorkersArgs
 from tikit.settings import Region as RegionSettings
 from tikit.settings import Settings
@@ -209,18 +210,20 @@ class Region(pulumi.ComponentResource):
         self.postgres = Postgres(
             t.rname("postgres"),
             PostgresArgs(
-                target=t, postgres=cfg.postgres, derived=cfg.derived, object_storage=cfg.object_storage,
+                target=t, postgres=cfg.postgres, derived=cfg.derived,
                 region=self.region.name, primary=cfg.primary.name,
-                stores={r.name: Store(cfg.bucket(r.name), cfg.object_storage_endpoint(r.name)) for r in cfg.regions},
+                stores={r.name: cfg.object_store(r.name) for r in cfg.regions},
                 password=c.postgres_password, scram_salt=c.scram_salt_base64,
             ),
             opts=self.tier_opts,
         )
+        self.internal_ca = InternalCa(t.rname("internal-ca"), InternalCaArgs(target=t), opts=self.tier_opts)
         self.pgbouncer = PgBouncer(
             t.rname("pgbouncer"),
             PgBouncerArgs(
                 target=t, pgbouncer=cfg.pgbouncer, database=names.PG_DATABASE, owner=names.PG_OWNER,
                 write_service=self.postgres.write_service, read_service=self.postgres.read_service,
+                cluster_ca_secret=names.cnpg_ca_secret(self.postgres.cluster_name), issuer=self.internal_ca.issuer,
                 owner_password=c.postgres_password, owner_verifier=self.postgres.verifier,
                 stats_password=c.pgbouncer_stats_password, stats_salt=c.pgbouncer_stats_salt_base64,
             ),
@@ -231,13 +234,25 @@ class Region(pulumi.ComponentResource):
             t.rname("redis"),
             RedisArgs(
                 target=t, redis=cfg.redis, maxmemory_bytes=cfg.derived.redis_maxmemory_bytes,
-                object_storage=cfg.object_storage, bucket=cfg.bucket(self.region.name),
-                endpoint_url=cfg.object_storage_endpoint(self.region.name), password=c.redis_password,
+                store=cfg.object_store(self.region.name), password=c.redis_password,
                 sentinel_password=c.redis_sentinel_password,
             ),
             opts=self.tier_opts,
         )
         self.entry_points["redis"] = self.redis.url
+        drilled = self.region.name in {r.name for r in cfg.drilled_regions}
+        canary = cfg.restore_drills.enabled and self.region.role == "primary"
+        if drilled or canary:
+            self.drills = Drills(
+                t.rname("restore-drills"),
+                DrillsArgs(
+                    target=t, drills=cfg.restore_drills, postgres=cfg.postgres, derived=cfg.derived, redis=cfg.redis,
+                    primary=cfg.primary.name, primary_store=cfg.object_store(cfg.primary.name),
+                    canary=canary, drill=drilled,
+                    redis_backup_max_age_seconds=cfg.monitoring.redis_backup_max_age_seconds,
+                ),
+                opts=self.tier_opts,
+            )
         self.gateway = Gateway(
             t.rname("gateway"),
             GatewayArgs(
@@ -273,6 +288,8 @@ class Region(pulumi.ComponentResource):
                 redis_sentinels=cfg.redis.sentinels,
                 pg_cluster=names.pg_cluster(self.region.name),
                 k6=cfg.resilience.enabled and self.region.role == "primary",
+                canary=canary,
+                drills=drilled,
             ),
             opts=self.tier_opts,
         )
@@ -293,7 +310,7 @@ class Region(pulumi.ComponentResource):
             MonitoringArgs(
                 target=t, monitoring=cfg.monitoring, addons=cfg.addons, derived=cfg.derived, backend=cfg.backend,
                 workers=cfg.workers, backup_schedule=cfg.postgres.backup_schedule, role=self.region.role,
-                gslb=len(cfg.regions) > 1,
+                gslb=len(cfg.regions) > 1, drill_schedule=cfg.restore_drills.schedule if drilled else "",
             ),
             opts=self.tier_opts,
         )

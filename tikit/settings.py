@@ -19,9 +19,9 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Optional
+from typing import Annotated, Any, Literal, Mapping, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 from tikit import checks, cron, images
@@ -91,6 +91,44 @@ def _strings(default: tuple[str, ...]) -> Any:
 # --------------------------------------------------------------------------------------
 
 
+# Read-only credentials Secrets end with this: the policy pack tells them from read-write
+# ones by name (it cannot see the keys, which are created out of band).
+READ_ONLY_SUFFIX = "-readonly"
+# A whole S3 bucket name (3-63 characters), not just a prefix.
+BUCKET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+OptionalBucketName = Annotated[
+    str, AfterValidator(lambda v: _optional(v, BUCKET_NAME_RE, "an S3 bucket name (3-63 lowercase letters, digits, '.', '-')"))
+]
+OptionalDnsLabel = Annotated[
+    str, AfterValidator(lambda v: _optional(v, checks.DNS_LABEL_RE, "a DNS label (lowercase letters, digits and '-', at most 63)"))
+]
+
+
+def _optional(value: str, rx: "re.Pattern[str]", what: str) -> str:
+    if value and not rx.match(value):
+        raise ValueError(f"must be {what}, got {value!r}")
+    return value
+
+
+class RegionObjectStorage(Section):
+    """Where THIS region's backups live: its PostgreSQL WAL archive and base backups and its
+    Redis snapshots (docs/postgres.md, "Object storage per region").  Every value left empty
+    takes the stack-wide default; prod must state ``endpoint`` for every region."""
+
+    # S3 endpoint of the storage that holds this region's bucket, used wherever the bucket
+    # is read or written (in this region and by every peer).  "" = objectStorage.endpointUrl.
+    endpoint: checks.OptionalUrl = ""
+    # "" = <objectStorage.bucketPrefix>-<environment>-<region>.
+    bucket: OptionalBucketName = ""
+    # Secret with READ-WRITE keys to this bucket, in this region's cluster only.
+    # "" = <objectStorage.credentialsSecret>-<region>.
+    credentials_secret: OptionalDnsLabel = ""
+    # Secret with READ-ONLY keys to this bucket, in every OTHER region's cluster (they
+    # bootstrap, replay WAL and run restore drills from it).  Must end with "-readonly".
+    # "" = <credentials secret>-readonly.
+    read_only_credentials_secret: OptionalDnsLabel = ""
+
+
 class NodeClass(Section):
     """The Karpenter node class a region's NodePools launch from (docs/nodes.md).
 
@@ -127,10 +165,8 @@ class Region(Section):
     context: checks.KubeContext = ""
     # k8gb geo tag of this cluster (k8gb install setting clusterGeoTag); defaults to the name.
     geo_tag: checks.GeoTag = ""
-    # S3 endpoint of the object storage that holds THIS region's bucket (PostgreSQL's
-    # ObjectStore and the Redis backup job, in every region that reads it); empty means
-    # objectStorage.endpointUrl.
-    object_storage_endpoint: checks.OptionalUrl = ""
+    # This region's own object store (endpoint, bucket, credentials).
+    object_storage: RegionObjectStorage = Field(default_factory=RegionObjectStorage, strict=False)
     # "install": the add-ons tier installs the operators (tikit/versions.py) in this
     # cluster; "external": the cluster's platform team already runs them (README lists
     # what must then be present) and nothing is installed here.  Unset: "install" where
@@ -292,12 +328,17 @@ class Redis(Section):
 
 
 class ObjectStorage(Section):
-    """S3-compatible storage for PostgreSQL and Redis backups, one bucket per region."""
+    """S3-compatible storage for PostgreSQL and Redis backups: the stack-wide defaults of
+    each region's own store (regions[].objectStorage overrides them per region)."""
 
+    # The shared default endpoint of dev and staging.  prod has none: each region states
+    # its own (regions[].objectStorage.endpoint), so the copies really are apart.
     endpoint_url: checks.Url = "https://s3.eu-west-2.amazonaws.com"
     # Bucket per region: "<bucketPrefix>-<environment>-<region>".
     bucket_prefix: checks.Bucket = "tikit-backups"
-    # Secret (created out of band, e.g. by External Secrets) holding the S3 keys.
+    # Prefix of each region's credentials Secrets (created out of band, e.g. by External
+    # Secrets): "<this>-<region>" with read-write keys, "<this>-<region>-readonly" with
+    # read-only ones.  Both Secrets hold the keys under the two names below.
     credentials_secret: checks.DnsLabel = "tikit-backup-s3"
     access_key_id_key: checks.SecretKey = "ACCESS_KEY_ID"
     secret_access_key_key: checks.SecretKey = "ACCESS_SECRET_KEY"
@@ -348,6 +389,9 @@ class Monitoring(Section):
     # PgBouncer: server connections in use as a share of max_db_connections.
     pool_saturation_warning_percent: int = Field(80, ge=1, le=100)
     pool_saturation_critical_percent: int = Field(95, ge=1, le=100)
+    # Persistent volumes (PostgreSQL data and WAL, Redis): used space as a share of capacity.
+    volume_usage_warning_percent: int = Field(80, ge=1, le=100)
+    volume_usage_critical_percent: int = Field(90, ge=1, le=100)
     # Oldest client waiting for a server connection (SHOW POOLS maxwait).
     pool_wait_critical_seconds: int = Field(10, ge=1, le=3600)
     # London replays WAL from the object store: a segment reaches it after archive_timeout
@@ -494,6 +538,21 @@ class Dns(Section):
     acme_server: checks.Url = "https://acme-v02.api.letsencrypt.org/directory"
 
 
+class RestoreDrills(Section):
+    """Restore drills (docs/runbooks/restore-drills.md): in each backup region (the primary
+    when there is none), a throwaway CNPG cluster recovered from the primary region's store
+    to a recent time, checked against the restore canary, then deleted; and the newest
+    Redis snapshot restored and checked.  The primary region writes the canary."""
+
+    enabled: bool
+    # Five fields, Etc/UTC: weekly, after the daily base backup and outside the Lagos peak.
+    schedule: checks.Cron5 = "0 4 * * 2"
+    # The drill job's shell and kubectl (it creates, watches and deletes the drill Cluster).
+    kubectl_image: checks.Image = images.ref("kubectl")
+
+
+
+
 class Resilience(Section):
     """The notes' "Testing Auto-Scaling": a k6 load test (k6-operator TestRun) and Chaos Mesh
     experiments on a schedule (docs/resilience.md)."""
@@ -554,6 +613,7 @@ SECTIONS: dict[str, type[Section]] = {
     "addons": Addons,
     "dns": Dns,
     "resilience": Resilience,
+    "restoreDrills": RestoreDrills,
 }
 TOP_LEVEL_KEYS = ("environment", "namespace", "regions", "renderOnly", *SECTIONS)
 
@@ -585,6 +645,7 @@ class Settings:
     addons: Addons
     dns: Dns
     resilience: Resilience
+    restore_drills: RestoreDrills
     derived: Derived
     # Regions without a kubeconfig context render YAML; staging and prod must ask for it.
     render_only: bool = False
@@ -596,6 +657,14 @@ class Settings:
     @property
     def backups(self) -> tuple[Region, ...]:
         return tuple(r for r in self.regions if r.role == "backup")
+
+    @property
+    def drilled_regions(self) -> tuple[Region, ...]:
+        """Where restore drills run: the backup regions (they restore the primary's backups
+        with its read-only keys), else the primary itself; none when drills are off."""
+        if not self.restore_drills.enabled:
+            return ()
+        return self.backups or (self.primary,)
 
     @property
     def is_prod(self) -> bool:
@@ -613,12 +682,39 @@ class Settings:
         return f"{self.project}-{self.environment}-{region}"
 
     def bucket(self, region: str) -> str:
-        return f"{self.object_storage.bucket_prefix}-{self.environment}-{region}"
+        return self.object_store(region).bucket
 
-    def object_storage_endpoint(self, region: str) -> str:
-        """S3 endpoint of ``region``'s bucket: the region's own, else objectStorage.endpointUrl."""
-        own = next(r.object_storage_endpoint for r in self.regions if r.name == region)
-        return own or self.object_storage.endpoint_url
+    def object_store(self, region: str) -> "ObjectStore":
+        """``region``'s own object store, every default resolved."""
+        r = next(r for r in self.regions if r.name == region)
+        own, o = r.object_storage, self.object_storage
+        credentials = own.credentials_secret or f"{o.credentials_secret}-{region}"
+        return ObjectStore(
+            region=region,
+            endpoint=own.endpoint or o.endpoint_url,
+            bucket=own.bucket or f"{o.bucket_prefix}-{self.environment}-{region}",
+            credentials_secret=credentials,
+            read_only_credentials_secret=own.read_only_credentials_secret or f"{credentials}{READ_ONLY_SUFFIX}",
+            access_key_id_key=o.access_key_id_key,
+            secret_access_key_key=o.secret_access_key_key,
+        )
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """One region's bucket, resolved: where it is, and the two Secrets that open it (the
+    read-write one exists in the region's own cluster, the read-only one in every peer's)."""
+
+    region: str
+    endpoint: str
+    bucket: str
+    credentials_secret: str
+    read_only_credentials_secret: str
+    access_key_id_key: str
+    secret_access_key_key: str
+
+    def credentials(self, *, read_only: bool) -> str:
+        return self.read_only_credentials_secret if read_only else self.credentials_secret
 
 
 # --------------------------------------------------------------------------------------
@@ -684,7 +780,19 @@ def _section(cls: type[Section], prefix: str, values: Any) -> Any:
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = tuple(error["loc"])
-        raise ConfigError(_key(prefix, loc), _message(error, _allowed(cls, loc[:-1]))) from None
+        # The innermost section the error is in (regions[].objectStorage is one of its own).
+        owner, depth = cls, 0
+        while depth < len(loc) - 1:
+            field = next((f for n, f in owner.model_fields.items() if (f.alias or n) == loc[depth]), None)
+            inner = field.annotation if field is not None else None
+            if not (isinstance(inner, type) and issubclass(inner, Section)):
+                break
+            owner, depth = inner, depth + 1
+        allowed = sorted(f.alias or name for name, f in owner.model_fields.items())
+        if error["type"] == "extra_forbidden":
+            # Nested maps (postgres.parameters) have no extra keys; this is the section's own.
+            loc = loc[: depth + 1]
+        raise ConfigError(_key(prefix, loc), _message(error, allowed)) from None
 
 
 def _allowed(cls: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
@@ -705,7 +813,7 @@ def _allowed(cls: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
 
 def _regions(value: Any) -> tuple[Region, ...]:
     if not isinstance(value, list) or not value:
-        raise ConfigError("regions", "must be a non-empty list of {name, role[, context, geoTag, objectStorageEndpoint]}")
+        raise ConfigError("regions", "must be a non-empty list of {name, role[, context, geoTag, objectStorage]}")
     regions = tuple(
         _section(Region, f"regions[{i}]", {**REGION_DEFAULTS.get(r.get("name"), {}), **r} if isinstance(r, Mapping) else r)
         for i, r in enumerate(value)
@@ -749,6 +857,7 @@ def _monitoring_checks(m: Monitoring) -> None:
         ("latencyP99WarningSeconds", m.latency_p99_warning_seconds, m.latency_p99_critical_seconds),
         ("dbConnectionsWarningPercent", m.db_connections_warning_percent, m.db_connections_critical_percent),
         ("poolSaturationWarningPercent", m.pool_saturation_warning_percent, m.pool_saturation_critical_percent),
+        ("volumeUsageWarningPercent", m.volume_usage_warning_percent, m.volume_usage_critical_percent),
     )
     for key, warn, crit in pairs:
         if warn >= crit:
@@ -767,11 +876,48 @@ def _gslb_zone_checks(s: Settings) -> None:
         raise ConfigError("gateway.hostname", f"'{s.gateway.hostname}' must be a name in dns.parentZone '{dns.parent_zone}'")
     if not dns.gslb_zone.endswith("." + dns.parent_zone):
         raise ConfigError("dns.gslbZone", f"'{dns.gslb_zone}' must be a zone under dns.parentZone '{dns.parent_zone}'")
+
+
 # S3's bucket naming rules: 3 to 63 characters (Settings.bucket builds the name).
 S3_BUCKET_MAX = 63
 
 
-def _cross_checks(s: Settings) -> None:
+
+
+def _object_store_checks(s: Settings, declared: list[str]) -> None:
+    """Each region's store is its own: its own bucket and Secrets, read-only keys named as
+    such for the peers, and in prod an endpoint the stack file states (no shared default).
+    ``declared`` is the regions' names in stack-file order (errors name that index)."""
+    seen_buckets: dict[str, str] = {}
+    secrets: dict[str, str] = {}
+    by_name = {r.name: r for r in s.regions}
+    for i, name in enumerate(declared):
+        region = by_name[name]
+        key = f"regions[{i}].objectStorage"
+        store = s.object_store(region.name)
+        if s.is_prod and not region.object_storage.endpoint:
+            raise ConfigError(
+                f"{key}.endpoint",
+                f"prod states where {region.name}'s backups live (e.g. https://s3.af-south-1.amazonaws.com); "
+                "there is no shared default",
+            )
+        if store.bucket in seen_buckets:
+            raise ConfigError(f"{key}.bucket", f"'{store.bucket}' is {seen_buckets[store.bucket]}'s bucket too; each region has its own")
+        seen_buckets[store.bucket] = region.name
+        if store.credentials_secret.endswith(READ_ONLY_SUFFIX):
+            raise ConfigError(f"{key}.credentialsSecret", f"'{store.credentials_secret}' holds read-write keys; it may not end with '{READ_ONLY_SUFFIX}'")
+        if not store.read_only_credentials_secret.endswith(READ_ONLY_SUFFIX):
+            raise ConfigError(
+                f"{key}.readOnlyCredentialsSecret",
+                f"'{store.read_only_credentials_secret}' must end with '{READ_ONLY_SUFFIX}' (the policy pack reads the name)",
+            )
+        for field, name in (("credentialsSecret", store.credentials_secret), ("readOnlyCredentialsSecret", store.read_only_credentials_secret)):
+            if name in secrets:
+                raise ConfigError(f"{key}.{field}", f"'{name}' is already {secrets[name]}; each store has its own keys")
+            secrets[name] = f"{region.name}'s {field}"
+
+
+def _cross_checks(s: Settings, declared: list[str]) -> None:
     b, w, r = s.backend, s.workers, s.redis
     for region in s.regions:
         bucket = s.bucket(region.name)
@@ -817,6 +963,12 @@ def _cross_checks(s: Settings) -> None:
     _monitoring_checks(s.monitoring)
     if len(s.regions) > 1:
         _gslb_zone_checks(s)
+    _object_store_checks(s, declared)
+    if s.restore_drills.enabled and cron.weekly_period_seconds(s.restore_drills.schedule) is None:
+        raise ConfigError(
+            "restoreDrills.schedule",
+            f"the drill-age alert needs a weekly, daily or every-N-hours schedule, got '{s.restore_drills.schedule}'",
+        )
     backup_period_seconds("postgres.backupSchedule", s.postgres.backup_schedule)
     redis_period = backup_period_seconds("redis.backupSchedule", r.backup_schedule)
     max_age = s.monitoring.redis_backup_max_age_seconds
@@ -874,8 +1026,8 @@ def load(config: Mapping[str, Any], *, stack: str, project: str = PROJECT, deplo
         derived=derive(**inputs, regions=regions),
         **by_field,
     )
-    _cross_checks(s)
     order = [r.get("name") if isinstance(r, Mapping) else None for r in raw_regions]
+    _cross_checks(s, order)
     _addons_targets(s, order)
     if deploying:
         _targets(s, order)

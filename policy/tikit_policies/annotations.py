@@ -13,8 +13,11 @@ TARGET_CONCURRENT_USERS = "tikit.app/target-concurrent-users"
 REQUESTS_PER_USER_PER_MINUTE = "tikit.app/requests-per-user-per-minute"
 # Deployment of a database client: connections each replica may open to each PgBouncer pool.
 DB_CONNECTIONS_PER_REPLICA = "tikit.app/db-connections-per-replica"
-# ObjectStore: the region its bucket lives in (the program sets it on every ObjectStore).
-STORAGE_REGION = "tikit.app/storage-region"
+
+# Not an annotation: how the names of read-only object-storage credentials Secrets end
+# (tikit/settings.py READ_ONLY_SUFFIX; the backup-stores policy reads Secret names, since
+# the keys themselves are created out of band).
+READ_ONLY_SECRET_SUFFIX = "-readonly"
 # Namespace of an operator add-on: why it enforces a Pod Security level below
 # "restricted" (its pods need the host, or its chart's pods do not meet the profile).
 POD_SECURITY_EXCEPTION = "tikit.app/pod-security-exception"
@@ -47,7 +50,6 @@ ALL = {
     "TARGET_CONCURRENT_USERS": TARGET_CONCURRENT_USERS,
     "REQUESTS_PER_USER_PER_MINUTE": REQUESTS_PER_USER_PER_MINUTE,
     "DB_CONNECTIONS_PER_REPLICA": DB_CONNECTIONS_PER_REPLICA,
-    "STORAGE_REGION": STORAGE_REGION,
     "POD_SECURITY_EXCEPTION": POD_SECURITY_EXCEPTION,
     "INTERRUPTIBLE": INTERRUPTIBLE,
     "LOAD_PROFILE": LOAD_PROFILE,

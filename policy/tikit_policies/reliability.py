@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
 
 from . import annotations as ann
 from .base import ADVISORY, Report, choice, integer, resource_policy, schema, stack_policy, strings
@@ -479,48 +481,185 @@ backup_retention = stack_policy(
 )
 
 
-def _location(store: Obj, regions: list[str]) -> Optional[str]:
-    """Where a bucket lives: its storage-region annotation, the region its path names, else its cluster's."""
-    declared = store.annotations.get(ann.STORAGE_REGION)
-    if isinstance(declared, str):
-        return declared
-    path = _store_path(store) or ""
-    named = [r for r in regions if re.search(rf"(^|[^a-z0-9]){re.escape(r)}($|[^a-z0-9])", path)]
-    return named[0] if len(named) == 1 else store.region
+# ---- object stores: who writes where, and with which keys ---------------------------------------
+
+
+def store_location(endpoint: Any) -> Optional[str]:
+    """Where an S3 endpoint keeps its buckets: the AWS region of an AWS endpoint
+    (s3.<region>.amazonaws.com and its dual-stack and dash forms), else the host[:port] of
+    any other S3-compatible service (two hosts count as two places)."""
+    if not isinstance(endpoint, str) or not endpoint:
+        return None
+    url = urlsplit(endpoint.strip())
+    host = (url.hostname or "").lower().rstrip(".")
+    if not host:
+        return None
+    m = _AWS_S3_HOST.match(host)
+    if m:
+        return m.group(1)
+    if host in ("s3.amazonaws.com", "s3-external-1.amazonaws.com"):
+        return "us-east-1"
+    return f"{host}:{url.port}" if url.port else host
+
+
+_AWS_S3_HOST = re.compile(r"^s3[.-](?:dualstack\.)?([a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-[0-9]+)\.amazonaws\.com(?:\.cn)?$")
+
+
+def _store_endpoint(store: Obj) -> Optional[str]:
+    endpoint = get(store.spec, "configuration", "endpointURL")
+    return endpoint.rstrip("/") if isinstance(endpoint, str) and endpoint else None
+
+
+def _store_keys(store: Obj) -> set[str]:
+    """The Secrets a store's keys come from ('<IAM role>' when it inherits the pod's role)."""
+    creds = as_dict(get(store.spec, "configuration", "s3Credentials"))
+    if creds.get("inheritFromIAMRole") is True:
+        return {"<IAM role>"}
+    return {n for n in (get(creds, "accessKeyId", "name"), get(creds, "secretAccessKey", "name")) if isinstance(n, str)}
+
+
+def _where(store: Obj) -> str:
+    return f"{_store_endpoint(store) or '<no endpointURL>'} {_store_path(store) or '<no destinationPath>'}"
+
+
+@dataclass
+class _Stores:
+    """One cluster's view of the object stores: the ones it archives into (its own) and,
+    per external cluster, the one it reads that member's backups from (a peer's)."""
+
+    cluster: PgCluster
+    own: list[Obj]
+    peers: list[tuple[str, Obj]]  # (serverName: the member whose backups it reads, store)
+
+
+def _stores_of(stack: Stack, c: PgCluster) -> _Stores:
+    def find(name: Any) -> Optional[Obj]:
+        return stack.find("ObjectStore", c.obj.region, c.obj.namespace, name, group="barmancloud.cnpg.io")
+
+    own_names = c.wal_archiver_stores()
+    own = [s for s in (find(n) for n in own_names) if s is not None]
+    peers = []
+    for ext in as_list(c.obj.spec.get("externalClusters")):
+        store_name = get(ext, "plugin", "parameters", "barmanObjectName")
+        server = get(ext, "plugin", "parameters", "serverName") or get(ext, "name")
+        if get(ext, "plugin", "name") != BARMAN_PLUGIN or store_name in own_names or server == c.name:
+            continue
+        store = find(store_name)
+        if store is not None and isinstance(server, str):
+            peers.append((server, store))
+    return _Stores(c, own, peers)
 
 
 def _cross_region(stack: Stack, cfg: dict, report: Report) -> None:
     if not _applies(stack, cfg["environments"]):
         return
     primary = stack.primary_region
-    regions = stack.regions
+    views = {id(c): _stores_of(stack, c) for c in stack.clusters}
     for c in stack.clusters:
+        view = views[id(c)]
+        here = {store_location(_store_endpoint(s)) for s in view.own} - {None}
+        # Each peer's backups are read from somewhere else than this region's own store.
+        for server, store in view.peers:
+            there = store_location(_store_endpoint(store))
+            if there is not None and there in here:
+                report(
+                    f"{store.ref}: {c.name} reads {server}'s backups behind {_store_endpoint(store)} ({there}), the same place "
+                    f"as its own store ({', '.join(s.name or '' for s in view.own)}): the two regions' backups are not apart; "
+                    "give each region's store its own endpoint (regions[].objectStorage.endpoint)",
+                    store,
+                )
         if c.is_replica or c.obj.region != primary:
             continue
-        copies: list[tuple[Obj, Optional[str]]] = []
-        followers = [c] + [f for f in stack.clusters if f.is_replica and f.upstream_name() == c.name]
-        for member in followers:
-            for store_name in member.wal_archiver_stores():
-                store = stack.find("ObjectStore", member.obj.region, member.obj.namespace, store_name, group="barmancloud.cnpg.io")
-                if store is not None:
-                    copies.append((store, _location(store, regions)))
-        if copies and all(loc == primary for _, loc in copies):
-            where = ", ".join(f"{s.name} ({_store_path(s)})" for s, _ in copies)
+        # The primary database's backups: its own store plus every replica cluster's own.
+        copies = [(s, store_location(_store_endpoint(s))) for s in view.own]
+        for f in stack.clusters:
+            if f.is_replica and f.upstream_name() == c.name:
+                copies += [(s, store_location(_store_endpoint(s))) for s in views[id(f)].own]
+        places = {loc for _, loc in copies}
+        if copies and len(places) < 2:
+            where = ", ".join(f"{s.name} in {s.region} ({_store_endpoint(s) or '<no endpointURL>'})" for s, _ in copies)
             report(
-                f"{c.obj.ref}: every backup of the primary database lands in {primary}: {where}; a regional outage would "
-                "take the backups with it; archive to a bucket in another region or run a replica cluster with its own "
-                f"object store in a backup region (annotate the ObjectStore {ann.STORAGE_REGION} when its path does not name the region)",
+                f"{c.obj.ref}: every backup of the primary database lands in one place, {sorted(places, key=str)[0]}: {where}; "
+                "a regional outage takes them all; give the backup region's store an endpoint in another region "
+                "(regions[].objectStorage.endpoint)",
                 c.obj,
             )
 
 
 backup_cross_region = stack_policy(
     name="backup-cross-region",
-    description="The primary database's backups reach object storage in a region other than the primary's (the cross-region copy).",
+    description="The primary database's backups exist in two places: the backup region's store is behind an endpoint in another region than the primary's (compared by endpoint, not by name).",
     check=_cross_region,
-    remediation="Give the backup region's replica cluster its own ObjectStore (bucket named for that region), or archive to a bucket in another region.",
+    remediation="State each region's own endpoint in the stack file (regions[].objectStorage.endpoint): Lagos af-south-1, London eu-west-2.",
     area=AREA,
-    config=schema(environments=ENV_STAGING_PROD),
+    config=schema(environments=ENV_PROD),
+)
+
+
+def _stores(stack: Stack, cfg: dict, report: Report) -> None:
+    if not _applies(stack, cfg["environments"]):
+        return
+    suffix = cfg["readOnlySuffix"]
+    clusters = {c.name: c for c in stack.clusters}
+    views = {c.name: _stores_of(stack, c) for c in stack.clusters}
+    for c in stack.clusters:
+        view = views[c.name]
+        own_keys: set[str] = set()
+        for store in view.own:
+            keys = _store_keys(store)
+            own_keys |= keys
+            read_only = sorted(k for k in keys if k.endswith(suffix))
+            if read_only:
+                report(
+                    f"{store.ref}: {c.name} archives into it with {', '.join(read_only)}, a read-only Secret (name ends with "
+                    f"'{suffix}'); WAL archiving and base backups need the region's read-write keys",
+                    store,
+                )
+        for server, store in view.peers:
+            keys = _store_keys(store)
+            shared = sorted(keys & own_keys)
+            if shared:
+                report(
+                    f"{store.ref}: {c.name} reads {server}'s backups with {', '.join(shared)}, the keys of its own store: "
+                    f"each store has its own keys, and a peer's are read-only (the '{suffix}' Secret of that region)",
+                    store,
+                )
+            writable = sorted(k for k in keys - own_keys if not k.endswith(suffix))
+            if writable:
+                report(
+                    f"{store.ref}: {c.name} reads {server}'s backups with {', '.join(writable)}, not a read-only Secret "
+                    f"(name ending with '{suffix}'): a cluster must never be able to write or delete another region's backups",
+                    store,
+                )
+            # The copy a peer region reads must be the store that region writes.
+            owner = clusters.get(server)
+            if owner is None:
+                continue
+            written = views[server].own
+            if written and not any(
+                _store_endpoint(w) == _store_endpoint(store) and _store_path(w) == _store_path(store) for w in written
+            ):
+                report(
+                    f"{store.ref}: {c.name} reads {server}'s backups at {_where(store)}, but {server} archives to "
+                    + ", ".join(f"{_where(w)} ({w.ref})" for w in written),
+                    store,
+                )
+
+
+backup_stores = stack_policy(
+    name="backup-stores",
+    description="Each cluster archives into its own store with read-write keys and reads every peer's store with that region's read-only keys, at the endpoint and path the peer really archives to.",
+    check=_stores,
+    remediation="Render the ObjectStores from settings.object_store(region): the own store with credentialsSecret, each peer's with its readOnlyCredentialsSecret.",
+    area=AREA,
+    config=schema(
+        environments=ENV_STAGING_PROD,
+        readOnlySuffix={
+            "type": "string",
+            "default": ann.READ_ONLY_SECRET_SUFFIX,
+            "description": "How the names of read-only credentials Secrets end (the pack cannot see the keys themselves).",
+        },
+    ),
 )
 
 
@@ -645,6 +784,7 @@ POLICIES = [
     backups_enabled,
     backup_retention,
     backup_cross_region,
+    backup_stores,
     prod_replica_cluster,
     redis_persistence,
     pgbouncer_transaction_mode,

@@ -89,10 +89,12 @@ def cluster_issuer(plan, region: str = "lagos") -> dict:
 def test_the_certificate_names_the_cluster_issuer_with_a_dns01_solver(rendered):
     plan = rendered("prod").plan
     issuer = cluster_issuer(plan)
+    # Certificates from a ClusterIssuer (the gateway's; the internal ones come from namespace Issuers).
     certificates = [r.inputs for r in plan.kubernetes_objects("lagos") if r.inputs["kind"] == "Certificate"
-                    and r.inputs["metadata"]["namespace"] != settings.load({}, stack="prod").addons.envoy_gateway_namespace]
+                    and r.inputs["spec"]["issuerRef"].get("kind") == "ClusterIssuer"]
     assert certificates
     assert {c["spec"]["issuerRef"]["name"] for c in certificates} == {issuer["metadata"]["name"]}
+    assert settings.load({}, stack="prod").gateway.cluster_issuer == issuer["metadata"]["name"]
     (solver,) = issuer["spec"]["acme"]["solvers"]
     assert solver["dns01"]["route53"]["region"] == settings.load({}, stack="prod").dns.route53.region
 
@@ -114,8 +116,8 @@ def test_cloudflare_provider_changes_issuer_and_k8gb_together():
 
 def test_an_external_region_installs_nothing_and_its_resources_wait_for_no_chart():
     regions = [
-        {"name": "lagos", "role": "primary", "context": "tikit-prod-lagos"},
-        {"name": "london", "role": "backup", "context": "platform-london", "addons": "external"},
+        {"name": "lagos", "role": "primary", "context": "tikit-prod-lagos", "objectStorage": {"endpoint": "https://s3.af-south-1.amazonaws.com"}},
+        {"name": "london", "role": "backup", "context": "platform-london", "addons": "external", "objectStorage": {"endpoint": "https://s3.eu-west-2.amazonaws.com"}},
     ]
     plan = render("prod", regions=regions)
     assert charts(plan, "lagos") and not charts(plan, "london")

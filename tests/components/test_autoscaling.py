@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from collections import Counter
 
-from conftest import objects
+import pytest
+import yaml
+
+from tikit import names
+from tikit import settings
+from tikit.components import autoscaling
+from conftest import REPO, objects
 from preview.validate import validate
 
 
@@ -134,3 +140,41 @@ def test_the_readme_configuration_example_is_a_valid_prod_stack():
     result = policies.evaluate(plan_mod.build(engine.run_program("prod", config_override=override)), None)
     assert result.mandatory == [], [f.message for f in result.mandatory]
     assert all(k.startswith(f"{project}:") for k in config)
+
+
+def test_a_prometheus_trigger_falls_back_instead_of_freezing_scaling(plan, stack):
+    """KEDA's fallback on every ScaledObject that reads Prometheus: after
+    FALLBACK_FAILURE_THRESHOLD failed reads the trigger reports the peak floor (never less
+    than what runs); the cpu/memory triggers keep working meanwhile."""
+    doc = yaml.safe_load((REPO / f"Pulumi.{stack}.yaml").read_text()) or {}
+    cfg = settings.load({k.split(":", 1)[1]: v for k, v in (doc.get("config") or {}).items()}, stack=stack)
+    for region in plan.regions:
+        for so in objects(plan, "ScaledObject", region):
+            spec = so["spec"]
+            # The workers keep scaling on their queue (Redis) while Prometheus is down: the
+            # HPA acts on the metrics it can read, so only the API needs the fallback.
+            if so["metadata"]["name"] != names.BACKEND:
+                assert "fallback" not in spec, so["metadata"]["name"]
+                assert any(t["type"] != "prometheus" for t in spec["triggers"])
+                continue
+            b = cfg.backend
+            assert spec["fallback"] == {
+                "failureThreshold": autoscaling.FALLBACK_FAILURE_THRESHOLD,
+                "replicas": max(b.min_replicas, b.peak_min_replicas),
+                "behavior": "currentReplicasIfHigher",
+            }
+            assert spec["minReplicaCount"] <= spec["fallback"]["replicas"] <= spec["maxReplicaCount"]
+            # The triggers that fall back are AverageValue ones (KEDA's condition for it).
+            prom = [t for t in spec["triggers"] if t["type"] == "prometheus"]
+            assert prom and {t["metricType"] for t in prom} == {"AverageValue"}
+    if stack == "prod":
+        assert objects(plan, "ScaledObject", "lagos")[0]["spec"]["fallback"]["replicas"] == 5
+
+
+def test_a_fallback_needs_a_trigger_that_can_fall_back():
+    with pytest.raises(ValueError, match="a fallback needs a trigger other than cpu/memory"):
+        autoscaling.scaled_object_spec(
+            workload="x", min_replicas=1, max_replicas=2, hpa_behavior={},
+            triggers=[{"type": "cpu", "metricType": "Utilization", "metadata": {"value": "70"}}],
+            fallback_spec=autoscaling.fallback(2),
+        )

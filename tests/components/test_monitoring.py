@@ -184,10 +184,13 @@ def test_rule_job_labels_name_rendered_monitors(plan, stack):
 # --- rules -----------------------------------------------------------------------------------
 
 
-def test_one_prometheus_rule_per_tier(plan):
+def test_one_prometheus_rule_per_tier(plan, stack):
+    drilled = {r.name for r in stack_settings(stack).drilled_regions}
     for region in plan.regions:
         rules = objects(plan, "PrometheusRule", region)
-        assert sorted(r["metadata"]["name"] for r in rules) == sorted(f"tikit-{t}" for t in alerts.TIERS)
+        # The drills' rules only where the drills run (the backup region).
+        tiers = [t for t in alerts.TIERS if t not in alerts.OPTIONAL_TIERS or region in drilled]
+        assert sorted(r["metadata"]["name"] for r in rules) == sorted(f"tikit-{t}" for t in tiers)
         for r in rules:
             [group] = r["spec"]["groups"]
             assert group["name"] == r["metadata"]["name"]
@@ -419,6 +422,7 @@ def test_dashboard_quotes_the_at_max_window_from_the_constant(plan, monkeypatch)
     ({"cpuWarningPercent": 95}, "monitoring.cpuWarningPercent"),
     ({"latencyP99WarningSeconds": 3.0}, "monitoring.latencyP99WarningSeconds"),
     ({"cacheHitWarningPercent": 50}, "monitoring.cacheHitWarningPercent"),
+    ({"volumeUsageWarningPercent": 90}, "monitoring.volumeUsageWarningPercent"),
     ({"scrapeInterval": "soon"}, "monitoring.scrapeInterval"),
     ({"runbookBaseUrl": "docs/runbooks"}, "monitoring.runbookBaseUrl"),
 ])
@@ -553,3 +557,35 @@ def test_alert_counts_per_tier_are_stable_across_stacks(rendered):
     assert counts[("staging", "lagos")] == counts[("prod", "lagos")]
     assert counts[("prod", "london")]["tikit-postgres"] == counts[("prod", "lagos")]["tikit-postgres"] + 1
     assert counts[("dev", "lagos")]["tikit-traffic"] == counts[("prod", "lagos")]["tikit-traffic"] - 1
+
+
+def _claims(rule: dict) -> str:
+    (claims,) = set(re.findall(r'persistentvolumeclaim=~"([^"]+)"', rule["expr"]))
+    return claims
+
+
+def test_volume_alerts_select_the_claims_their_owners_create(plan, stack):
+    """CNPG names an instance's claims <cluster>-<n> and <cluster>-<n>-wal; the Redis
+    StatefulSet's claim template gives <template>-<statefulset>-<ordinal>.  Each alert's
+    regex (anchored, as PromQL's are) takes its own kind of claim and no other."""
+    m = stack_settings(stack).monitoring
+    for region in plan.regions:
+        cluster = names.pg_cluster(region)
+        sts = named(plan, "StatefulSet", names.REDIS, region)
+        (template,) = sts["spec"]["volumeClaimTemplates"]
+        redis_claims = [f"{template['metadata']['name']}-{sts['metadata']['name']}-{i}" for i in range(sts["spec"]["replicas"])]
+        kinds = {
+            "TikitPostgresDataVolumeFull": [f"{cluster}-1", f"{cluster}-12"],
+            "TikitPostgresWalVolumeFull": [f"{cluster}-1-wal", f"{cluster}-12-wal"],
+            "TikitRedisVolumeFull": redis_claims,
+        }
+        every = [c for claims in kinds.values() for c in claims] + ["pg-restore-drill-1", f"{cluster}-1-wal-x"]
+        for alert, mine in kinds.items():
+            rules = [r for r in alert_rules(plan, region) if r["alert"] == alert]
+            assert {r["labels"]["severity"] for r in rules} == {"warning", "critical"}
+            thresholds = {r["labels"]["severity"]: r["expr"].rsplit(">", 1)[1].strip() for r in rules}
+            assert thresholds == {"warning": str(m.volume_usage_warning_percent), "critical": str(m.volume_usage_critical_percent)}
+            pattern = re.compile(_claims(rules[0]))
+            assert [c for c in every if pattern.fullmatch(c)] == mine, alert
+            assert all("kubelet_volume_stats_available_bytes" in r["expr"] and "kubelet_volume_stats_capacity_bytes" in r["expr"]
+                       for r in rules)

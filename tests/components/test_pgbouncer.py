@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import configparser
 import re
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qsl, unquote, urlparse
 
 import pytest
 import yaml
@@ -117,6 +117,7 @@ def test_ini_is_the_pure_function_output_with_the_notes_values(plan, stack):
                 port=names.POSTGRES_PORT,
                 listen_port=names.PGBOUNCER_PORT,
                 auth_file=f"{pgb.AUTH_DIR}/{pgb.USERLIST_KEY}",
+                tls=pgb.TLS_FILES,
             )
             ini = parse_ini(text)["pgbouncer"]
             for key, value in NOTES_INI.items():
@@ -337,9 +338,13 @@ def test_one_verifier_for_postgres_and_pgbouncer_in_every_region(staging_secrets
             host = names.service_host(pool, cfg.namespace)
             assert (url.username, url.hostname, url.port) == (owner, host, names.PGBOUNCER_PORT)
             assert url.path == f"/{database}" and "pgbouncer=true" not in url.query
+            # TLS, PgBouncer's certificate verified against the CA the apps mount.
+            assert dict(parse_qsl(url.query)) == {"sslmode": "verify-full", "sslrootcert": names.DATABASE_CA_FILE}
             assert verifies(users[owner], unquote(url.password))
         exporter = urlparse(staging_secrets[(region, names.PGBOUNCER_EXPORTER_SECRET)][1][pgb.EXPORTER_ENV])
         assert (exporter.username, exporter.hostname, exporter.path) == (conf.DEFAULT_STATS_USER, "127.0.0.1", "/pgbouncer")
+        # PgBouncer takes no plaintext client, the exporter beside it included.
+        assert dict(parse_qsl(exporter.query)) == {"sslmode": "require"}
         assert verifies(users[conf.DEFAULT_STATS_USER], unquote(exporter.password))
     # London replays Lagos's WAL: its role, and so PgBouncer's userlist, must be Lagos's.
     assert len(verifiers) == 1
@@ -363,3 +368,79 @@ def test_every_role_has_its_own_scram_salt(plan, staging_secrets):
         for user, verifier in users.items():
             per_role.setdefault(user, set()).add(salt_of(verifier))
     assert all(len(found) == 1 for found in per_role.values()), per_role
+
+
+# --- TLS on both hops ----------------------------------------------------------------------------
+
+
+def mounts(c: dict, spec: dict) -> dict[str, dict]:
+    """mountPath -> the volume mounted there."""
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    return {m["mountPath"]: {**volumes[m["name"]], "readOnly": m.get("readOnly")} for m in c["volumeMounts"]}
+
+
+def test_pgbouncer_verifies_postgres_against_the_clusters_ca(plan, stack):
+    for region in plan.regions:
+        cluster = names.pg_cluster(region)
+        for pool in POOLS:
+            spec = pod_spec(plan, pool, region)
+            ini = parse_ini(ini_text(plan, pool, region))["pgbouncer"]
+            assert ini["server_tls_sslmode"] == "verify-full"
+            directory, _, file = ini["server_tls_ca_file"].rpartition("/")
+            volume = mounts(container(spec, "pgbouncer"), spec)[directory]
+            # CNPG's <cluster>-ca Secret, and only its certificate (the Secret holds the CA's key too).
+            assert volume["secret"]["secretName"] == f"{cluster}-ca" == names.cnpg_ca_secret(cluster)
+            assert volume["secret"]["items"] == [{"key": "ca.crt", "path": file}]
+            assert volume["readOnly"] is True
+            # verify-full checks the host PgBouncer dials: a CNPG Service, which its server
+            # certificate names (-rw, -ro, -r; short and fully qualified).
+            (target,) = parse_ini(ini_text(plan, pool, region))["databases"].values()
+            host = dict(p.split("=", 1) for p in target.split())["host"]
+            assert re.fullmatch(rf"{cluster}-(rw|ro|r)\.{stack_settings(stack).namespace}\.svc\.cluster\.local", host)
+
+
+def test_apps_reach_pgbouncer_over_tls_with_a_certificate_from_the_internal_ca(plan, stack):
+    cfg = stack_settings(stack)
+    for region in plan.regions:
+        issuers = {o["metadata"]["name"]: o["spec"] for o in objects(plan, "Issuer", region)}
+        assert issuers[names.SELF_SIGNED_ISSUER] == {"selfSigned": {}}
+        assert issuers[names.INTERNAL_CA] == {"ca": {"secretName": names.INTERNAL_CA}}
+        certs = {o["metadata"]["name"]: o["spec"] for o in objects(plan, "Certificate", region)}
+        ca = certs[names.INTERNAL_CA]
+        assert ca["isCA"] is True and ca["secretName"] == names.INTERNAL_CA
+        assert ca["issuerRef"]["name"] == names.SELF_SIGNED_ISSUER
+        assert ca["privateKey"]["rotationPolicy"] == "Never"  # a renewal keeps what the apps trust valid
+        for pool in POOLS:
+            secret = names.pgbouncer_tls_secret(pool)
+            cert = certs[secret]
+            assert cert["secretName"] == secret
+            assert cert["issuerRef"] == {"group": "cert-manager.io", "kind": "Issuer", "name": names.INTERNAL_CA}
+            # Every name the apps may dial the pool by, DATABASE_URL's host included.
+            assert names.service_host(pool, cfg.namespace) in cert["dnsNames"]
+            assert set(cert["dnsNames"]) == {pool, f"{pool}.{cfg.namespace}", f"{pool}.{cfg.namespace}.svc",
+                                             names.service_host(pool, cfg.namespace)}
+            assert "server auth" in cert["usages"]
+            spec = pod_spec(plan, pool, region)
+            ini = parse_ini(ini_text(plan, pool, region))["pgbouncer"]
+            assert ini["client_tls_sslmode"] == "require"
+            here = mounts(container(spec, "pgbouncer"), spec)
+            for key in ("client_tls_cert_file", "client_tls_key_file"):
+                directory, _, file = ini[key].rpartition("/")
+                assert here[directory]["secret"]["secretName"] == secret
+                assert {"key": file, "path": file} in here[directory]["secret"]["items"]
+        # The apps mount the CA that issued the pools' certificates where DATABASE_URL says.
+        for app in (names.BACKEND, names.WORKERS):
+            spec = named(plan, "Deployment", app, region)["spec"]["template"]["spec"]
+            directory, _, file = names.DATABASE_CA_FILE.rpartition("/")
+            volume = mounts(spec["containers"][0], spec)[directory]
+            assert volume["secret"]["secretName"] == names.pgbouncer_tls_secret(names.PGBOUNCER_RW)
+            assert volume["secret"]["items"] == [{"key": "ca.crt", "path": file}]  # not PgBouncer's key
+
+
+@pytest.mark.parametrize("kind", ["Issuer", "Certificate"])
+def test_tls_objects_validate(plan, kind):
+    for region in plan.regions:
+        found = objects(plan, kind, region)
+        assert found
+        for o in found:
+            assert validate(o) == [], f"{region} {kind}/{o['metadata']['name']}"

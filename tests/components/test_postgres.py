@@ -171,18 +171,20 @@ def test_wal_archiving_through_the_own_object_store(plan, stack):
 
 def test_object_stores_use_settings_and_each_region_its_own_bucket(plan, stack):
     cfg = stack_settings(stack)
-    o = cfg.object_storage
     for region in plan.regions:
         stores = {s["metadata"]["name"]: s for s in objects(plan, "ObjectStore", region)}
         # This region's store plus one per peer region, to read the peers' archives.
         assert set(stores) == {names.pg_object_store(r.name) for r in cfg.regions}
         for r in cfg.regions:
+            store = cfg.object_store(r.name)
             conf = stores[names.pg_object_store(r.name)]["spec"]["configuration"]
-            assert conf["destinationPath"] == f"s3://{cfg.bucket(r.name)}/postgres"
-            assert conf["endpointURL"] == cfg.object_storage_endpoint(r.name) == o.endpoint_url
+            assert conf["destinationPath"] == f"s3://{store.bucket}/postgres"
+            assert conf["endpointURL"] == store.endpoint
+            # The own store with the region's read-write keys, a peer's with ITS read-only keys.
+            secret = store.credentials_secret if r.name == region else store.read_only_credentials_secret
             assert conf["s3Credentials"] == {
-                "accessKeyId": {"name": o.credentials_secret, "key": o.access_key_id_key},
-                "secretAccessKey": {"name": o.credentials_secret, "key": o.secret_access_key_key},
+                "accessKeyId": {"name": secret, "key": store.access_key_id_key},
+                "secretAccessKey": {"name": secret, "key": store.secret_access_key_key},
             }
             assert conf["wal"]["compression"] == pgc.WAL_COMPRESSION
             assert conf["data"]["compression"] == pgc.DATA_COMPRESSION
@@ -195,30 +197,50 @@ def test_object_stores_use_settings_and_each_region_its_own_bucket(plan, stack):
                 assert "retentionPolicy" not in stores[names.pg_object_store(r.name)]["spec"]
 
 
+def test_prod_keeps_each_regions_backups_in_that_region(rendered):
+    """The issue's numbers: Lagos's store in af-south-1, London's in eu-west-2, each with its
+    own keys; every ObjectStore of a bucket, in every region, uses that bucket's endpoint."""
+    plan = rendered("prod").plan
+    expected = {"lagos": "https://s3.af-south-1.amazonaws.com", "london": "https://s3.eu-west-2.amazonaws.com"}
+    for region in plan.regions:
+        for bucket_region, endpoint in expected.items():
+            conf = named(plan, "ObjectStore", names.pg_object_store(bucket_region), region)["spec"]["configuration"]
+            assert conf["endpointURL"] == endpoint
+            assert conf["destinationPath"] == f"s3://tikit-backups-prod-{bucket_region}/postgres"
+            secret = f"tikit-backup-s3-{bucket_region}" + ("" if bucket_region == region else "-readonly")
+            assert {v["name"] for v in conf["s3Credentials"].values()} == {secret}
+
+
 def test_each_bucket_is_read_through_its_own_regions_endpoint():
-    """A region's objectStorageEndpoint reaches every ObjectStore of its bucket, in every
-    region; the other region's bucket keeps the stack-wide endpoint."""
+    """A region's objectStorage reaches every ObjectStore of its bucket, in every region;
+    the other region's bucket keeps the stack-wide defaults (staging may share one endpoint)."""
     lagos_s3 = "https://s3.af-south-1.amazonaws.com"
     regions = [
-        {"name": "lagos", "role": "primary", "objectStorageEndpoint": lagos_s3, "context": "tikit-prod-lagos"},
-        {"name": "london", "role": "backup", "context": "tikit-prod-london"},
+        {"name": "lagos", "role": "primary", "objectStorage": {"endpoint": lagos_s3, "bucket": "lagos-pg-archive",
+                                                              "credentialsSecret": "lagos-keys"},
+         "context": "tikit-staging-lagos"},
+        {"name": "london", "role": "backup", "context": "tikit-staging-london"},
     ]
-    plan = plan_mod.build(engine.run_program("prod", config_override=as_cli({"environment": "prod", "regions": regions})))
-    default = settings.load({}, stack="prod").object_storage.endpoint_url
+    plan = plan_mod.build(engine.run_program("staging", config_override=as_cli({"environment": "staging", "regions": regions})))
+    default = settings.load({}, stack="staging").object_storage.endpoint_url
     assert default != lagos_s3
     for region in ("lagos", "london"):
         stores = {s["metadata"]["name"]: s["spec"]["configuration"] for s in objects(plan, "ObjectStore", region)}
-        assert stores[names.pg_object_store("lagos")]["endpointURL"] == lagos_s3
+        lagos = stores[names.pg_object_store("lagos")]
+        assert lagos["endpointURL"] == lagos_s3
+        assert lagos["destinationPath"] == "s3://lagos-pg-archive/postgres"
+        assert lagos["s3Credentials"]["accessKeyId"]["name"] == ("lagos-keys" if region == "lagos" else "lagos-keys-readonly")
         assert stores[names.pg_object_store("london")]["endpointURL"] == default
 
 
-def test_object_stores_name_the_region_their_bucket_lives_in(plan, stack):
-    """The storage-region annotation the policy pack's cross-region check reads."""
+def test_object_stores_carry_no_location_annotation(plan, stack):
+    """Where a bucket lives is its endpoint, which the policy pack compares; no annotation
+    can claim otherwise."""
     cfg = stack_settings(stack)
     for region in plan.regions:
         for r in cfg.regions:
             store = named(plan, "ObjectStore", names.pg_object_store(r.name), region)
-            assert store["metadata"]["annotations"] == {names.STORAGE_REGION_ANNOTATION: r.name}
+            assert "annotations" not in store["metadata"]
             assert cfg.bucket(r.name) in store["spec"]["configuration"]["destinationPath"]
 
 
@@ -307,6 +329,10 @@ def test_london_runs_a_replica_cluster_of_lagos(rendered, stack_name):
 TOKEN = "eyJzeXN0ZW1JRCI6IjEyMyJ9"  # base64 JSON, as CNPG writes status.demotionToken
 
 
+# Where each prod region's backups live (Pulumi.prod.yaml says the same).
+PROD_ENDPOINTS = {"lagos": "https://s3.af-south-1.amazonaws.com", "london": "https://s3.eu-west-2.amazonaws.com"}
+
+
 def flipped(primary: str, token: str = "") -> dict:
     """prod's stack config after the runbook's change: `primary` is the primary region
     (the GSLB's primary geo tag follows from it: the primary region's tag)."""
@@ -314,8 +340,10 @@ def flipped(primary: str, token: str = "") -> dict:
     return {
         "environment": "prod",
         "regions": [
-            {"name": primary, "role": "primary", "context": f"tikit-prod-{primary}"},
-            {"name": other, "role": "backup", "context": f"tikit-prod-{other}"},
+            {"name": primary, "role": "primary", "objectStorage": {"endpoint": PROD_ENDPOINTS[primary]},
+             "context": f"tikit-prod-{primary}"},
+            {"name": other, "role": "backup", "objectStorage": {"endpoint": PROD_ENDPOINTS[other]},
+             "context": f"tikit-prod-{other}"},
         ],
         "postgres": {"promotionToken": token} if token else {},
     }
@@ -355,10 +383,9 @@ def pg_args(cfg: settings.Settings, region: str) -> pgc.PostgresArgs:
         target=kube.Target(region=region, namespace=cfg.namespace, provider=None, environment=cfg.environment),
         postgres=cfg.postgres,
         derived=cfg.derived,
-        object_storage=cfg.object_storage,
         region=region,
         primary=cfg.primary.name,
-        stores={r.name: pgc.Store(cfg.bucket(r.name), cfg.object_storage_endpoint(r.name)) for r in cfg.regions},
+        stores={r.name: cfg.object_store(r.name) for r in cfg.regions},
         password="",
         scram_salt="",
     )

@@ -457,7 +457,7 @@ def test_exporter_is_what_the_pod_monitor_scrapes(plan, stack):
 
 def test_backup_cronjob(plan, stack):
     cfg = stack_settings(stack)
-    r, s3 = cfg.redis, cfg.object_storage
+    r = cfg.redis
     for region in plan.regions:
         cj = named(plan, "CronJob", names.REDIS_BACKUP, region)["spec"]
         fields = cj["schedule"].split()
@@ -481,8 +481,11 @@ def test_backup_cronjob(plan, stack):
         assert refs["REDISCLI_AUTH"] == (names.REDIS_AUTH_SECRET, rc.PASSWORD_KEY)
         if r.sentinels:  # the script asks Sentinel for an in-sync replica
             assert refs[rconf.SENTINEL_PASSWORD_ENV] == (names.REDIS_SENTINEL_AUTH_SECRET, rc.PASSWORD_KEY)
+        # The region's own store, with its read-write keys (never another region's).
+        s3 = cfg.object_store(region)
         assert refs["AWS_ACCESS_KEY_ID"] == (s3.credentials_secret, s3.access_key_id_key)
         assert refs["AWS_SECRET_ACCESS_KEY"] == (s3.credentials_secret, s3.secret_access_key_key)
+        assert s3.credentials_secret == f"{cfg.object_storage.credentials_secret}-{region}"
         assert not [e for e in backup["env"] if "value" in e and re.search(r"KEY|AUTH|PASS", e["name"])]
         env = {e["name"]: e["value"] for e in backup["env"] if "value" in e}
         (init,) = pod["initContainers"]
@@ -499,7 +502,7 @@ def test_backup_cronjob(plan, stack):
         assert f"RETENTION_HOURS={r.backup_retention_hours}\n" in script
         assert f"WAIT_SECONDS={rconf.BACKUP_WAIT_SECONDS}\n" in script
         # Through the endpoint of this region's bucket.
-        endpoint = cfg.object_storage_endpoint(region)
+        endpoint = s3.endpoint
         assert "BGSAVE" in script and f'RCLONE_S3_ENDPOINT="${{RCLONE_S3_ENDPOINT:-{endpoint}}}"' in script
 
         # The NetworkPolicy that lets the job reach Redis and the object store selects its pods.
@@ -509,15 +512,15 @@ def test_backup_cronjob(plan, stack):
 
 
 def test_backup_and_restore_use_their_regions_endpoint():
-    """regions[].objectStorageEndpoint reaches the scripts of that region only."""
+    """regions[].objectStorage.endpoint reaches the scripts of that region only."""
     lagos_s3 = "https://s3.af-south-1.amazonaws.com"
     regions = [
-        {"name": "lagos", "role": "primary", "objectStorageEndpoint": lagos_s3, "context": "tikit-prod-lagos"},
-        {"name": "london", "role": "backup", "context": "tikit-prod-london"},
+        {"name": "lagos", "role": "primary", "objectStorage": {"endpoint": lagos_s3}, "context": "tikit-staging-lagos"},
+        {"name": "london", "role": "backup", "context": "tikit-staging-london"},
     ]
-    config = {"tikit:environment": "prod", "tikit:regions": json.dumps(regions)}
-    plan = plan_mod.build(engine.run_program("prod", config_override=config))
-    default = settings.load({}, stack="prod").object_storage.endpoint_url
+    config = {"tikit:environment": "staging", "tikit:regions": json.dumps(regions)}
+    plan = plan_mod.build(engine.run_program("staging", config_override=config))
+    default = settings.load({}, stack="staging").object_storage.endpoint_url
     for region, endpoint, s3_region in (("lagos", lagos_s3, "af-south-1"), ("london", default, "eu-west-2")):
         scripts = [
             named(plan, "ConfigMap", rc.BACKUP_CONFIG_MAP, region)["data"][rc.BACKUP_KEY],

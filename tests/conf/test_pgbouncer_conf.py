@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import configparser
+import dataclasses
 import hashlib
 import hmac
 import re
@@ -17,8 +18,10 @@ from tikit.conf import pgbouncer as pgb_conf
 from tikit.conf.pgbouncer import pgbouncer_ini, scram_sha256_verifier, userlist_txt
 
 STACKS = settings.ENVIRONMENTS
+TLS = pgb_conf.TlsFiles(server_ca="/etc/pgbouncer-server-ca/ca.crt", cert="/etc/pgbouncer-tls/tls.crt",
+                        key="/etc/pgbouncer-tls/tls.key")
 CLUSTER = dict(host="pg-lagos-rw.tikit.svc.cluster.local", port=5432, listen_port=6432,
-               auth_file="/etc/pgbouncer/auth/userlist.txt")
+               auth_file="/etc/pgbouncer/auth/userlist.txt", tls=TLS)
 
 
 def render(stack: str, **overrides) -> str:
@@ -96,6 +99,28 @@ def test_non_obvious_settings_say_why():
                 "max_db_connections", "reserve_pool_size", "query_wait_timeout", "log_connections"):
         i = next(i for i, line in enumerate(lines) if line.startswith(f"{key} ="))
         assert lines[i - 1].startswith("; "), f"{key} has no comment saying why"
+
+
+def test_both_hops_are_tls_and_the_server_is_verified():
+    pb = parse(render("prod"))["pgbouncer"]
+    # To PostgreSQL: verified against CNPG's CA and the host name (the Service's).
+    assert pb["server_tls_sslmode"] == "verify-full" == pgb_conf.SERVER_TLS_SSLMODE
+    assert pb["server_tls_ca_file"] == TLS.server_ca
+    # From the apps: TLS or nothing, with the pool's certificate.
+    assert pb["client_tls_sslmode"] == "require" == pgb_conf.CLIENT_TLS_SSLMODE
+    assert (pb["client_tls_cert_file"], pb["client_tls_key_file"]) == (TLS.cert, TLS.key)
+    for key in ("server_tls_sslmode", "client_tls_sslmode"):
+        lines = render("prod").splitlines()
+        i = next(i for i, line in enumerate(lines) if line.startswith(f"{key} ="))
+        assert lines[i - 1].startswith("; "), f"{key} has no comment saying why"
+
+
+@pytest.mark.parametrize("field", ["server_ca", "cert", "key"])
+def test_tls_paths_that_would_rewrite_the_file_are_refused(field):
+    s = settings.load({}, stack="dev")
+    bad = dataclasses.replace(TLS, **{field: "/x\nauth_type = trust"})
+    with pytest.raises(ValueError, match="tls_"):
+        pgbouncer_ini(s.pgbouncer, database="tikit", **{**CLUSTER, "tls": bad})
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -358,6 +358,9 @@ def postgres_cases(f: Facts) -> list[Case]:
              [(archived, const(600, minutes)), (failed, const(-1, minutes))]),
     ]
     cases += wal_stall_cases(f, pod, archived, failed)
+    cluster = f.scope.pg_cluster
+    cases += volume_cases(f, "TikitPostgresDataVolumeFull", f"{cluster}-2", others=(f"{cluster}-2-wal", "pg-elsewhere-1"))
+    cases += volume_cases(f, "TikitPostgresWalVolumeFull", f"{cluster}-2-wal", others=(f"{cluster}-2", "pg-elsewhere-1-wal"))
     if f.scope.replica_cluster:
         lag = m.replication_lag_alert_seconds
         series = lambda v: [(s("cnpg_pg_replication_lag", namespace=ns, pod=pod), const(v, minutes))]  # noqa: E731
@@ -366,6 +369,29 @@ def postgres_cases(f: Facts) -> list[Case]:
             Case("TikitPostgresReplicationLagHigh", "lag under the threshold", series(lag / 2)),
         ]
     return cases
+
+
+def volume_cases(f: Facts, alert: str, claim: str, others: tuple[str, ...]) -> list[Case]:
+    """One claim between the thresholds, above both, below both; claims of the other kind
+    (data vs WAL) or of another workload at 99 % must not count."""
+    ns, minutes = f.ns, 60
+    capacity = 20 * 1024**3
+    between, above, below = _percent_band(f.m.volume_usage_warning_percent, f.m.volume_usage_critical_percent)
+
+    def series(pvc: str, used_pct: float) -> list[tuple[str, str]]:
+        sel = dict(namespace=ns, persistentvolumeclaim=pvc, job="kubelet", node="node-a")
+        return [
+            (s("kubelet_volume_stats_capacity_bytes", **sel), const(capacity, minutes)),
+            (s("kubelet_volume_stats_available_bytes", **sel), const(capacity * (100 - used_pct) / 100, minutes)),
+        ]
+
+    noise = [x for other in others for x in series(other, 99)]
+    labels = {"namespace": ns, "persistentvolumeclaim": claim}
+    return [
+        Case(alert, f"{claim} between the thresholds", series(claim, between) + noise, {"warning": (labels, between)}),
+        Case(alert, f"{claim} above both", series(claim, above), {"warning": (labels, above), "critical": (labels, above)}),
+        Case(alert, f"{claim} below both, other claims full", series(claim, below) + noise),
+    ]
 
 
 def wal_stall_cases(f: Facts, pod: str, archived: str, failed: str) -> list[Case]:
@@ -512,6 +538,7 @@ def redis_cases(f: Facts) -> list[Case]:
              {"warning": (here, 0)}),
         Case("TikitRedisAofRewriteFailing", "rewrite ok", [(s("redis_aof_last_bgrewrite_status", **here), const(1, minutes))]),
     ]
+    cases += volume_cases(f, "TikitRedisVolumeFull", f"{alerts.REDIS_CLAIM_PREFIX}-1", others=("data-redis-sentinel-0", "pg-lagos-1"))
     max_age_h = m.redis_backup_max_age_seconds / 3600
     eval_min = DEFAULT_EVAL_MINUTES
     now = eval_min * 60
@@ -593,6 +620,64 @@ def scrape_cases(f: Facts) -> list[Case]:
     ]
 
 
+def drill_cases(f: Facts) -> list[Case]:
+    """The restore drills (drilled regions only): the last success too old or never, and a
+    failed Job with no later passing run of the same drill."""
+    if not f.scope.drills:
+        return []
+    ns, eval_min = f.ns, DEFAULT_EVAL_MINUTES
+    now = eval_min * 60
+    limit_h = f.scope.drill_max_age_seconds / 3600
+    pg, redis_drill = f.scope.drills[0], f.scope.drills[1]
+    cj = dict(namespace=ns, cronjob=pg)
+    stale_h = limit_h + 1
+    stale, recent = now - stale_h * 3600, now - 24 * 3600
+    cases = [
+        Case("TikitRestoreDrillMissing", "last pass too long ago",
+             [(s("kube_cronjob_status_last_successful_time", **cj), const(stale, eval_min)),
+              (s("kube_cronjob_created", **cj), const(stale - 86400, eval_min))],
+             {"warning": (cj, stale_h)}, eval_minutes=eval_min),
+        Case("TikitRestoreDrillMissing", "never passed since creation",
+             [(s("kube_cronjob_created", **cj), const(stale, eval_min))],
+             {"warning": (cj, stale_h)}, eval_minutes=eval_min),
+        Case("TikitRestoreDrillMissing", "passed a day ago",
+             [(s("kube_cronjob_status_last_successful_time", **cj), const(recent, eval_min)),
+              (s("kube_cronjob_created", **cj), const(stale - 86400, eval_min))], eval_minutes=eval_min),
+        Case("TikitRestoreDrillMissing", "created recently, not run yet",
+             [(s("kube_cronjob_created", **cj), const(recent, eval_min))], eval_minutes=eval_min),
+    ]
+
+    def job(name: str, start: float, *, failed: bool) -> list[tuple[str, str]]:
+        j = dict(namespace=ns, job_name=name)
+        return [
+            (s("kube_job_status_start_time", **j), const(start, eval_min)),
+            (s("kube_job_status_failed", **j, reason="BackoffLimitExceeded"), const(1 if failed else 0, eval_min)),
+            (s("kube_job_status_succeeded", **j), const(0 if failed else 1, eval_min)),
+        ]
+
+    created = [(s("kube_cronjob_created", **cj), const(-30 * 86400, eval_min)),
+               (s("kube_cronjob_created", namespace=ns, cronjob=redis_drill), const(-30 * 86400, eval_min))]
+    failed_job, passed_job = f"{pg}-29500000", f"{pg}-29490000"
+    labels = dict(namespace=ns, job_name=failed_job, cronjob=pg)
+    cases += [
+        Case("TikitRestoreDrillFailed", "the newest run failed",
+             created + job(passed_job, -7 * 86400, failed=False) + job(failed_job, 600, failed=True),
+             {"critical": (labels, 600)}, eval_minutes=eval_min),
+        Case("TikitRestoreDrillFailed", "failed and never passed",
+             created + job(failed_job, 600, failed=True), {"critical": (labels, 600)}, eval_minutes=eval_min),
+        Case("TikitRestoreDrillFailed", "a manual run passed after the failure",
+             created + job(failed_job, 600, failed=True) + job(f"{pg}-manual-1", 900, failed=False), eval_minutes=eval_min),
+        Case("TikitRestoreDrillFailed", "the other drill passing later does not clear it",
+             created + job(failed_job, 600, failed=True) + job(f"{redis_drill}-29500001", 900, failed=False),
+             {"critical": (labels, 600)}, eval_minutes=eval_min),
+        Case("TikitRestoreDrillFailed", "its next scheduled run passed",
+             created + job(failed_job, 600, failed=True) + job(f"{pg}-29500002", 1200, failed=False), eval_minutes=eval_min),
+        Case("TikitRestoreDrillFailed", "only passing runs",
+             created + job(passed_job, 600, failed=False), eval_minutes=eval_min),
+    ]
+    return cases
+
+
 def all_cases(f: Facts) -> list[Case]:
     return [
         *utilization_cases(f),
@@ -605,6 +690,7 @@ def all_cases(f: Facts) -> list[Case]:
         *redis_cases(f),
         *traffic_cases(f),
         *scrape_cases(f),
+        *drill_cases(f),
     ]
 
 

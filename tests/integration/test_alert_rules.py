@@ -85,6 +85,7 @@ def facts(stack: str, region_name: str) -> alert_cases.Facts:
         server_connections_per_pod=cfg.derived.pgbouncer_server_connections_per_pod,
         autoscaled=monitoring.autoscaled(cfg.backend, cfg.workers),
         gslb=len(cfg.regions) > 1,
+        **monitoring.drill_scope(cfg.restore_drills.schedule if region in cfg.drilled_regions else ""),
     )
     return alert_cases.Facts(cfg, sc)
 

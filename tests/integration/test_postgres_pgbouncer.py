@@ -23,6 +23,7 @@ import pytest
 from psycopg import sql
 
 from tikit import settings
+from tikit.components import pgbouncer as pgb
 from tikit.conf.pgbouncer import (
     DEFAULT_ADMIN_USER,
     DEFAULT_STATS_USER,
@@ -42,7 +43,7 @@ STACK = "prod"  # the PgBouncer tests run the production preset
 # Enough work that all 1000 clients stay connected for a few seconds after they log in.
 TRANSACTIONS_PER_CLIENT = 10
 CLUSTER_ARGS = dict(host="pg-lagos-rw.tikit.svc.cluster.local", port=5432, listen_port=6432,
-                    auth_file="/etc/pgbouncer/auth/userlist.txt")
+                    auth_file="/etc/pgbouncer/auth/userlist.txt", tls=pgb.TLS_FILES)
 
 
 # --------------------------------------------------------------------------------------
@@ -157,7 +158,8 @@ def test_local_ini_differs_from_the_cluster_ini_only_in_addresses_and_paths(tier
     local, remote = tier.rendered.splitlines(), cluster.splitlines()
     assert len(local) == len(remote)
     changed = {a.split("=", 1)[0].strip() for a, b in zip(local, remote) if a != b}
-    assert changed == {tier.database, "listen_addr", "listen_port", "auth_file"}
+    assert changed == {tier.database, "listen_addr", "listen_port", "auth_file",
+                       "server_tls_ca_file", "client_tls_cert_file", "client_tls_key_file"}
     # The only other change: a PgBouncer older than 1.21 cannot parse max_prepared_statements
     # (1.18 refuses to start on it), so exactly that line goes.
     version = pgd.pgbouncer_version(tier.pb.binary)

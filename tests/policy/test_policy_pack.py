@@ -19,6 +19,7 @@ from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi_policy import EnforcementLevel, ResourceValidationPolicy, StackValidationPolicy
 
 from tikit import names
+from tikit import settings
 import policy_fixtures as F
 from conftest import REPO
 from preview import policies
@@ -127,7 +128,6 @@ def test_annotation_keys_match_the_program():
         "TARGET_CONCURRENT_USERS": names.TARGET_USERS_ANNOTATION,
         "REQUESTS_PER_USER_PER_MINUTE": names.REQUESTS_PER_USER_ANNOTATION,
         "DB_CONNECTIONS_PER_REPLICA": names.DB_CONNECTIONS_ANNOTATION,
-        "STORAGE_REGION": names.STORAGE_REGION_ANNOTATION,
         "POD_SECURITY_EXCEPTION": names.POD_SECURITY_EXCEPTION_ANNOTATION,
         "INTERRUPTIBLE": names.INTERRUPTIBLE_ANNOTATION,
         "LOAD_PROFILE": names.PROFILE_ANNOTATION,
@@ -140,6 +140,8 @@ def test_annotation_keys_match_the_program():
         "VM_MEMORY_OVERHEAD_PERCENT": names.VM_MEMORY_OVERHEAD_ANNOTATION,
     }
     assert program == ann.ALL
+    # Not an annotation, a naming rule the program enforces in settings and the pack reads.
+    assert ann.READ_ONLY_SECRET_SUFFIX == settings.READ_ONLY_SUFFIX
 
 
 def test_pack_does_not_import_the_program():

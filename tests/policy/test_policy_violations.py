@@ -58,6 +58,19 @@ NEEDED = math.ceil(
 )
 
 
+PROD_ENDPOINT = {r.name: PROD.object_store(r.name).endpoint for r in PROD.regions}
+
+
+def store_keys(secret: str) -> Callable[[dict], None]:
+    """An ObjectStore whose keys both come from ``secret``."""
+
+    def apply(o: dict) -> None:
+        for ref in o["spec"]["configuration"]["s3Credentials"].values():
+            ref["name"] = secret
+
+    return apply
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -314,9 +327,32 @@ CASES = [
          ("runs Redis but no active backup CronJob",)),
     Case("short-retention", "backup-retention", "staging", obj("ObjectStore", names.pg_object_store("lagos"), set_in("spec.retentionPolicy", "3d")),
          ("ObjectStore/pg-backups-lagos in lagos: retentionPolicy '3d' keeps 3 day(s) of backups for pg-lagos; staging needs a recovery window of at least 7 days",)),
-    Case("same-region-backups", "backup-cross-region", "prod",
-         obj("ObjectStore", names.pg_object_store("london"), annotate("tikit.app/storage-region", "lagos"), "london"),
-         ("Cluster/pg-lagos in lagos: every backup of the primary database lands in lagos",)),
+    # London's own store moved behind Lagos's endpoint: both copies in af-south-1.
+    Case("same-endpoint-backups", "backup-cross-region", "prod",
+         obj("ObjectStore", names.pg_object_store("london"), set_in("spec.configuration.endpointURL", PROD_ENDPOINT["lagos"]), "london"),
+         ("Cluster/pg-lagos in lagos: every backup of the primary database lands in one place, af-south-1: "
+          f"pg-backups-lagos in lagos ({PROD_ENDPOINT['lagos']}), pg-backups-london in london ({PROD_ENDPOINT['lagos']})",)),
+    # Another form of the same AWS endpoint is the same place, whatever the store's name says.
+    Case("peer-in-same-region", "backup-cross-region", "prod",
+         obj("ObjectStore", names.pg_object_store("lagos"), set_in("spec.configuration.endpointURL", "https://s3.dualstack.eu-west-2.amazonaws.com/"), "london"),
+         ("ObjectStore/pg-backups-lagos in london: pg-london reads pg-lagos's backups behind "
+          "https://s3.dualstack.eu-west-2.amazonaws.com (eu-west-2), the same place as its own store (pg-backups-london)",)),
+    Case("peer-with-own-keys", "backup-stores", "prod",
+         obj("ObjectStore", names.pg_object_store("lagos"), store_keys(PROD.object_store("london").credentials_secret), "london"),
+         ("ObjectStore/pg-backups-lagos in london: pg-london reads pg-lagos's backups with tikit-backup-s3-london, "
+          "the keys of its own store",)),
+    Case("peer-with-writable-keys", "backup-stores", "staging",
+         obj("ObjectStore", names.pg_object_store("london"), store_keys("tikit-backup-s3-london"), "lagos"),
+         ("ObjectStore/pg-backups-london in lagos: pg-lagos reads pg-london's backups with tikit-backup-s3-london, "
+          "not a read-only Secret (name ending with '-readonly')",)),
+    Case("archive-with-read-only-keys", "backup-stores", "prod",
+         obj("ObjectStore", names.pg_object_store("lagos"), store_keys("tikit-backup-s3-lagos-readonly"), "lagos"),
+         ("ObjectStore/pg-backups-lagos in lagos: pg-lagos archives into it with tikit-backup-s3-lagos-readonly, a read-only Secret",)),
+    Case("peer-reads-elsewhere", "backup-stores", "prod",
+         obj("ObjectStore", names.pg_object_store("london"), set_in("spec.configuration.endpointURL", PROD_ENDPOINT["lagos"]), "lagos"),
+         (f"ObjectStore/pg-backups-london in lagos: pg-lagos reads pg-london's backups at {PROD_ENDPOINT['lagos']} "
+          "s3://tikit-backups-prod-london/postgres, but pg-london archives to "
+          f"{PROD_ENDPOINT['london']} s3://tikit-backups-prod-london/postgres (ObjectStore/pg-backups-london in london)",)),
     Case("no-replica-cluster", "prod-replica-cluster", "prod", obj("Cluster", names.pg_cluster("london"), standalone, "london"),
          ("london: no replica cluster of pg-lagos",)),
     Case("aof-off", "redis-persistence", "staging", redis_conf(lambda t: t.replace("appendonly yes", "appendonly no")),

@@ -83,8 +83,8 @@ def cli_config(stack: str, **changes) -> dict[str, str]:
 
 def test_an_override_and_an_external_region_show_in_the_tables():
     regions = [
-        {"name": "lagos", "role": "primary", "context": "tikit-prod-lagos"},
-        {"name": "london", "role": "backup", "context": "platform-london", "addons": "external"},
+        {"name": "lagos", "role": "primary", "context": "tikit-prod-lagos", "objectStorage": {"endpoint": "https://s3.af-south-1.amazonaws.com"}},
+        {"name": "london", "role": "backup", "context": "platform-london", "addons": "external", "objectStorage": {"endpoint": "https://s3.eu-west-2.amazonaws.com"}},
     ]
     config = cli_config("prod", regions=regions, backend={"maxReplicas": 14, "memory": "3Gi"})
     plan = plan_mod.build(engine.run_program("prod", config_override=config))

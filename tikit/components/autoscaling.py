@@ -62,6 +62,12 @@ REQUEST_RATE_TRIGGER = "request-rate"
 PEAK_TRIGGER = "peak-floor"
 QUEUE_TRIGGER = "queue-length"
 
+# KEDA fallback (docs/autoscaling.md, "When Prometheus is down"): after this many failed
+# reads of a trigger in a row (KEDA counts > threshold, at every HPA sync and poll), the
+# trigger reports the fallback replicas instead of an error; "currentReplicasIfHigher"
+# never scales below what runs.  Only non-cpu/memory triggers fall back.
+FALLBACK_FAILURE_THRESHOLD = 3
+FALLBACK_BEHAVIOR = "currentReplicasIfHigher"
 
 
 def hpa_name(workload: str) -> str:
@@ -210,6 +216,12 @@ def trigger_authentication(
     return kube.custom(resource_name, API_VERSION, "TriggerAuthentication", meta, {"secretTargetRef": refs}, opts)
 
 
+def fallback(replicas: int) -> dict[str, Any]:
+    """What a failing external trigger reports instead of nothing: ``replicas`` (at least
+    the running count, with FALLBACK_BEHAVIOR)."""
+    return {"failureThreshold": FALLBACK_FAILURE_THRESHOLD, "replicas": replicas, "behavior": FALLBACK_BEHAVIOR}
+
+
 def scaled_object_spec(
     *,
     workload: str,
@@ -218,6 +230,7 @@ def scaled_object_spec(
     hpa_behavior: Mapping[str, Any],
     triggers: Sequence[Mapping[str, Any]],
     cooldown_seconds: Optional[int] = None,
+    fallback_spec: Optional[Mapping[str, Any]] = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": workload},
@@ -229,6 +242,11 @@ def scaled_object_spec(
     }
     if cooldown_seconds is not None:
         spec["cooldownPeriod"] = cooldown_seconds
+    if fallback_spec is not None:
+        # KEDA's webhook accepts a fallback only next to a trigger that can fall back.
+        if all(t["type"] in ("cpu", "memory") for t in triggers):
+            raise ValueError(f"ScaledObject {workload}: a fallback needs a trigger other than cpu/memory")
+        spec["fallback"] = dict(fallback_spec)
     return spec
 
 

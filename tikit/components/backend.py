@@ -89,6 +89,9 @@ def scaled_object_spec(args: BackendArgs) -> dict[str, Any]:
         max_replicas=b.max_replicas,
         hpa_behavior=autoscaling.behavior(),
         triggers=triggers,
+        # Prometheus down: the request-rate trigger reports the peak floor (the capacity the
+        # evening is sized for) instead of an error, so scaling never freezes on it.
+        fallback_spec=autoscaling.fallback(max(b.min_replicas, b.peak_min_replicas)),
     )
 
 

@@ -23,7 +23,8 @@ import pulumi_kubernetes as k8s
 
 from tikit import kube
 from tikit import names
-from tikit.components import autoscaling, backend, gateway
+from tikit import cron
+from tikit.components import autoscaling, backend, drills, gateway
 from tikit.conf import alerts, dashboard
 from tikit.derived import Derived
 from tikit.settings import Addons as AddonsSettings
@@ -68,6 +69,8 @@ class MonitoringArgs:
     role: str
     # Whether a k8gb Gslb serves this region (multi-region stacks only).
     gslb: bool = True
+    # The restore drills' schedule where they run here ("" elsewhere).
+    drill_schedule: str = ""
 
 
 def autoscaled(b: BackendSettings, w: WorkersSettings) -> tuple[alerts.Autoscaled, ...]:
@@ -87,7 +90,23 @@ def scope(args: MonitoringArgs) -> alerts.Scope:
         server_connections_per_pod=args.derived.pgbouncer_server_connections_per_pod,
         autoscaled=autoscaled(args.backend, args.workers),
         gslb=args.gslb,
+        **drill_scope(args.drill_schedule),
     )
+
+
+def drill_scope(schedule: str) -> dict[str, Any]:
+    """The drill CronJobs a region runs and the age their last success may reach: one
+    period of the schedule plus the longest a run may take (components/drills.py)."""
+    if not schedule:
+        return {}
+    period = cron.weekly_period_seconds(schedule)
+    if period is None:  # settings.load refuses such a schedule
+        raise ValueError(f"restore drill schedule {schedule!r} has no fixed period")
+    return {
+        "drills": (names.PG_RESTORE_DRILL, names.REDIS_RESTORE_DRILL),
+        "drill_schedule": schedule,
+        "drill_max_age_seconds": period + drills.DRILL_MAX_RUN_SECONDS,
+    }
 
 
 def endpoint(port: str, interval: str, *, path: str = METRICS_PATH, honor_labels: bool = False) -> dict[str, Any]:

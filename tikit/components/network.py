@@ -65,6 +65,9 @@ class NetworkArgs:
     pg_cluster: str
     # k6-operator pods may run here (settings.resilience.enabled, primary region).
     k6: bool = False
+    # The restore canary writes here (primary region) / the restore drills run here.
+    canary: bool = False
+    drills: bool = False
 
 
 # --- building blocks -------------------------------------------------------------------
@@ -232,9 +235,45 @@ def policy_specs(args: NetworkArgs) -> dict[str, dict[str, Any]]:
         rule([external], tcp(*sorted({HTTPS_PORT, n.api_server_port})), "egress"),
     ]
     specs["postgres"] = policy(postgres, ingress=pg_ingress, egress=pg_egress)
+    if args.canary:
+        # The canary reaches the write pool like the apps (and nothing else).
+        specs[names.PG_CANARY] = policy(
+            apps(names.PG_CANARY), egress=[rule([pods(apps(names.PGBOUNCER_RW))], tcp(names.PGBOUNCER_PORT), "egress")]
+        )
+        specs["pgbouncer"]["ingress"].append(rule([pods(apps(names.PG_CANARY))], tcp(names.PGBOUNCER_PORT), "ingress"))
+    if args.drills:
+        specs.update(drill_policy_specs(args))
     if args.k6:
         specs.update(k6_policy_specs(args))
     return specs
+
+
+def drill_policy_specs(args: NetworkArgs) -> dict[str, dict[str, Any]]:
+    """The restore drills (components/drills.py): the PostgreSQL drill's job talks to the
+    Kubernetes API only (kubectl; its psql runs inside the drill instance through exec); the
+    throwaway Cluster's instance needs what any CNPG instance needs (the operator, itself,
+    object storage and the API over HTTPS) and nothing of the live cluster; the Redis drill
+    reads object storage."""
+    n = args.network
+    api = tcp(*sorted({HTTPS_PORT, n.api_server_port}))
+    external = cidr(n.external_cidr)
+    drill_cluster = {"matchLabels": {names.CNPG_CLUSTER_LABEL: names.PG_RESTORE_DRILL}}
+    return {
+        names.PG_RESTORE_DRILL: policy(apps(names.PG_RESTORE_DRILL), egress=[rule([external], api, "egress")]),
+        f"{names.PG_RESTORE_DRILL}-instance": policy(
+            drill_cluster,
+            ingress=[
+                rule([pods(drill_cluster)], tcp(names.POSTGRES_PORT, CNPG_STATUS_PORT), "ingress"),
+                rule([namespace(args.addons.cnpg_namespace, apps(CNPG_OPERATOR_NAME))],
+                     tcp(names.POSTGRES_PORT, CNPG_STATUS_PORT), "ingress"),
+            ],
+            egress=[
+                rule([pods(drill_cluster)], tcp(names.POSTGRES_PORT, CNPG_STATUS_PORT), "egress"),
+                rule([external], api, "egress"),
+            ],
+        ),
+        names.REDIS_RESTORE_DRILL: policy(apps(names.REDIS_RESTORE_DRILL), egress=[rule([external], tcp(HTTPS_PORT), "egress")]),
+    }
 
 
 def k6_policy_specs(args: NetworkArgs) -> dict[str, dict[str, Any]]:

@@ -21,6 +21,7 @@ READINESS = kube.ProbeTiming(period=10, timeout=5, failures=2)
 POOL_SIZE_ENV = "DB_POOL_SIZE"
 # The root filesystem is read-only; Node and its libraries still want a /tmp.
 TMP_VOLUME = "tmp"
+DATABASE_CA_VOLUME = "database-ca"
 
 
 def common_config(target: kube.Target) -> dict[str, str]:
@@ -88,7 +89,11 @@ def container(
         "env": [*secret_env(), *pool_env(db_connections_per_replica)],
         "resources": kube.resources(cpu, memory),
         "securityContext": kube.container_security(),
-        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
+        "volumeMounts": [
+            {"name": TMP_VOLUME, "mountPath": "/tmp"},
+            # DATABASE_URL's sslrootcert: the CA that signed the PgBouncer pools' certificates.
+            {"name": DATABASE_CA_VOLUME, "mountPath": names.DATABASE_CA_DIR, "readOnly": True},
+        ],
         **own,
     }
 
@@ -105,7 +110,20 @@ def pod_spec(sel: Mapping[str, str], container_spec: dict[str, Any], *, grace_se
         "topologySpreadConstraints": kube.spread(sel),
         **own,
         "containers": [container_spec],
-        "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}],
+        "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}, database_ca_volume()],
+    }
+
+
+def database_ca_volume() -> dict[str, Any]:
+    """ca.crt of the write pool's certificate Secret (cert-manager puts the issuing CA there):
+    the internal CA both pools' certificates come from.  Only that key: the Secret also holds
+    PgBouncer's private key."""
+    return {
+        "name": DATABASE_CA_VOLUME,
+        "secret": {
+            "secretName": names.pgbouncer_tls_secret(names.PGBOUNCER_RW),
+            "items": [{"key": "ca.crt", "path": names.DATABASE_CA_FILE.rsplit("/", 1)[1]}],
+        },
     }
 
 

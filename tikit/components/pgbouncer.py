@@ -1,13 +1,17 @@
 """PgBouncer pools of one region, in front of that region's CloudNativePG cluster.
 
-Two pools, each a Deployment + Service + PodDisruptionBudget + ConfigMap:
+Two pools, each a Deployment + Service + PodDisruptionBudget + ConfigMap + cert-manager
+Certificate (TLS for the apps, issued by the namespace's internal CA):
 
 * ``pgbouncer-rw`` in front of ``<cluster>-rw`` (the primary; in a backup region the
   replica cluster's designated primary, read-only until promotion);
 * ``pgbouncer-ro`` in front of ``<cluster>-ro``, or ``<cluster>-r`` where the cluster has a
   single instance and so no ``-ro`` endpoints.
 
-pgbouncer.ini comes from tikit/conf/pgbouncer.py and holds no secret.  userlist.txt (SCRAM
+pgbouncer.ini comes from tikit/conf/pgbouncer.py and holds no secret.  Both hops are TLS:
+the apps to PgBouncer (``client_tls_sslmode = require``, verified by the apps against the
+internal CA), PgBouncer to PostgreSQL (``server_tls_sslmode = verify-full`` against CNPG's
+cluster CA, mounted from the ``<cluster>-ca`` Secret).  userlist.txt (SCRAM
 verifiers of the app role and of the exporter's stats user) is a Secret, as are the
 exporter's connection string and the connection URLs the backend reads (DATABASE_URL,
 DATABASE_REPLICA_URL).  Each pod runs the Prometheus exporter beside PgBouncer, on the
@@ -35,6 +39,14 @@ COMPONENT = "connection-pooler"
 PORT_NAME = "pgbouncer"
 CONFIG_DIR = "/etc/pgbouncer"          # the ConfigMap: pgbouncer.ini
 AUTH_DIR = "/etc/pgbouncer-auth"       # the Secret: userlist.txt
+SERVER_CA_DIR = "/etc/pgbouncer-server-ca"   # CNPG's <cluster>-ca Secret, ca.crt only
+CERT_DIR = "/etc/pgbouncer-tls"        # cert-manager's <pool>-tls Secret: tls.crt, tls.key
+CA_KEY, CERT_KEY, KEY_KEY = "ca.crt", "tls.crt", "tls.key"
+CERT_API = "cert-manager.io/v1"
+# The pools' server certificates: a year, renewed 30 days before they end.  PgBouncer reads
+# them at start, so a renewal takes effect with the next rollout (docs/runbooks/pgbouncer.md).
+CERT_DURATION = "8760h"
+CERT_RENEW_BEFORE = "720h"
 INI_KEY = "pgbouncer.ini"
 USERLIST_KEY = "userlist.txt"
 EXPORTER_ENV = "PGBOUNCER_EXPORTER_CONNECTION_STRING"  # read by pgbouncer_exporter
@@ -55,9 +67,13 @@ class PgBouncerArgs:
     pgbouncer: PgBouncerSettings
     database: str
     owner: str
-    # CNPG Services of this region's cluster: write pool and read pool targets.
+    # CNPG Services of this region's cluster: write pool and read pool targets, and the
+    # cluster's CA Secret, which signed the certificate those Services present.
     write_service: str
     read_service: str
+    cluster_ca_secret: str
+    # The cert-manager Issuer of the pools' own certificates (tikit/components/tls.py).
+    issuer: str
     # From the stack-level Credentials (secrets): the app role's password for the URLs,
     # its stored SCRAM verifier for userlist.txt, the stats user's password and its own
     # SCRAM salt (base64; never the app role's).
@@ -72,6 +88,15 @@ def pool_targets(args: PgBouncerArgs) -> dict[str, str]:
     return {names.PGBOUNCER_RW: args.write_service, names.PGBOUNCER_RO: args.read_service}
 
 
+TLS_FILES = conf.TlsFiles(
+    server_ca=f"{SERVER_CA_DIR}/{CA_KEY}", cert=f"{CERT_DIR}/{CERT_KEY}", key=f"{CERT_DIR}/{KEY_KEY}"
+)
+# What the apps' URLs ask of the connection to the pools: TLS with PgBouncer's certificate
+# checked against the internal CA (DATABASE_CA_FILE, mounted in the apps) and its name
+# against the pool's Service name (docs/postgres.md, "TLS").
+APP_SSLMODE = "verify-full"
+
+
 def ini(args: PgBouncerArgs, service: str) -> str:
     return conf.pgbouncer_ini(
         args.pgbouncer,
@@ -80,23 +105,60 @@ def ini(args: PgBouncerArgs, service: str) -> str:
         port=names.POSTGRES_PORT,
         listen_port=names.PGBOUNCER_PORT,
         auth_file=f"{AUTH_DIR}/{USERLIST_KEY}",
+        tls=TLS_FILES,
     )
 
 
 def database_url(owner: str, password: str, pool: str, namespace: str, database: str) -> str:
-    """The URL the backend reads.  No ``pgbouncer=true``: PgBouncer >= 1.21 with
-    max_prepared_statements keeps Prisma's prepared statements working in transaction mode,
-    and that flag would only turn them off (docs/postgres.md)."""
+    """The URL the backend reads: TLS verified against the internal CA (``sslmode`` and
+    ``sslrootcert``, libpq's and node-postgres's names).  No ``pgbouncer=true``: PgBouncer
+    >= 1.21 with max_prepared_statements keeps Prisma's prepared statements working in
+    transaction mode, and that flag would only turn them off (docs/postgres.md)."""
     host = names.service_host(pool, namespace)
-    return f"postgresql://{quote(owner, safe='')}:{quote(password, safe='')}@{host}:{names.PGBOUNCER_PORT}/{database}"
+    return (
+        f"postgresql://{quote(owner, safe='')}:{quote(password, safe='')}@{host}:{names.PGBOUNCER_PORT}/{database}"
+        f"?sslmode={APP_SSLMODE}&sslrootcert={quote(names.DATABASE_CA_FILE, safe='/')}"
+    )
 
 
 def exporter_url(password: str) -> str:
-    # Same pod: the exporter reaches PgBouncer on localhost, without TLS.
+    # Same pod, over localhost: TLS because PgBouncer takes nothing else, not verified
+    # (the certificate names the Service, not 127.0.0.1, and nothing leaves the pod).
     return (
         f"postgres://{conf.DEFAULT_STATS_USER}:{quote(password, safe='')}@127.0.0.1:{names.PGBOUNCER_PORT}"
-        f"/{ADMIN_DATABASE}?sslmode=disable"
+        f"/{ADMIN_DATABASE}?sslmode=require"
     )
+
+
+def dns_names(pool: str, namespace: str) -> list[str]:
+    """Every name a client may reach a pool's Service by."""
+    return [pool, f"{pool}.{namespace}", f"{pool}.{namespace}.svc", names.service_host(pool, namespace)]
+
+
+def certificate_spec(pool: str, namespace: str, issuer: str) -> dict[str, Any]:
+    return {
+        "secretName": names.pgbouncer_tls_secret(pool),
+        "commonName": names.service_host(pool, namespace),
+        "dnsNames": dns_names(pool, namespace),
+        "duration": CERT_DURATION,
+        "renewBefore": CERT_RENEW_BEFORE,
+        "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+        "usages": ["server auth", "digital signature"],
+        "issuerRef": {"group": "cert-manager.io", "kind": "Issuer", "name": issuer},
+    }
+
+
+def volumes(pool: str, cluster_ca_secret: str) -> list[dict[str, Any]]:
+    """The ini, the userlist, CNPG's CA (only ca.crt: that Secret also holds the CA's key)
+    and the pool's certificate.  Group-readable only: fsGroup owns the files."""
+    return [
+        {"name": "config", "configMap": {"name": pool}},
+        {"name": "auth", "secret": {"secretName": names.PGBOUNCER_AUTH_SECRET, "defaultMode": 0o440}},
+        {"name": "server-ca", "secret": {"secretName": cluster_ca_secret, "items": [{"key": CA_KEY, "path": CA_KEY}],
+                                         "defaultMode": 0o440}},
+        {"name": "tls", "secret": {"secretName": names.pgbouncer_tls_secret(pool), "defaultMode": 0o440,
+                                   "items": [{"key": CERT_KEY, "path": CERT_KEY}, {"key": KEY_KEY, "path": KEY_KEY}]}},
+    ]
 
 
 def containers(pb: PgBouncerSettings) -> list[dict[str, Any]]:
@@ -115,6 +177,8 @@ def containers(pb: PgBouncerSettings) -> list[dict[str, Any]]:
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
+            {"name": "server-ca", "mountPath": SERVER_CA_DIR, "readOnly": True},
+            {"name": "tls", "mountPath": CERT_DIR, "readOnly": True},
         ],
         "livenessProbe": tcp(PORT_NAME),
         "readinessProbe": tcp(PORT_NAME),
@@ -147,6 +211,7 @@ class PgBouncer(pulumi.ComponentResource):
     exporter_secret: k8s.core.v1.Secret
     database_secret: k8s.core.v1.Secret
     config_maps: dict[str, k8s.core.v1.ConfigMap]
+    certificates: dict[str, k8s.apiextensions.CustomResource]
     deployments: dict[str, k8s.apps.v1.Deployment]
     services: dict[str, k8s.core.v1.Service]
     pdbs: dict[str, k8s.policy.v1.PodDisruptionBudget]
@@ -194,9 +259,15 @@ class PgBouncer(pulumi.ComponentResource):
         )
 
         self.config_maps, self.deployments, self.services, self.pdbs = {}, {}, {}, {}
+        self.certificates = {}
         for pool, service in pool_targets(args).items():
             sel = kube.selector(pool, t)
             text = ini(args, service)
+            self.certificates[pool] = kube.custom(
+                t.rname(f"{pool}-certificate"), CERT_API, "Certificate",
+                kube.metadata(names.pgbouncer_tls_secret(pool), COMPONENT, t, app=pool),
+                certificate_spec(pool, t.namespace, args.issuer), child,
+            )
             self.config_maps[pool] = k8s.core.v1.ConfigMap(
                 t.rname(f"{pool}-config"),
                 metadata=kube.metadata(pool, COMPONENT, t),
@@ -227,15 +298,13 @@ class PgBouncer(pulumi.ComponentResource):
                             "topologySpreadConstraints": kube.spread(sel),
                             **kube.pool_placement(t, names.PRIORITY_DATA),
                             "containers": containers(pb),
-                            "volumes": [
-                                {"name": "config", "configMap": {"name": pool}},
-                                # Group-readable only: fsGroup owns the files.
-                                {"name": "auth", "secret": {"secretName": names.PGBOUNCER_AUTH_SECRET, "defaultMode": 0o440}},
-                            ],
+                            "volumes": volumes(pool, args.cluster_ca_secret),
                         },
                     },
                 },
-                opts=t.opts(self, depends_on=[self.config_maps[pool], self.auth_secret, self.exporter_secret]),
+                opts=t.opts(
+                    self, depends_on=[self.config_maps[pool], self.auth_secret, self.exporter_secret, self.certificates[pool]]
+                ),
             )
             self.services[pool] = k8s.core.v1.Service(
                 t.rname(pool),

@@ -5,8 +5,9 @@ in the distributed topology (docs/postgres.md).
   ``postgresql.parameters`` from tikit/conf/postgres.py, and the Barman Cloud plugin as its
   WAL archiver.
 * One ObjectStore per region of the stack, in every region: this region's own (WAL archive,
-  base backups, retention) and, in a multi-region stack, one per peer region pointing at
-  that region's bucket, read by this cluster to bootstrap, replay WAL and switch over.
+  base backups, retention; read-write keys) and, in a multi-region stack, one per peer
+  region pointing at that region's bucket through that region's endpoint with that
+  region's read-only keys, read by this cluster to bootstrap, replay WAL and switch over.
 * ScheduledBackup ``pg-daily``: six-field cron, an immediate first backup.  The replica
   cluster backs up too (from its designated primary), into its own region's bucket: that is
   the cross-region copy.
@@ -33,7 +34,7 @@ from tikit.conf import pgbouncer as pgbouncer_conf
 from tikit.conf import pods
 from tikit.conf import postgres as postgres_conf
 from tikit.derived import Derived
-from tikit.settings import ObjectStorage as ObjectStorageSettings
+from tikit.settings import ObjectStore
 from tikit.settings import Postgres as PostgresSettings
 
 COMPONENT = "database"
@@ -55,23 +56,16 @@ BACKUP_SIDECAR_CPU, BACKUP_SIDECAR_MEMORY = pods.BARMAN_SIDECAR
 
 
 @dataclass(frozen=True)
-class Store:
-    """One region's bucket: where its cluster archives and every peer reads."""
-
-    bucket: str
-    endpoint: str
-
-
-@dataclass(frozen=True)
 class PostgresArgs:
     target: kube.Target
     postgres: PostgresSettings
     derived: Derived
-    object_storage: ObjectStorageSettings
-    # This region, the stack's primary region, and every region's bucket (stack order).
+    # This region, the stack's primary region, and every region's own object store (stack
+    # order): this region writes its own with read-write keys and reads the others' with
+    # their read-only keys.
     region: str
     primary: str
-    stores: dict[str, Store]
+    stores: dict[str, ObjectStore]
     # The application role's password (secret) and the base64 SCRAM salt, both from the
     # stack-level Credentials: every region must store the same verifier.
     password: pulumi.Input[str]
@@ -112,32 +106,46 @@ def peer_regions(args: PostgresArgs) -> list[str]:
     return [r for r in args.stores if r != args.region]
 
 
+def destination_path(store: ObjectStore) -> str:
+    """Where every cluster of the stack finds ``store``'s PostgreSQL backups; each cluster
+    writes under its own server name below it (names.pg_cluster of its region)."""
+    return f"s3://{store.bucket}/{BACKUP_PREFIX}"
+
+
+def store_configuration(store: ObjectStore, *, read_only: bool) -> dict[str, Any]:
+    """The Barman Cloud ``configuration`` of one region's bucket: its own endpoint, and the
+    read-write keys (the owning region) or the read-only ones (every peer)."""
+    secret = store.credentials(read_only=read_only)
+    return {
+        # One bucket per region, and each cluster archives under its own name
+        # (serverName): no two clusters ever share a path and server name.
+        "destinationPath": destination_path(store),
+        # The endpoint of the storage that holds that region's bucket, wherever the
+        # reading cluster runs.
+        "endpointURL": store.endpoint,
+        "s3Credentials": {
+            "accessKeyId": {"name": secret, "key": store.access_key_id_key},
+            "secretAccessKey": {"name": secret, "key": store.secret_access_key_key},
+        },
+        "wal": {"compression": WAL_COMPRESSION},
+        "data": {"compression": DATA_COMPRESSION},
+    }
+
+
 def object_store_spec(args: PostgresArgs, bucket_region: str) -> dict[str, Any]:
     """An ObjectStore for ``bucket_region``'s bucket.  Only a region's own store carries the
-    retention policy: a cluster never prunes another region's backups."""
-    o, store = args.object_storage, args.stores[bucket_region]
+    retention policy and the read-write keys: a cluster never prunes, nor can it write,
+    another region's backups."""
+    own = bucket_region == args.region
     spec: dict[str, Any] = {
-        "configuration": {
-            # One bucket per region, and each cluster archives under its own name
-            # (serverName): no two clusters ever share a path and server name.
-            "destinationPath": f"s3://{store.bucket}/{BACKUP_PREFIX}",
-            # The endpoint of the storage that holds that region's bucket, wherever the
-            # reading cluster runs.
-            "endpointURL": store.endpoint,
-            "s3Credentials": {
-                "accessKeyId": {"name": o.credentials_secret, "key": o.access_key_id_key},
-                "secretAccessKey": {"name": o.credentials_secret, "key": o.secret_access_key_key},
-            },
-            "wal": {"compression": WAL_COMPRESSION},
-            "data": {"compression": DATA_COMPRESSION},
-        },
+        "configuration": store_configuration(args.stores[bucket_region], read_only=not own),
         # The plugin's sidecar joins every instance pod: requests == limits keep the pod
         # Guaranteed, like the PostgreSQL container.
         "instanceSidecarConfiguration": {
             "resources": kube.resources(BACKUP_SIDECAR_CPU, BACKUP_SIDECAR_MEMORY, guaranteed=True)
         },
     }
-    if bucket_region == args.region:
+    if own:
         spec["retentionPolicy"] = args.postgres.retention
     return spec
 
@@ -312,8 +320,7 @@ class Postgres(pulumi.ComponentResource):
                 t.rname(store),
                 BARMAN_API,
                 "ObjectStore",
-                # Where the bucket lives, for the policy pack's cross-region backup check.
-                kube.metadata(store, COMPONENT, t, app=APP, annotations={names.STORAGE_REGION_ANNOTATION: bucket_region}),
+                kube.metadata(store, COMPONENT, t, app=APP),
                 object_store_spec(args, bucket_region),
                 child,
             )

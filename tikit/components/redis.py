@@ -36,7 +36,7 @@ from tikit import names
 from tikit.conf import pods
 from tikit.conf import redis as rconf
 from tikit.conf import templates
-from tikit.settings import ObjectStorage as ObjectStorageSettings
+from tikit.settings import ObjectStore
 from tikit.settings import Redis as RedisSettings
 
 COMPONENT = "redis"
@@ -112,11 +112,9 @@ class RedisArgs:
     redis: RedisSettings
     # settings.derived.redis_maxmemory_bytes: redis.maxmemoryPercent of the memory limit.
     maxmemory_bytes: int
-    object_storage: ObjectStorageSettings
-    # The region's bucket (settings.bucket(region)): backups go to s3://<bucket>/redis/<region>/,
-    # through that bucket's endpoint (settings.object_storage_endpoint(region)).
-    bucket: str
-    endpoint_url: str
+    # The region's own object store (settings.object_store(region)): backups go to
+    # s3://<bucket>/redis/<region>/ through its endpoint, with its read-write keys.
+    store: ObjectStore
     # Credentials.redis_password: a Pulumi secret, the same in every region.
     password: pulumi.Input[str]
     # Credentials.redis_sentinel_password (where Sentinel runs): the sentinels' own password.
@@ -214,12 +212,12 @@ def store_url(bucket: str) -> str:
 
 def data_config(args: RedisArgs) -> dict[str, str]:
     r, t = args.redis, args.target
-    store = store_url(args.bucket)
+    store = store_url(args.store.bucket)
     config = {
         rconf.REDIS_CONF: rconf.redis_conf(r, maxmemory_bytes=args.maxmemory_bytes),
         START_KEY: rconf.redis_start_script(r, namespace=t.namespace),
         # Run by hand per docs/runbooks/redis-restore.md, from a pod that mounts this ConfigMap.
-        RESTORE_KEY: rconf.restore_script(r, region=t.region, store=store, s3_endpoint=args.endpoint_url),
+        RESTORE_KEY: rconf.restore_script(r, region=t.region, store=store, s3_endpoint=args.store.endpoint),
     }
     if sentinel_enabled(r):
         config[HANDOVER_KEY] = rconf.handover_script(r, namespace=t.namespace)
@@ -257,8 +255,8 @@ def backup_config(args: RedisArgs) -> dict[str, str]:
             r,
             namespace=t.namespace,
             region=t.region,
-            store=store_url(args.bucket),
-            s3_endpoint=args.endpoint_url,
+            store=store_url(args.store.bucket),
+            s3_endpoint=args.store.endpoint,
         )
     }
 
@@ -402,7 +400,7 @@ def sentinel_pod_spec(args: RedisArgs) -> dict[str, Any]:
 
 
 def backup_pod_spec(args: RedisArgs) -> dict[str, Any]:
-    r, s3 = args.redis, args.object_storage
+    r, s3 = args.redis, args.store
     tools = {"name": "tools", "mountPath": TOOLS_DIR}
     init = {
         "name": "rclone",

@@ -39,7 +39,9 @@ MON_ENVOY_PROXY = "envoy-proxy"
 MON_ENVOY_GATEWAY = "envoy-gateway"
 MON_K8GB = "k8gb"
 
-TIERS = ("api", "workers", "autoscaling", "postgres", "pgbouncer", "redis", "traffic", "scrape")
+TIERS = ("api", "workers", "autoscaling", "postgres", "pgbouncer", "redis", "traffic", "scrape", "drills")
+# Tiers only some regions have: the restore drills run in the backup region(s).
+OPTIONAL_TIERS = ("drills",)
 
 # Google SRE workbook, "Alerting on SLOs", multiwindow multi-burn-rate alerts:
 # (long window, short window, burn rate, page?).  14.4x for 1h spends 2 % of a 30-day
@@ -99,6 +101,11 @@ class Scope:
     autoscaled: tuple[Autoscaled, ...]
     # The k8gb Gslb this region serves (None: a single-region stack has no Gslb).
     gslb: Optional[str]
+    # The restore drill CronJobs of this region (none where no drill runs), their schedule,
+    # and how old their last success may be: one period plus the longest run.
+    drills: tuple[str, ...] = ()
+    drill_schedule: str = ""
+    drill_max_age_seconds: int = 0
 
 
 def scope(
@@ -110,6 +117,9 @@ def scope(
     server_connections_per_pod: int,
     autoscaled: Sequence[Autoscaled],
     gslb: bool = True,
+    drills: Sequence[str] = (),
+    drill_schedule: str = "",
+    drill_max_age_seconds: int = 0,
 ) -> Scope:
     # settings.load has refused schedules without a known period (and a Redis backup limit
     # within one period), so this cannot fail on loaded settings.
@@ -127,6 +137,9 @@ def scope(
         server_connections_per_pod=server_connections_per_pod,
         autoscaled=tuple(autoscaled),
         gslb=names.GSLB if gslb else None,
+        drills=tuple(drills),
+        drill_schedule=drill_schedule,
+        drill_max_age_seconds=drill_max_age_seconds,
     )
 
 
@@ -451,6 +464,14 @@ def _postgres(m: Monitoring, sc: Scope) -> dict[str, Any]:
         ),
         runbook="postgres-backups",
     )
+    _volume_alerts(
+        r, "TikitPostgresDataVolumeFull", f"{sc.pg_cluster}-[0-9]+", "PostgreSQL data volume",
+        "A full data volume stops PostgreSQL: it cannot write table files or checkpoints.", "postgres-volumes",
+    )
+    _volume_alerts(
+        r, "TikitPostgresWalVolumeFull", f"{sc.pg_cluster}-[0-9]+-wal", "PostgreSQL WAL volume",
+        "WAL that cannot be archived piles up here; a full WAL volume stops every write.", "postgres-volumes",
+    )
     if sc.replica_cluster:
         lag = m.replication_lag_alert_seconds
         r.alert(
@@ -467,6 +488,37 @@ def _postgres(m: Monitoring, sc: Scope) -> dict[str, Any]:
             runbook="postgres-replication",
         )
     return r.group()
+
+
+# PersistentVolumeClaims, as their owners name them: CNPG "<cluster>-<n>" (PGDATA) and
+# "<cluster>-<n>-wal" (the WAL volume); the Redis StatefulSet's claim template "data" gives
+# "data-redis-<n>" (tests/components/test_monitoring.py checks both against the render).
+REDIS_CLAIM_PREFIX = f"data-{names.REDIS}"
+
+
+def volume_usage(namespace: str, claims: str) -> str:
+    """Used space of the PVCs whose names match ``claims`` (a PromQL regex), in percent of
+    their capacity, per claim."""
+    sel = f'namespace="{namespace}", persistentvolumeclaim=~"{claims}"'
+    by = "max by (namespace, persistentvolumeclaim)"
+    return (
+        f"100 * (1 - {by} (kubelet_volume_stats_available_bytes{{{sel}}})\n"
+        f"/ {by} (kubelet_volume_stats_capacity_bytes{{{sel}}}))"
+    )
+
+
+def _volume_alerts(r: "_Rules", alert: str, claims: str, what: str, consequence: str, runbook: str) -> None:
+    m, sc = r.m, r.sc
+    for severity, threshold in (("warning", m.volume_usage_warning_percent), ("critical", m.volume_usage_critical_percent)):
+        r.alert(
+            alert,
+            f"{volume_usage(sc.namespace, claims)}\n> {threshold}",
+            severity=severity,
+            for_=ALERT_FOR,
+            summary=f"{what} {L('persistentvolumeclaim')} over {threshold}% full in {sc.region}",
+            description=f"{what} {L('persistentvolumeclaim')} is {V1}% full (threshold {threshold}%). {consequence}",
+            runbook=runbook,
+        )
 
 
 def pool_saturation(namespace: str, database: str, *, by: str) -> str:
@@ -597,6 +649,11 @@ def _redis(m: Monitoring, sc: Scope) -> dict[str, Any]:
         description=f"aof_last_bgrewrite_status of {L('pod')} is {V0} (0 = failed): the AOF keeps growing.",
         runbook="redis-persistence",
     )
+    _volume_alerts(
+        r, "TikitRedisVolumeFull", f"{REDIS_CLAIM_PREFIX}-[0-9]+", "Redis volume",
+        "The AOF and the RDB snapshots live here; when it is full Redis refuses writes (the job queue stops).",
+        "redis-volumes",
+    )
     cron = names.REDIS_BACKUP
     max_age = m.redis_backup_max_age_seconds
     jobs = f'namespace="{ns}", job_name=~"{cron}-[0-9]+"'
@@ -671,6 +728,60 @@ def _traffic(m: Monitoring, sc: Scope) -> dict[str, Any]:
     return r.group()
 
 
+DRILL_AGE = record_name("restore_drill_last_success", "age_seconds")
+
+
+def _drill_jobs(expr: str, cronjobs: str) -> str:
+    """``expr`` (per namespace, job_name) with the drill CronJob a Job belongs to as the
+    label ``cronjob``: Jobs are named <cronjob>-<suffix> (scheduled runs and the
+    runbook's manual ones alike)."""
+    return f'label_replace({expr}, "cronjob", "$1", "job_name", "({cronjobs})-.+")'
+
+
+def _drills(m: Monitoring, sc: Scope) -> dict[str, Any]:
+    """The restore drills' own health, from kube-state-metrics: the age of each drill's last
+    success (a recorded series), an alert when it is older than a period plus the longest
+    run (or the drill never succeeded that long after its creation), and one when a drill
+    Job failed and no later run of the same drill succeeded."""
+    r = _Rules(m, sc, "drills")
+    ns, names_re = sc.namespace, "|".join(sc.drills)
+    cj = f'namespace="{ns}", cronjob=~"{names_re}"'
+    jobs = f'namespace="{ns}", job_name=~"({names_re})-.+"'
+    r.record(DRILL_AGE, f"time() - max by (namespace, cronjob) (kube_cronjob_status_last_successful_time{{{cj}}})")
+    limit_h = sc.drill_max_age_seconds / 3600
+    r.alert(
+        "TikitRestoreDrillMissing",
+        f"{DRILL_AGE}{{{cj}}} / 3600 > {_num(limit_h)}\n"
+        f"or\n((time() - max by (namespace, cronjob) (kube_cronjob_created{{{cj}}})) / 3600 > {_num(limit_h)}\n"
+        f" unless on (namespace, cronjob) kube_cronjob_status_last_successful_time{{{cj}}})",
+        severity="warning",
+        summary=f"Restore drill {L('cronjob')} has not passed for over {_num(limit_h)} h in {sc.region}",
+        description=(
+            f"{L('cronjob')} last succeeded {V1} h ago (or never, since it was created that long ago); its schedule "
+            f"'{sc.drill_schedule}' plus the longest run allows {_num(limit_h)} h. Nobody knows whether the backups "
+            "still restore."
+        ),
+        runbook="restore-drills",
+    )
+    by_job = "max by (namespace, job_name)"
+    started = f"{by_job} (kube_job_status_start_time{{{jobs}}})"
+    failed = _drill_jobs(f"{started}\nand on (namespace, job_name) ({by_job} (kube_job_status_failed{{{jobs}}}) > 0)", names_re)
+    passed = _drill_jobs(f"{started}\nand on (namespace, job_name) ({by_job} (kube_job_status_succeeded{{{jobs}}}) > 0)", names_re)
+    r.alert(
+        "TikitRestoreDrillFailed",
+        f"{failed}\n> on (namespace, cronjob) group_left ()\n"
+        f"(max by (namespace, cronjob) ({passed})\nor max by (namespace, cronjob) (kube_cronjob_created{{{cj}}}) * 0)",
+        severity="critical",
+        summary=f"Restore drill {L('job_name')} failed in {sc.region}",
+        description=(
+            f"Job {L('job_name')} of {L('cronjob')} (started at Unix time {V0}) failed and no later run of it passed: "
+            "the last drill could not restore the backups, or what it restored was not what the platform wrote."
+        ),
+        runbook="restore-drills",
+    )
+    return r.group()
+
+
 def _scrape(m: Monitoring, sc: Scope) -> dict[str, Any]:
     r = _Rules(m, sc, "scrape")
     r.alert(
@@ -696,6 +807,7 @@ def rule_groups(m: Monitoring, sc: Scope) -> list[dict[str, Any]]:
         _redis(m, sc),
         _traffic(m, sc),
         _scrape(m, sc),
+        *([_drills(m, sc)] if sc.drills else []),
     ]
 
 

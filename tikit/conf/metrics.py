@@ -133,9 +133,18 @@ KUBE_STATE_METRICS = _source(
     "kube_cronjob_status_last_successful_time",
     "kube_cronjob_created",
     "kube_job_status_failed",
+    "kube_job_status_succeeded",
     "kube_job_status_start_time",
     "kube_pod_container_resource_requests",
     "kube_pod_container_resource_limits",
+)
+
+KUBELET = _source(
+    "kubelet",
+    "kubelet /metrics (pkg/kubelet/metrics/collectors/volume_stats.go: one series per mounted "
+    "PersistentVolumeClaim, labels namespace and persistentvolumeclaim; scraped by kube-prometheus-stack)",
+    "kubelet_volume_stats_available_bytes",
+    "kubelet_volume_stats_capacity_bytes",
 )
 
 CADVISOR = _source(
@@ -172,7 +181,7 @@ K8GB = _source(
 
 PROMETHEUS = _source("prometheus", "Prometheus itself (one series per scrape target)", "up")
 
-SOURCES: tuple[Source, ...] = (CNPG, BARMAN_CLOUD, PGBOUNCER, REDIS, KUBE_STATE_METRICS, CADVISOR, KEDA, ENVOY, K8GB, PROMETHEUS)
+SOURCES: tuple[Source, ...] = (CNPG, BARMAN_CLOUD, PGBOUNCER, REDIS, KUBE_STATE_METRICS, KUBELET, CADVISOR, KEDA, ENVOY, K8GB, PROMETHEUS)
 
 
 BACKEND = _source(

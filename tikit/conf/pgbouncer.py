@@ -22,6 +22,7 @@ import re
 import stringprep
 import textwrap
 import unicodedata
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Sequence, Union
 
 from tikit.derived import server_connections_per_pod
@@ -55,6 +56,23 @@ Value = Union[str, int]
 # (key, value, why): `why` becomes a comment above the setting; None for the obvious ones.
 Entry = tuple[str, Value, Union[str, None]]
 
+# PgBouncer -> PostgreSQL: TLS, the server's certificate checked against the CA that signed
+# it and its host name against the certificate's names (CNPG's server certificate names the
+# cluster's -rw, -ro and -r Services, short and fully qualified).
+SERVER_TLS_SSLMODE = "verify-full"
+# App -> PgBouncer: TLS or no connection at all.  Verifying PgBouncer's certificate is the
+# client's part (sslmode=verify-full in DATABASE_URL, docs/postgres.md).
+CLIENT_TLS_SSLMODE = "require"
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """Where PgBouncer finds its TLS material (mounted read-only from Secrets)."""
+
+    server_ca: str  # the CA that signed PostgreSQL's certificate (CNPG's <cluster>-ca, ca.crt)
+    cert: str       # PgBouncer's own certificate for its clients (cert-manager, tls.crt)
+    key: str        # ... and its key (tls.key)
+
 
 def _safe(name: str, value: Value) -> str:
     text = str(value)
@@ -68,6 +86,7 @@ def pgbouncer_settings(
     *,
     listen_port: int,
     auth_file: str,
+    tls: TlsFiles,
     listen_addr: str = "*",
     admin_user: str = DEFAULT_ADMIN_USER,
     stats_user: str = DEFAULT_STATS_USER,
@@ -79,6 +98,9 @@ def pgbouncer_settings(
         ("listen_addr", listen_addr),
         ("admin_user", admin_user),
         ("stats_user", stats_user),
+        ("server_tls_ca_file", tls.server_ca),
+        ("client_tls_cert_file", tls.cert),
+        ("client_tls_key_file", tls.key),
     ):
         _safe(name, value)
     return [
@@ -135,9 +157,21 @@ def pgbouncer_settings(
         ),
         (
             "server_tls_sslmode",
-            "prefer",
-            "CNPG serves TLS with its own CA: encrypt when offered; verify-full needs that CA mounted.",
+            SERVER_TLS_SSLMODE,
+            "To PostgreSQL: TLS, its certificate checked against CNPG's CA (the cluster's <cluster>-ca"
+            " Secret, mounted) and its name against the host above; CNPG's certificate names the"
+            " -rw, -ro and -r Services.",
         ),
+        ("server_tls_ca_file", tls.server_ca, None),
+        (
+            "client_tls_sslmode",
+            CLIENT_TLS_SSLMODE,
+            "From the apps: TLS or no connection. The certificate is cert-manager's, issued for this"
+            " pool's Service names by the namespace's internal CA; the apps verify it"
+            " (sslmode=verify-full and sslrootcert in DATABASE_URL).",
+        ),
+        ("client_tls_cert_file", tls.cert, None),
+        ("client_tls_key_file", tls.key, None),
         (
             "server_idle_timeout",
             SERVER_IDLE_TIMEOUT_SECONDS,
@@ -170,16 +204,19 @@ def pgbouncer_ini(
     port: int,
     listen_port: int,
     auth_file: str,
+    tls: TlsFiles,
     listen_addr: str = "*",
     admin_user: str = DEFAULT_ADMIN_USER,
     stats_user: str = DEFAULT_STATS_USER,
 ) -> str:
-    """pgbouncer.ini for one pool: clients connect to ``database`` on ``listen_port`` and are
-    pooled onto ``host:port`` (a CNPG ``-rw``/``-ro`` service).  Logs go to stderr."""
+    """pgbouncer.ini for one pool: clients connect to ``database`` on ``listen_port`` over
+    TLS and are pooled onto ``host:port`` (a CNPG ``-rw``/``-ro`` service), over TLS that
+    PgBouncer verifies.  Logs go to stderr."""
     entries = pgbouncer_settings(
         pb,
         listen_port=listen_port,
         auth_file=auth_file,
+        tls=tls,
         listen_addr=listen_addr,
         admin_user=admin_user,
         stats_user=stats_user,

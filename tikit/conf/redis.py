@@ -731,6 +731,12 @@ def _store_functions(endpoint_url: str) -> str:
     return templates.render("redis/store.sh", S3_EXPORTS=exports)
 
 
+def script_functions(endpoint_url: str) -> str:
+    """log/die/field and the store functions, for scripts elsewhere that read the Redis
+    backups (the restore drill, tikit/conf/drills.py)."""
+    return _lib("common") + _store_functions(endpoint_url)
+
+
 def backup_prefix(region: str) -> str:
     return f"redis/{region}"
 

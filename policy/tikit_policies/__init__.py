@@ -6,7 +6,7 @@ preview (preview/policies.py) imports the very same objects and runs them over i
 
 from pulumi_policy import EnforcementLevel
 
-from . import addons, capacity, hygiene, nodes, reliability, secrets
+from . import addons, capacity, failure, hygiene, nodes, reliability, secrets
 
 PACK_NAME = "tikit"
 # Policies state their own level; this is the pack default for any that does not.
@@ -15,6 +15,7 @@ ENFORCEMENT = EnforcementLevel.MANDATORY
 AREAS = {
     "hygiene": hygiene.POLICIES,
     "reliability": reliability.POLICIES,
+    "failure": failure.POLICIES,
     "capacity": capacity.POLICIES,
     "nodes": nodes.POLICIES,
     "secrets": secrets.POLICIES,

@@ -28,7 +28,7 @@ import tikit_policies
 from tikit_policies import annotations as ann
 
 POLICY_DIR = REPO / "policy"
-AREAS = ("hygiene", "reliability", "capacity", "nodes", "secrets", "addons")
+AREAS = ("hygiene", "reliability", "failure", "capacity", "nodes", "secrets", "addons")
 
 
 # ---- metadata ----------------------------------------------------------------------------

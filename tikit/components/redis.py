@@ -345,8 +345,10 @@ def data_pod_spec(args: RedisArgs) -> dict[str, Any]:
             "/health", names.METRICS_PORT_NAME,
             period=LIVENESS.period, timeout=LIVENESS.timeout, failures=LIVENESS.failures,
         ),
-        "readinessProbe": kube.http_probe(
-            "/health", names.METRICS_PORT_NAME,
+        # Ready once its port accepts scrapes; liveness asks the process itself (/health
+        # answers without touching Redis), so the two never share a check.
+        "readinessProbe": kube.tcp_probe(
+            names.METRICS_PORT_NAME,
             period=READINESS.period, timeout=READINESS.timeout, failures=READINESS.failures,
         ),
         "resources": kube.resources(EXPORTER_CPU, EXPORTER_MEMORY),

@@ -4,6 +4,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# checkov and zizmor, in a virtualenv of their own (requirements-scanners.txt).
+SCANNERS := .venv-scanners
 STACK ?= dev
 STACKS ?= dev staging prod
 BASE ?=
@@ -11,7 +13,7 @@ POLICY_CONFIG ?=
 # The oldest Python the project runs on (scripts/bootstrap.sh says the same).
 MIN_PYTHON := 3.11
 
-.PHONY: help preview preview-all capacity crds images test check test-fast system-deps diff clean FORCE
+.PHONY: help preview preview-all capacity crds images scanners test check test-fast system-deps diff clean FORCE
 .DEFAULT_GOAL := help
 
 ## help: list the targets (the default)
@@ -32,6 +34,13 @@ $(VENV)/.runtime: requirements.txt pyproject.toml
 $(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
 	scripts/bootstrap.sh $(PYTHON) $(VENV) requirements-dev.txt
 	touch $@
+
+$(SCANNERS)/.installed: requirements-scanners.txt
+	scripts/bootstrap.sh $(PYTHON) $(SCANNERS) requirements-scanners.txt
+	touch $@
+
+## scanners: checkov and zizmor into .venv-scanners/ (make test runs them)
+scanners: $(SCANNERS)/.installed
 
 ## preview: offline preview of STACK (default dev) into build/STACK/
 # `python -m preview` exits 0/1/2/3 (README); make reports any non-zero as its own exit 2
@@ -64,7 +73,7 @@ images: $(VENV)/.runtime
 	@$(PY) -m preview images $(if $(WRITE),--write)
 
 ## test: the whole suite, integration tests included, on every core
-test: $(VENV)/.dev system-deps crds
+test: $(VENV)/.dev $(SCANNERS)/.installed system-deps crds
 	$(PY) -m pytest -n auto
 
 ## check: the fast tier: no daemons, no slow end-to-end runs

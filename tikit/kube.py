@@ -360,3 +360,75 @@ def custom(
         resource_name, api_version=api_version, kind=kind, metadata=dict(meta), spec=spec,
         opts=with_addon(api_version, opts),
     )
+
+
+# --- scanners ---------------------------------------------------------------------------
+#
+# Checks of the checkov scanner the platform answers differently on purpose, with the
+# reason each object carries as `checkov.io/skip<N>: <check>=<reason>` (checkov reads
+# them from the object's own annotations; a reason may not contain "=").  workload()
+# derives which apply from the pod spec it declares, so a skip appears only where its
+# reason holds: an image pinned by tag alone (third-party) or a CPU limit nobody chose
+# to leave out still fails the scan.
+SCANNER_ANNOTATION = "checkov.io/skip{n}"
+CPU_LIMIT_CHECK = "CKV_K8S_11"
+SECRET_ENV_CHECK = "CKV_K8S_35"
+DIGEST_CHECK = "CKV_K8S_43"
+PULL_ALWAYS_CHECK = "CKV_K8S_15"
+LIVENESS_CHECK = "CKV_K8S_8"
+READINESS_CHECK = "CKV_K8S_9"
+SA_TOKEN_CHECK = "CKV_K8S_38"
+SCANNER_REASONS = {
+    CPU_LIMIT_CHECK: "no CPU limit by design: throttling adds tail latency, and the CPU requests size the nodes and the autoscalers (docs/sizing.md)",
+    SECRET_ENV_CHECK: "the image reads this credential only from its environment; the value comes from a Secret by secretKeyRef and never appears in the manifest",
+    DIGEST_CHECK: "the platform's own image: the release supplies its digest at deploy and the image-digest policy refuses a deploy without one (docs/images.md)",
+    PULL_ALWAYS_CHECK: "the platform's own image runs by the digest the deploy sets (docs/images.md), so a cached copy is the same image",
+    LIVENESS_CHECK: "a placeholder pause container that holds warm node capacity: it serves nothing a probe could check",
+    READINESS_CHECK: "a placeholder pause container that holds warm node capacity: it receives no traffic",
+    SA_TOKEN_CHECK: "the job acts on the Kubernetes API (kubectl) through a Role limited to the objects it creates and reads",
+}
+
+
+def _pod_spec_of(spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    template = spec.get("template") or (spec.get("jobTemplate") or {}).get("spec", {}).get("template") or {}
+    return template.get("spec") or {}
+
+
+def scanner_skips(spec: Mapping[str, Any], *, placeholder: bool = False) -> list[str]:
+    """The checks a workload (its spec) answers differently on purpose, see SCANNER_REASONS."""
+    from tikit import images
+
+    pod = _pod_spec_of(spec)
+    running = [c for c in pod.get("containers") or [] if isinstance(c, Mapping)]
+    every = running + [c for c in pod.get("initContainers") or [] if isinstance(c, Mapping)]
+    found = []
+    if any(isinstance(c.get("resources"), Mapping) and "cpu" not in (c["resources"].get("limits") or {}) for c in every):
+        found.append(CPU_LIMIT_CHECK)
+    if any(isinstance(e, Mapping) and "secretKeyRef" in (e.get("valueFrom") or {}) for c in every for e in c.get("env") or []):
+        found.append(SECRET_ENV_CHECK)
+    app_by_tag = [c for c in every if isinstance(c.get("image"), str) and images.is_app(c["image"]) and "@sha256:" not in c["image"]]
+    if app_by_tag:
+        found += [DIGEST_CHECK, PULL_ALWAYS_CHECK]
+    if placeholder:
+        found += [LIVENESS_CHECK, READINESS_CHECK]
+    if pod.get("automountServiceAccountToken") is True:
+        found.append(SA_TOKEN_CHECK)
+    return found
+
+
+def scanner_annotations(spec: Mapping[str, Any], *, placeholder: bool = False) -> dict[str, str]:
+    return {
+        SCANNER_ANNOTATION.format(n=i): f"{check}={SCANNER_REASONS[check]}"
+        for i, check in enumerate(scanner_skips(spec, placeholder=placeholder), start=1)
+    }
+
+
+def workload(cls: Any, resource_name: str, *, metadata: Mapping[str, Any], spec: Mapping[str, Any],
+             opts: Optional[pulumi.ResourceOptions] = None, placeholder: bool = False) -> Any:
+    """A Deployment, StatefulSet or CronJob (``cls``) whose metadata carries the scanner
+    skips its spec justifies (``placeholder``: pods that only hold capacity)."""
+    notes = scanner_annotations(spec, placeholder=placeholder)
+    meta = dict(metadata)
+    if notes:
+        meta["annotations"] = {**(meta.get("annotations") or {}), **notes}
+    return cls(resource_name, metadata=meta, spec=spec, opts=opts)

@@ -133,7 +133,8 @@ class Backend(pulumi.ComponentResource):
         if hooks:
             container["lifecycle"] = hooks
 
-        self.deployment = k8s.apps.v1.Deployment(
+        self.deployment = kube.workload(
+            k8s.apps.v1.Deployment,
             t.rname(app),
             metadata=nodeapp.deployment_metadata(
                 app, COMPONENT, t, version=version, db_connections_per_replica=b.db_connections_per_replica,

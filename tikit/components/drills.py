@@ -348,7 +348,8 @@ class Drills(pulumi.ComponentResource):
                 opts=child,
             )
             labels = kube.labels(names.PG_CANARY, CANARY_COMPONENT, t, kube.image_version(args.postgres.image))
-            self.cronjobs[names.PG_CANARY] = k8s.batch.v1.CronJob(
+            self.cronjobs[names.PG_CANARY] = kube.workload(
+                k8s.batch.v1.CronJob,
                 t.rname(names.PG_CANARY),
                 metadata=kube.metadata(names.PG_CANARY, CANARY_COMPONENT, t),
                 spec=cronjob_spec(
@@ -382,7 +383,8 @@ class Drills(pulumi.ComponentResource):
         pg_config = k8s.core.v1.ConfigMap(
             t.rname(drill), metadata=kube.metadata(drill, COMPONENT, t), data=pg_drill_config(args), opts=child
         )
-        self.cronjobs[drill] = k8s.batch.v1.CronJob(
+        self.cronjobs[drill] = kube.workload(
+            k8s.batch.v1.CronJob,
             t.rname(drill),
             metadata=kube.metadata(drill, COMPONENT, t),
             spec=cronjob_spec(
@@ -399,7 +401,8 @@ class Drills(pulumi.ComponentResource):
         redis_config = k8s.core.v1.ConfigMap(
             t.rname(rdrill), metadata=kube.metadata(rdrill, COMPONENT, t), data=redis_drill_config(args), opts=child
         )
-        self.cronjobs[rdrill] = k8s.batch.v1.CronJob(
+        self.cronjobs[rdrill] = kube.workload(
+            k8s.batch.v1.CronJob,
             t.rname(rdrill),
             metadata=kube.metadata(rdrill, COMPONENT, t),
             spec=cronjob_spec(

@@ -281,10 +281,12 @@ class Nodes(pulumi.ComponentResource):
 
         self.buffer = None
         if args.nodes.buffer_pods > 0:
-            self.buffer = k8s.apps.v1.Deployment(
+            self.buffer = kube.workload(
+                k8s.apps.v1.Deployment,
                 t.rname(names.CAPACITY_BUFFER),
                 metadata=kube.metadata(names.CAPACITY_BUFFER, COMPONENT, t),
                 spec=buffer_deployment_spec(args),
                 opts=t.opts(self, depends_on=[self.priority_classes[names.PRIORITY_BUFFER], *self.node_pools.values()]),
+                placeholder=True,
             )
         self.register_outputs({"nodePools": [names.node_pool(t.namespace, p) for p in args.pools]})

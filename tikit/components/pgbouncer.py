@@ -274,7 +274,8 @@ class PgBouncer(pulumi.ComponentResource):
                 data={INI_KEY: text},
                 opts=child,
             )
-            self.deployments[pool] = k8s.apps.v1.Deployment(
+            self.deployments[pool] = kube.workload(
+                k8s.apps.v1.Deployment,
                 t.rname(pool),
                 metadata=kube.metadata(pool, COMPONENT, t, version=version),
                 spec={

@@ -45,8 +45,10 @@ BACKUP_COMPONENT = "backup"
 
 # Secret key of names.REDIS_AUTH_SECRET; the workers' TriggerAuthentication reads the same key.
 PASSWORD_KEY = "password"
-# The redis image runs as the `redis` user (uid/gid 999): the volume is group-owned by it.
-REDIS_UID = 999
+# The uid/gid Redis runs as: above 10000, so it matches no user of the node (the image's own
+# `redis` user is 999); the volume is group-owned by it (fsGroup), which is all redis-server
+# needs, since it runs without the image's entrypoint.
+REDIS_UID = 10001
 
 CONFIG_MAP = "redis-config"                  # redis.conf, start.sh, handover.sh (Sentinel), restore.sh
 SENTINEL_CONFIG_MAP = "redis-sentinel-config"  # sentinel.conf, start.sh
@@ -591,7 +593,8 @@ class Redis(pulumi.ComponentResource):
         }
         if r.storage_class:
             claim["storageClassName"] = r.storage_class
-        self.statefulset = k8s.apps.v1.StatefulSet(
+        self.statefulset = kube.workload(
+            k8s.apps.v1.StatefulSet,
             t.rname("redis"),
             metadata=kube.metadata(names.REDIS, COMPONENT, t, version=version),
             spec={
@@ -666,7 +669,8 @@ class Redis(pulumi.ComponentResource):
                 },
                 opts=child,
             )
-            self.sentinel_statefulset = k8s.apps.v1.StatefulSet(
+            self.sentinel_statefulset = kube.workload(
+                k8s.apps.v1.StatefulSet,
                 t.rname("redis-sentinel"),
                 metadata=kube.metadata(names.REDIS_SENTINEL, SENTINEL_COMPONENT, t, version=sentinel_version),
                 spec={
@@ -703,7 +707,8 @@ class Redis(pulumi.ComponentResource):
         # app.kubernetes.io/name redis-backup: the NetworkPolicy lets exactly these pods
         # reach Redis and the object store.
         job_labels = kube.labels(names.REDIS_BACKUP, BACKUP_COMPONENT, t, kube.image_version(r.image))
-        self.backup = k8s.batch.v1.CronJob(
+        self.backup = kube.workload(
+            k8s.batch.v1.CronJob,
             t.rname("redis-backup"),
             metadata=kube.metadata(names.REDIS_BACKUP, BACKUP_COMPONENT, t),
             spec=backup_cronjob_spec(args, job_labels),

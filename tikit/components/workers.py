@@ -168,7 +168,8 @@ class Workers(pulumi.ComponentResource):
             # rollout's availability count instead of letting it crash-loop.
             **nodeapp.health_probes(HEALTH_PORT_NAME),
         )
-        self.deployment = k8s.apps.v1.Deployment(
+        self.deployment = kube.workload(
+            k8s.apps.v1.Deployment,
             t.rname(app),
             metadata=nodeapp.deployment_metadata(
                 app, COMPONENT, t, version=version, db_connections_per_replica=w.db_connections_per_replica,

@@ -41,6 +41,57 @@ def unavailable(message: str) -> NoReturn:
     pytest.skip(message)
 
 
+def _reuse_default_runs() -> None:
+    """Run the program (and render its output) once per stack and session for the checked-in
+    stack files: the tests that render a stack with its own files (through cli.render,
+    cli.preview, rendered() or run_program directly) share one run per worker, each getting
+    its own copy.  Overrides, other
+    programs or checkouts, a changed stack file or TIKIT_* variable run the program again;
+    test_output_is_deterministic runs it afresh on purpose."""
+    import copy
+    import hashlib
+
+    from preview import engine
+
+    original = engine.run_program
+    runs: dict[tuple, object] = {}
+
+    def run_program(stack, repo=engine.REPO_ROOT, *, config_override=None, program=None):
+        if config_override is not None or program is not None or Path(repo) != engine.REPO_ROOT:
+            return original(stack, repo, config_override=config_override, program=program)
+        files = [Path(repo) / "Pulumi.yaml", Path(repo) / f"Pulumi.{stack}.yaml"]
+        digest = hashlib.sha256(b"".join(f.read_bytes() for f in files if f.is_file())).hexdigest()
+        key = (stack, digest, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("TIKIT_"))))
+        if key not in runs:
+            runs[key] = original(stack, repo)
+        return copy.deepcopy(runs[key])
+
+    run_program.__wrapped__ = original  # type: ignore[attr-defined]
+    engine.run_program = run_program
+
+    # The same for a whole render (policies, reports, files, admission) of a stack's own files.
+    from preview import cli
+
+    original_render = cli.render
+    renders: dict[tuple, object] = {}
+
+    def render(stack, repo=engine.REPO_ROOT, *, policy_config=None, program=None):
+        if policy_config is not None or program is not None or Path(repo) != engine.REPO_ROOT:
+            return original_render(stack, repo, policy_config=policy_config, program=program)
+        files = [Path(repo) / "Pulumi.yaml", Path(repo) / f"Pulumi.{stack}.yaml"]
+        digest = hashlib.sha256(b"".join(f.read_bytes() for f in files if f.is_file())).hexdigest()
+        key = (stack, digest, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("TIKIT_"))))
+        if key not in renders:
+            renders[key] = original_render(stack, repo)
+        return copy.deepcopy(renders[key])
+
+    render.__wrapped__ = original_render  # type: ignore[attr-defined]
+    cli.render = render
+
+
+_reuse_default_runs()
+
+
 def pytest_collection_finish(session) -> None:
     """A run that validates custom resources needs the pinned CRD files (make crds, or a
     mirror in TIKIT_CRDS_DIR): without them it stops here, with one line, instead of failing

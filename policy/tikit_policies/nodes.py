@@ -5,6 +5,7 @@ prod's simulated scale-out stays within the notes' 2 minutes (docs/autoscaling.m
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 from . import placement
@@ -139,9 +140,14 @@ spot_interruptible = stack_policy(
 # ---- the simulated scale-out ---------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=32)
 def worst_case(m: sim.Model, profile: sim.Profile, headroom: bool = True) -> tuple[sim.Run, tuple[sim.Step, ...]]:
-    """sim.worst_case, remembered: the policy and plan.md ask for the same runs."""
+    """sim.worst_case, remembered: the policy and plan.md ask for the same runs, and regions
+    whose serving tiers are alike share them (the replay never reads the region's name)."""
+    return _worst_case(dataclasses.replace(m, region=""), profile, headroom)
+
+
+@functools.lru_cache(maxsize=32)
+def _worst_case(m: sim.Model, profile: sim.Profile, headroom: bool) -> tuple[sim.Run, tuple[sim.Step, ...]]:
     run, steps = sim.worst_case(m, profile, headroom=headroom)
     return run, tuple(steps)
 

@@ -157,6 +157,8 @@ def test_guc_rule_lives_beside_the_operator_owned_list():
         ({"regions": [{**PRIMARY, "context": "prod\nlagos"}]}, "regions[0].context"),
         ({"regions": [{**PRIMARY, "context": "prod\x00"}]}, "regions[0].context"),
         ({"regions": [{**PRIMARY, "context": "c" * 254}]}, "regions[0].context"),
+        ({"regions": [{**PRIMARY, "context": "   "}]}, "regions[0].context"),
+        ({"regions": [{**PRIMARY, "context": "tikit-prod-lagos "}]}, "regions[0].context"),
         ({"monitoring": {"runbookBaseUrl": "https://example.com/" + "r" * 3000}}, "monitoring.runbookBaseUrl"),
     ],
     ids=lambda v: v if isinstance(v, str) else "",

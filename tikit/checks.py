@@ -193,6 +193,10 @@ def _url(v: str) -> Optional[str]:
 def _context(v: str) -> Optional[str]:
     if len(v) > CONTEXT_MAX:
         return f"must be a kubeconfig context name of at most {CONTEXT_MAX} characters, got {len(v)}"
+    if v != v.strip():
+        # kubectl looks the name up as written: "tikit-prod-lagos " is no context, and a
+        # blank one is no target at all (leave it out to render YAML instead).
+        return f"must be a kubeconfig context name without leading or trailing spaces, got {v!r}"
     return None
 
 

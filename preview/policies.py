@@ -114,6 +114,21 @@ def _level(where: str, value: Any) -> EnforcementLevel:
     return LEVELS[value]
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different: a second entry for a policy would silently
+    override the first one a reviewer read."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def load_config(path: Optional[Path]) -> dict[str, Any]:
     """The policy config file as JSON (an empty file or none is an empty config)."""
     if path is None:
@@ -125,9 +140,11 @@ def load_config(path: Optional[Path]) -> dict[str, Any]:
     if not text.strip():
         return {}
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise PolicyConfigError(Path(path).name, f"is not valid JSON (line {exc.lineno})")
+    except _DuplicateKey as exc:
+        raise PolicyConfigError(Path(path).name, f"names {str(exc)!r} twice; JSON keeps only the last, so say it once")
     if not isinstance(doc, dict):
         raise PolicyConfigError(Path(path).name, "must be a JSON object mapping policy names to a level or settings")
     return doc

@@ -75,6 +75,14 @@ def test_bad_config_is_a_config_error(rendered, config, message):
     [
         ("{", "bad.json: is not valid JSON (line 1)"),
         ("[]", "bad.json: must be a JSON object mapping policy names to a level or settings"),
+        (
+            '{"image-digest": "mandatory", "image-digest": "disabled"}',
+            "bad.json: names 'image-digest' twice; JSON keeps only the last, so say it once",
+        ),
+        (
+            '{"scale-out-time": {"maxSeconds": 120, "maxSeconds": 900}}',
+            "bad.json: names 'maxSeconds' twice",
+        ),
     ],
 )
 def test_bad_config_file(tmp_path, text, message):

@@ -17,6 +17,7 @@ from .base import Report, integer, schema, stack_policy
 from .model import Autoscaler, Stack, Workload, container_name, containers, mounted_config_maps
 from .parse import as_dict, as_float, as_int, as_list, fmt, get, mib, quantity, redis_directives
 from .reliability import ENV_PROD, _applies
+from .simulation import HPA_TOLERANCE
 
 AREA = "failure"
 Say = Callable[[str], None]
@@ -65,6 +66,16 @@ def _limit(w: Workload, container: Optional[str], resource: str) -> Optional[flo
     return total or None
 
 
+def _unreachable(target: float, ceiling: float) -> bool:
+    """The HPA adds pods only when usage exceeds the target by more than its tolerance (10 %):
+    a target whose tolerance band reaches the ceiling (a limit, a pod's capacity) never does."""
+    return target * (1 + HPA_TOLERANCE) >= ceiling
+
+
+# The words that say so, after "<target> is at or above ...".
+TOLERANCE_NOTE = f"the HPA acts only above {100 + round(HPA_TOLERANCE * 100)} % of the target"
+
+
 def _resource_target(t: dict, w: Workload, resource: str, say: Say, where: str) -> None:
     """A KEDA cpu/memory trigger (the HPA's resource metric) against the containers' requests."""
     value = as_float(get(t, "metadata", "value"))
@@ -82,13 +93,14 @@ def _resource_target(t: dict, w: Workload, resource: str, say: Say, where: str) 
             for _, c in containers(w.pod_spec, init=False)
             if container is None or container_name(c) == container
         )
-        if request and value >= limit / request * 100:
+        if request and _unreachable(value, limit / request * 100):
             say(
                 f"{where}: {resource} utilization target {fmt(value)}% is at or above what the limit allows "
-                f"({fmt(limit / request * 100)}% of the request); usage never reaches it, so it never scales"
+                f"({fmt(limit / request * 100)}% of the request) once {TOLERANCE_NOTE}; usage never gets there, "
+                "so it never scales"
             )
-    elif value >= limit:
-        say(f"{where}: {resource} target {fmt(value)} is at or above the limit {fmt(limit)}; it never scales")
+    elif _unreachable(value, limit):
+        say(f"{where}: {resource} target {fmt(value)} is at or above the limit {fmt(limit)} once {TOLERANCE_NOTE}; it never scales")
 
 
 def _prometheus_target(t: dict, a: Autoscaler, w: Workload, cfg: dict, say: Say, where: str) -> None:
@@ -115,21 +127,25 @@ def _prometheus_target(t: dict, a: Autoscaler, w: Workload, cfg: dict, say: Say,
     chosen = container[0][1] if container and container[0][0] == "=" else None
     if MEMORY_METRIC in query:
         limit = _limit(w, chosen, "memory")
-        if limit is not None and threshold >= limit:
+        if limit is not None and _unreachable(threshold, limit):
             say(
-                f"{where}: memory threshold {mib(threshold)} per pod is at or above the memory limit {mib(limit)}; "
-                "the container is OOM-killed before the average gets there, so it never scales"
+                f"{where}: memory threshold {mib(threshold)} per pod is at or above the memory limit {mib(limit)} "
+                f"once {TOLERANCE_NOTE}; the container is OOM-killed before the average gets there, so it never scales"
             )
     elif CPU_METRIC in query:
         limit = _limit(w, chosen, "cpu")
-        if limit is not None and threshold >= limit:
-            say(f"{where}: CPU threshold {fmt(threshold)} cores per pod is at or above the CPU limit {fmt(limit)}; it never scales")
+        if limit is not None and _unreachable(threshold, limit):
+            say(
+                f"{where}: CPU threshold {fmt(threshold)} cores per pod is at or above the CPU limit {fmt(limit)} "
+                f"once {TOLERANCE_NOTE}; it never scales"
+            )
     elif REQUESTS_METRIC in query:
         capacity = as_float(w.obj.annotations.get(ann.SUSTAINABLE_REQUESTS_PER_MINUTE))
-        if capacity is not None and threshold >= capacity:
+        if capacity is not None and _unreachable(threshold, capacity):
             say(
                 f"{where}: request-rate threshold {fmt(threshold)}/min per pod is at or above what one pod serves "
-                f"({fmt(capacity)}/min, {ann.SUSTAINABLE_REQUESTS_PER_MINUTE}); pods saturate before it is reached"
+                f"({fmt(capacity)}/min, {ann.SUSTAINABLE_REQUESTS_PER_MINUTE}) once {TOLERANCE_NOTE}; "
+                "pods saturate before it is reached"
             )
 
 
@@ -164,7 +180,7 @@ def _can_trigger(stack: Stack, cfg: dict, report: Report) -> None:
 
 autoscaler_can_trigger = stack_policy(
     name="autoscaler-can-trigger",
-    description="In prod every autoscaler can actually scale: a range to scale in, scale-up allowed, and every trigger's query selecting its target's pods with a target the pods can reach below their limits and capacity.",
+    description="In prod every autoscaler can actually scale: a range to scale in, scale-up allowed, and every trigger's query selecting its target's pods with a target the pods can exceed by the HPA's 10 % tolerance below their limits and capacity.",
     check=_can_trigger,
     remediation="Keep thresholds below the containers' limits and the per-pod capacity (components/autoscaling.py derives them from the tier's settings), and queries on the target's namespace, pods and container.",
     area=AREA,

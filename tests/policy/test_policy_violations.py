@@ -416,6 +416,18 @@ CASES = [
              ["metadata"].__setitem__("threshold", str(3 * 1024**3))),
          ("ScaledObject/api in lagos trigger memory-sustained: memory threshold 3,072Mi per pod is at or above the memory limit",
           "OOM-killed before the average gets there")),
+    # 95 % of the limit (the rendered threshold is backend.memoryTargetPercent of it): below the
+    # limit, but the HPA adds a pod only above 110 % of the target, past the OOM kill.
+    Case("memory-threshold-inside-tolerance", "autoscaler-can-trigger", "prod",
+         obj("ScaledObject", names.BACKEND, lambda o: (lambda md: md.__setitem__(
+             "threshold", str(int(float(md["threshold"]) * 95 / PROD.backend.memory_target_percent))))(
+             next(t for t in o["spec"]["triggers"] if t["name"] == "memory-sustained")["metadata"])),
+         ("ScaledObject/api in lagos trigger memory-sustained: memory threshold",
+          "is at or above the memory limit 2,048Mi once the HPA acts only above 110 % of the target")),
+    Case("rate-threshold-inside-tolerance", "autoscaler-can-trigger", "prod",
+         obj("ScaledObject", names.BACKEND, lambda o: next(t for t in o["spec"]["triggers"] if t["name"] == "request-rate")
+             ["metadata"].__setitem__("threshold", str(int(PROD.backend.sustainable_requests_per_minute * 0.95)))),
+         ("request-rate threshold", "is at or above what one pod serves", "once the HPA acts only above 110 % of the target")),
     Case("query-on-other-pods", "autoscaler-can-trigger", "prod",
          obj("ScaledObject", names.BACKEND, lambda o: next(t for t in o["spec"]["triggers"] if t["name"] == "request-rate")
              ["metadata"].__setitem__("query", 'sum(rate(http_requests_total{namespace="tikit",pod=~"web-.*"}[1m])) * 60')),

@@ -442,3 +442,28 @@ def test_the_capacity_profile_defaults_to_the_k6_stages():
     assert s.profile == tuple((d, int(u)) for d, _, u in (st.rpartition(":") for st in s.resilience.stages))
     s = load({"capacity": {"profile": ["1m:50", "3m:500"]}}, stack="prod")
     assert s.profile == (("1m", 50), ("3m", 500))
+
+
+# --- keys are camelCase as a person types them ----------------------------------------------
+
+
+def _sections() -> list[type]:
+    """Every settings section model."""
+    out, todo = [], [settings.Section]
+    while todo:
+        model = todo.pop()
+        out.append(model)
+        todo += model.__subclasses__()
+    return out
+
+
+def test_every_key_joins_its_words_as_written():
+    """A digit does not start a new word: k8gbNamespace, latencyP99WarningSeconds."""
+    assert len(_sections()) > 20
+    for model in _sections():
+        for name, field in model.model_fields.items():
+            first, *rest = name.split("_")
+            assert field.alias == first + "".join(w[:1].upper() + w[1:] for w in rest), (model.__name__, name)
+    assert load({"addons": {"k8gbNamespace": "gslb"}}, stack="prod").addons.k8gb_namespace == "gslb"
+    with pytest.raises(ConfigError, match="^addons.k8GbNamespace: unknown key; did you mean 'k8gbNamespace'"):
+        load({"addons": {"k8GbNamespace": "gslb"}}, stack="prod")

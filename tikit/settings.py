@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Mapping, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic.alias_generators import to_camel
 
 from tikit import checks, cron, images
 from tikit.conf import postgres as pg_conf
@@ -60,12 +59,21 @@ class ConfigError(_BaseError):
         super().__init__(text)
 
 
+def camel(name: str) -> str:
+    """A field's key in the stack file: snake_case joined as camelCase, each word as written
+    ("k8gb_namespace" -> "k8gbNamespace", "latency_p99_warning_seconds" ->
+    "latencyP99WarningSeconds"). pydantic's own to_camel also capitalises a letter after a
+    digit ("k8GbNamespace"), which nobody would type."""
+    first, *rest = name.split("_")
+    return first + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
 class Section(BaseModel):
     """A frozen settings section: unknown keys, wrong types, non-finite numbers and text
     that is not printable are refused."""
 
     model_config = ConfigDict(
-        frozen=True, extra="forbid", strict=True, alias_generator=to_camel, allow_inf_nan=False,
+        frozen=True, extra="forbid", strict=True, alias_generator=camel, allow_inf_nan=False,
         validate_default=True,
     )
 

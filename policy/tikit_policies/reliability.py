@@ -486,7 +486,7 @@ backup_retention = stack_policy(
 
 def store_location(endpoint: Any) -> Optional[str]:
     """Where an S3 endpoint keeps its buckets: the AWS region of an AWS endpoint
-    (s3.<region>.amazonaws.com and its dual-stack and dash forms), else the host[:port] of
+    (s3.<region>.amazonaws.com in any of the forms _AWS_S3_HOST knows), else the host[:port] of
     any other S3-compatible service (two hosts count as two places)."""
     if not isinstance(endpoint, str) or not endpoint:
         return None
@@ -497,12 +497,20 @@ def store_location(endpoint: Any) -> Optional[str]:
     m = _AWS_S3_HOST.match(host)
     if m:
         return m.group(1)
-    if host in ("s3.amazonaws.com", "s3-external-1.amazonaws.com"):
+    if _AWS_S3_GLOBAL.match(host):
         return "us-east-1"
     return f"{host}:{url.port}" if url.port else host
 
 
-_AWS_S3_HOST = re.compile(r"^s3[.-](?:dualstack\.)?([a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-[0-9]+)\.amazonaws\.com(?:\.cn)?$")
+# s3.<region>.amazonaws.com and the forms that name the same region: s3-<region>, dual-stack,
+# FIPS, a bucket or access point in front (virtual-hosted style), and VPC interface
+# endpoints (<bucket>.vpce-<id>.s3.<region>.vpce.amazonaws.com).
+_AWS_S3_HOST = re.compile(
+    r"^(?:[a-z0-9][a-z0-9.-]*\.)?s3(?:-fips|-accesspoint(?:-fips)?)?[.-](?:dualstack\.)?"
+    r"([a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-[0-9]+)\.(?:vpce\.)?amazonaws\.com(?:\.cn)?$"
+)
+# The global endpoint, with or without a bucket in front: us-east-1.
+_AWS_S3_GLOBAL = re.compile(r"^(?:[a-z0-9][a-z0-9.-]*\.)?s3(?:-external-1)?\.amazonaws\.com$")
 
 
 def _store_endpoint(store: Obj) -> Optional[str]:

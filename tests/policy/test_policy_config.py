@@ -128,3 +128,24 @@ def test_preview_exits_2_on_a_bad_policy_config(tmp_path):
         "config error: policy-config.request-capacity.headroomPercent: must be <= 1000, got 5000"
     ]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "endpoint, place",
+    [
+        ("https://s3.af-south-1.amazonaws.com", "af-south-1"),
+        ("https://s3-eu-west-2.amazonaws.com/", "eu-west-2"),
+        ("https://s3.dualstack.eu-west-2.amazonaws.com", "eu-west-2"),
+        ("https://tikit-backups-prod-london.s3.af-south-1.amazonaws.com", "af-south-1"),
+        ("https://bucket.vpce-0a1b2c3d-abcd1234.s3.af-south-1.vpce.amazonaws.com", "af-south-1"),
+        ("https://s3-fips.us-gov-west-1.amazonaws.com", "us-gov-west-1"),
+        ("https://backups.s3.amazonaws.com", "us-east-1"),
+        ("https://s3.amazonaws.com", "us-east-1"),
+        ("https://minio.lagos.example:9000", "minio.lagos.example:9000"),
+        ("https://s3.af-south-1.amazonaws.com.evil.example", "s3.af-south-1.amazonaws.com.evil.example"),
+    ],
+)
+def test_every_form_of_an_aws_endpoint_names_its_region(endpoint, place):
+    from tikit_policies.reliability import store_location
+
+    assert store_location(endpoint) == place

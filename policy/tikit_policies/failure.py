@@ -364,11 +364,13 @@ def _stateful_ha(stack: Stack, cfg: dict, report: Report) -> None:
                 report(f"{s.obj.ref}: nothing keeps its sentinels on different nodes; one node can take the majority", s.obj)
             for args in _sentinel_monitors(stack, s):
                 quorum = as_int(args[4]) if len(args) > 4 else None
-                if quorum is not None and count and not (count // 2 + 1 <= quorum <= count):
+                # At most count - 1: with a quorum of every sentinel, losing one of them (its
+                # node, a partition) means the primary can never be agreed down.
+                if quorum is not None and count and not (count // 2 + 1 <= quorum <= count - 1):
                     report(
                         f"{s.obj.ref}: sentinel monitor {args[1] if len(args) > 1 else '?'} quorum {quorum} with {count} "
-                        f"sentinels; it must be a majority ({count // 2 + 1}) and at most {count}, or a minority "
-                        "declares the primary down (or no failover can ever start)",
+                        f"sentinels; it must be a majority ({count // 2 + 1}) and at most {count - 1}, or a minority "
+                        "declares the primary down (or, with one sentinel lost, no failover can start)",
                         s.obj,
                     )
 

@@ -475,6 +475,11 @@ CASES = [
          lambda plan: F.edit(plan, "ConfigMap", F.config_map_with(plan, "lagos", "sentinel.conf"), "lagos", lambda o: o["data"].update(
              {k: v.replace(" 6379 2", " 6379 1") for k, v in o["data"].items() if k.endswith("sentinel.conf")})),
          ("sentinel monitor tikit quorum 1 with 3 sentinels; it must be a majority (2)",)),
+    Case("quorum-of-every-sentinel", "stateful-ha", "prod",
+         lambda plan: F.edit(plan, "ConfigMap", F.config_map_with(plan, "lagos", "sentinel.conf"), "lagos", lambda o: o["data"].update(
+             {k: v.replace(" 6379 2", " 6379 3") for k, v in o["data"].items() if k.endswith("sentinel.conf")})),
+         ("sentinel monitor tikit quorum 3 with 3 sentinels; it must be a majority (2) and at most 2",
+          "with one sentinel lost, no failover can start")),
     Case("no-sentinel", "stateful-ha", "prod", lambda plan: F.remove(plan, "StatefulSet", names.REDIS_SENTINEL, "lagos"),
          ("StatefulSet/redis in lagos: 3 Redis pods and no Sentinel beside them",)),
     Case("writes-to-a-cut-off-primary", "stateful-ha", "prod", redis_conf(lambda t: t.replace("min-replicas-to-write 1", "min-replicas-to-write 0")),

@@ -467,3 +467,12 @@ def test_every_key_joins_its_words_as_written():
     assert load({"addons": {"k8gbNamespace": "gslb"}}, stack="prod").addons.k8gb_namespace == "gslb"
     with pytest.raises(ConfigError, match="^addons.k8GbNamespace: unknown key; did you mean 'k8gbNamespace'"):
         load({"addons": {"k8GbNamespace": "gslb"}}, stack="prod")
+
+
+@pytest.mark.parametrize("schedule", ["0 4 * * 7", "0 4 * * 5-7", "0 4 * * 1,7", "0 4 * * 7/2"])
+def test_sunday_is_0_as_the_clusters_cron_parser_reads_it(schedule):
+    """croniter accepts 7 for Sunday; the Go parser of CronJobs, KEDA and CNPG does not."""
+    assert not cron.is_valid(schedule)
+    with pytest.raises(ConfigError, match="^restoreDrills.schedule: must be a five-field cron"):
+        load({"restoreDrills": {"schedule": schedule}}, stack="prod")
+    assert cron.is_valid(schedule.replace("7", "0")) and cron.is_valid("0 4 * * SUN") and cron.is_valid("*/7 * * * *")

@@ -213,3 +213,58 @@ def test_structured_config_with_non_finite_or_huge_numbers_is_a_config_error(mon
         rc.set_all_config({})
     assert err.value.key == "monitoring" and "\n" not in str(err.value)
     assert json.dumps(err.value.message)  # printable, one line
+
+
+# --- backups travel encrypted where the stack deploys -----------------------------------------
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_a_deployed_stack_refuses_a_plain_http_object_store(stack):
+    region = {**PRIMARY, "context": "c", "objectStorage": {"endpoint": "http://s3.af-south-1.amazonaws.com"}}
+    err = refused({"regions": [region]}, stack=stack)
+    assert err.key == "regions[0].objectStorage.endpoint" and "use https://" in err.message
+    # dev may point at a local S3
+    assert load({"objectStorage": {"endpointUrl": "http://127.0.0.1:9000"}}, stack="dev").object_store("lagos").endpoint == "http://127.0.0.1:9000"
+
+
+# --- settings that render fine and break prod later ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config, key, words",
+    [
+        ({"redis": {"storageSize": "1Gi"}}, "redis.storageSize", "cannot hold the AOF and RDB"),
+        ({"redis": {"storageSize": "20Mi"}}, "redis.storageSize", "or writes stop when a snapshot fails"),
+        ({"postgres": {"walStorageSize": "20Mi"}}, "postgres.walStorageSize", "smallest PostgreSQL volume, 1Gi"),
+        ({"postgres": {"storageSize": "100Mi"}}, "postgres.storageSize", "smallest PostgreSQL volume"),
+        ({"postgres": {"storageSize": "99999999999999999999999999Ti"}}, "postgres.storageSize", "at most 64Ti"),
+        ({"postgres": {"retention": "99999999999999999999999d"}}, "postgres.retention", "a retention such as"),
+        ({"postgres": {"parameters": {"fsync": "off"}}}, "postgres.parameters", "fsync must stay on"),
+        ({"postgres": {"parameters": {"Full_Page_Writes": "false"}}}, "postgres.parameters", "full_page_writes must stay on"),
+        ({"postgres": {"parameters": {"archive_timeout": "0"}}}, "postgres.parameters", "never forces a WAL switch"),
+        ({"postgres": {"parameters": {"archive_timeout": "0min"}}}, "postgres.parameters", "never forces a WAL switch"),
+        ({"postgres": {"parameters": {"max_slot_wal_keep_size": "-1"}}}, "postgres.parameters", "until the WAL volume is full"),
+        ({"postgres": {"parameters": {"wal_keep_size": "100GB"}}}, "postgres.parameters", "the whole WAL volume"),
+        ({"postgres": {"parameters": {"max_slot_wal_keep_size": "30000"}}}, "postgres.parameters", "the whole WAL volume"),
+        ({"postgres": {"parameters": {"work_mem": "1e999"}}}, "postgres.parameters", "not a finite number"),
+        ({"redis": {"sentinelQuorum": 3}}, "redis.sentinelQuorum", "with one sentinel lost no failover could start"),
+        ({"addons": {"replicas": 1}}, "addons.replicas", "at least 2 replicas"),
+        ({"backend": {"peakStart": "0 18 * * *", "peakEnd": "0  18 * * *"}}, "backend.peakEnd", "is also the start"),
+        ({"nodes": {"instanceCategories": []}}, "nodes.instanceCategories", "at least 1 item"),
+        ({"nodes": {"architectures": []}}, "nodes.architectures", "at least 1 item"),
+        ({"dns": {"edgeDnsServers": ["not a host:abc"]}}, "dns.edgeDnsServers[0]", "must be a DNS server"),
+        ({"dns": {"edgeDnsServers": ["1.1.1.1", "999.1.1.1:99999"]}}, "dns.edgeDnsServers[1]", "must be a DNS server"),
+        ({"capacity": {"profile": ["999999h:999999"]}}, "capacity.profile", "more than 24 h in all"),
+        ({"resilience": {"stages": ["20h:10", "5h:10"]}}, "resilience.stages", "more than 24 h in all (at '5h:10')"),
+    ],
+)
+def test_what_would_break_prod_later_is_refused_now(config, key, words):
+    err = refused(config)
+    assert err.key == key and words in err.message, str(err)
+
+
+def test_safe_spellings_of_the_guarded_parameters_pass():
+    pg = load({"postgres": {"parameters": {"fsync": "on", "full_page_writes": "true", "archive_timeout": "60s", "wal_keep_size": "1GB"}}}, stack="prod").postgres
+    assert pg.parameters["archive_timeout"] == "60s"
+    dns = load({"dns": {"edgeDnsServers": ["10.0.0.2:53", "[2606:4700::1111]:53", "dns.example.com"]}}, stack="prod").dns
+    assert len(dns.edge_dns_servers) == 3

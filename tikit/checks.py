@@ -35,7 +35,8 @@ PATH_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
 URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~/%-]*)?$")
 DURATION_RE = re.compile(r"^[0-9]+(ms|s|m|h)$")
 PROMQL_DURATION_RE = re.compile(r"^[1-9][0-9]*[smh]$")
-RETENTION_RE = re.compile(r"^[1-9][0-9]*[dwm]$")
+# At most four digits: 9999 days is already beyond any retention a store would keep.
+RETENTION_RE = re.compile(r"^[1-9][0-9]{0,3}[dwm]$")
 METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,40}[a-z0-9]$")
 IANA_ZONE_RE = re.compile(r"^[A-Za-z_]+(/[A-Za-z_+-]+)*$")
@@ -69,6 +70,8 @@ URL_MAX = 2048
 MAX_CPU_MILLIS = 64000
 MIN_MEMORY_BYTES = 64 * units.MIB
 MAX_MEMORY_BYTES = 512 * units.GIB
+# EBS, Persistent Disk and Azure Disk all stop at 64 TiB per volume.
+MAX_STORAGE_BYTES = 64 * units.TIB
 
 
 def unprintable(text: str, allowed: str = "") -> Optional[str]:
@@ -147,12 +150,35 @@ def _memory(v: str) -> Optional[str]:
 def _storage(v: str) -> Optional[str]:
     if not units.MEMORY_RE.fullmatch(v) or units.memory_bytes(v) < units.MIB:
         return "must be a storage quantity such as '10Gi'"
+    if units.memory_bytes(v) > MAX_STORAGE_BYTES:
+        return f"must be at most {MAX_STORAGE_BYTES // units.TIB}Ti (the largest volume block storage offers), got {_shown(v)}"
     return None
 
 
 def _image(v: str) -> Optional[str]:
     problem = image_problem(v)
     return f"{_shown(v)} {problem}" if problem else None
+
+
+def _dns_server(v: str) -> Optional[str]:
+    """An upstream DNS server as k8gb's edgeDNSServers takes it: an IP address or a hostname,
+    optionally with a port (IPv6 with a port in brackets)."""
+    host, port = v, None
+    if v.startswith("["):
+        host, _, rest = v[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else (None if not rest else "")
+    elif v.count(":") == 1:
+        host, _, port = v.partition(":")
+    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+        return f"must be a DNS server such as '1.1.1.1' or '10.0.0.2:53', got {_shown(v)}"
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    if HOSTNAME_RE.fullmatch(host) and not v.startswith("["):
+        return None
+    return f"must be a DNS server such as '1.1.1.1' or '10.0.0.2:53', got {_shown(v)}"
 
 
 def _cidr(v: str) -> Optional[str]:
@@ -214,6 +240,7 @@ Storage = Annotated[str, _rule(_storage)]
 Image = Annotated[str, _rule(_image)]
 DnsLabel = Annotated[str, _pattern(DNS_LABEL_RE, "a DNS label (lowercase letters, digits and '-', at most 63)")]
 Hostname = Annotated[str, _pattern(HOSTNAME_RE, "a DNS hostname such as 'api.tikit.app'")]
+DnsServer = Annotated[str, _rule(_dns_server)]
 LabelKey = Annotated[str, _rule(_label_key)]
 LabelValue = Annotated[str, _pattern(LABEL_VALUE_RE, "a label value (at most 63 letters, digits, '-', '_' and '.')")]
 Path = Annotated[str, _pattern(PATH_RE, "an absolute path")]

@@ -11,6 +11,7 @@ platform asks of a schedule (a fixed period, for the backup-age alerts).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Optional
 
@@ -32,10 +33,22 @@ def is_valid(schedule: str, *, seconds_first: bool = False) -> bool:
     want = 6 if seconds_first else 5
     if _fields(schedule) != want or "\n" in schedule:
         return False
+    if _sunday_as_seven(schedule.split()[-1]):
+        return False
     try:
         return bool(croniter.is_valid(schedule, second_at_beginning=seconds_first))
     except Exception:  # noqa: BLE001 - croniter raises several types for nonsense
         return False
+
+
+def _sunday_as_seven(day_of_week: str) -> bool:
+    """A day of week above 6: croniter and Vixie cron read 7 as Sunday, but the Go parser
+    behind CronJobs, KEDA, CloudNativePG and Karpenter (robfig/cron) accepts 0-6 only."""
+    for part in day_of_week.split(","):
+        base = part.split("/")[0]
+        if any(int(n) > 6 for n in re.findall(r"[0-9]+", base)):
+            return True
+    return False
 
 
 def runs(schedule: str, start: datetime = _REFERENCE, *, until: Optional[datetime] = None, limit: int = _MAX_RUNS) -> list[datetime]:

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal, Mapping, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tikit import checks, cron, images
+from tikit import checks, cron, images, units
 from tikit.conf import postgres as pg_conf
 from tikit.derived import Derived, derive
 from tikit.presets import ENVIRONMENTS, PRESETS, REGION_DEFAULTS, REGION_PRESETS, preset
@@ -414,6 +414,23 @@ class Monitoring(Section):
 
 # k6 stages, "<duration>:<virtual users>": the load test's and the capacity model's profile.
 STAGE_PATTERN = r"^([1-9][0-9]*(?:s|m|h)):([0-9]{1,6})$"
+# The longest profile, all stages together: a day is already far beyond any load test, and
+# the capacity model replays it second by second.
+MAX_PROFILE_SECONDS = 24 * 3600
+_STAGE_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+def _stage_problems(stages: tuple[str, ...], what: str) -> None:
+    """Each stage '<duration>:<users>', and all of them within MAX_PROFILE_SECONDS."""
+    total = 0
+    for stage in stages:
+        m = re.fullmatch(STAGE_PATTERN, stage)
+        if not m:
+            raise ValueError(f"stage {stage!r} must be '<duration>:<{what}>' such as '2m:100'")
+        duration = m.group(1)
+        total += int(duration[:-1]) * _STAGE_UNIT_SECONDS[duration[-1]]
+        if total > MAX_PROFILE_SECONDS:
+            raise ValueError(f"the stages last more than {MAX_PROFILE_SECONDS // 3600} h in all (at {stage!r})")
 
 
 class Capacity(Section):
@@ -431,9 +448,7 @@ class Capacity(Section):
     @field_validator("profile")
     @classmethod
     def _profile(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for stage in v:
-            if not re.match(STAGE_PATTERN, stage):
-                raise ValueError(f"stage {stage!r} must be '<duration>:<users>' such as '2m:100'")
+        _stage_problems(v, "users")
         return v
 
 
@@ -457,8 +472,9 @@ class Nodes(Section):
     daemon_set_memory: checks.Memory = "512Mi"
     reserved_cpu: checks.Cpu = "100m"
     reserved_memory: checks.Memory = "1Gi"
-    instance_categories: tuple[checks.LabelValue, ...] = _strings(("c", "m", "r"))
-    architectures: tuple[Literal["amd64", "arm64"], ...] = _strings(("amd64",))
+    # Non-empty: a NodePool requirement `In []` matches no instance type.
+    instance_categories: tuple[checks.LabelValue, ...] = Field(("c", "m", "r"), strict=False, min_length=1)
+    architectures: tuple[Literal["amd64", "arm64"], ...] = Field(("amd64",), strict=False, min_length=1)
     # The smallest and largest node a pool may launch (vCPUs).  Nodes are at least as big
     # as the largest pod of their pool plus the per-node overhead, and at least
     # minInstanceCpu, so the overhead does not eat small nodes; at most maxInstanceCpu, which
@@ -541,7 +557,7 @@ class Dns(Section):
     route53: Route53 = Route53()
     cloudflare: Cloudflare = Cloudflare()
     # Resolvers k8gb asks to check the delegation (host or IP, optional :port).
-    edge_dns_servers: tuple[str, ...] = Field(("1.1.1.1", "8.8.8.8"), strict=False, min_length=1)
+    edge_dns_servers: tuple[checks.DnsServer, ...] = Field(("1.1.1.1", "8.8.8.8"), strict=False, min_length=1)
     acme_email: str = Field("platform@tikit.app", pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")
     acme_server: checks.Url = "https://acme-v02.api.letsencrypt.org/directory"
 
@@ -594,9 +610,7 @@ class Resilience(Section):
     def _stages(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         if not v:
             raise ValueError("must list at least one stage such as '2m:100'")
-        for s in v:
-            if not re.fullmatch(STAGE_PATTERN, s):
-                raise ValueError(f"stage {s!r} must be '<duration>:<virtual users>' such as '2m:100'")
+        _stage_problems(v, "virtual users")
         return v
 
     @property
@@ -909,6 +923,11 @@ def _object_store_checks(s: Settings, declared: list[str]) -> None:
                 f"prod states where {region.name}'s backups live (e.g. https://s3.af-south-1.amazonaws.com); "
                 "there is no shared default",
             )
+        if s.environment in DEPLOYED_ENVIRONMENTS and not store.endpoint.startswith("https://"):
+            raise ConfigError(
+                f"{key}.endpoint",
+                f"{s.environment} sends backup keys and data to {store.endpoint}; use https://",
+            )
         if store.bucket in seen_buckets:
             raise ConfigError(f"{key}.bucket", f"'{store.bucket}' is {seen_buckets[store.bucket]}'s bucket too; each region has its own")
         seen_buckets[store.bucket] = region.name
@@ -925,8 +944,36 @@ def _object_store_checks(s: Settings, declared: list[str]) -> None:
             secrets[name] = f"{region.name}'s {field}"
 
 
+# The smallest PostgreSQL volumes: a database and its WAL need room for a checkpoint's worth of
+# 16 MB segments and for what the derived wal_keep_size keeps.
+MIN_POSTGRES_VOLUME = "1Gi"
+# A Redis volume holds the AOF (which grows to about twice the dataset before a rewrite) and
+# the RDB snapshot being written beside the last one: a rewrite or BGSAVE that cannot finish
+# stops writes (stop-writes-on-bgsave-error).
+REDIS_VOLUME_PER_MAXMEMORY = 3
+
+
+def _storage_checks(s: Settings) -> None:
+    pg, r = s.postgres, s.redis
+    floor = units.memory_bytes(MIN_POSTGRES_VOLUME)
+    for key, size in (("postgres.storageSize", pg.storage_size), ("postgres.walStorageSize", pg.wal_storage_size)):
+        if units.memory_bytes(size) < floor:
+            raise ConfigError(key, f"{size} is smaller than the smallest PostgreSQL volume, {MIN_POSTGRES_VOLUME}")
+    if problem := pg_conf.wal_volume_problem(pg.parameters, units.memory_bytes(pg.wal_storage_size)):
+        raise ConfigError("postgres.parameters", f"{problem}; raise postgres.walStorageSize or lower the override")
+    need = REDIS_VOLUME_PER_MAXMEMORY * s.derived.redis_maxmemory_bytes
+    if units.memory_bytes(r.storage_size) < need:
+        raise ConfigError(
+            "redis.storageSize",
+            f"{r.storage_size} cannot hold the AOF and RDB of a {s.derived.redis_maxmemory_bytes // units.MIB}Mi dataset "
+            f"(maxmemory); at least {REDIS_VOLUME_PER_MAXMEMORY} x that, {-(-need // units.MIB)}Mi, or writes stop when a "
+            "snapshot fails",
+        )
+
+
 def _cross_checks(s: Settings, declared: list[str]) -> None:
     b, w, r = s.backend, s.workers, s.redis
+    _storage_checks(s)
     for region in s.regions:
         bucket = s.bucket(region.name)
         if len(bucket) > S3_BUCKET_MAX:
@@ -943,6 +990,20 @@ def _cross_checks(s: Settings, declared: list[str]) -> None:
             raise ConfigError("redis.sentinels", "Sentinel needs at least one replica to promote (redis.replicas >= 2)")
         if r.sentinels < 3:
             raise ConfigError("redis.sentinels", f"must be 0 or at least 3 for a safe quorum, got {r.sentinels}")
+        if r.sentinel_quorum >= r.sentinels:
+            raise ConfigError(
+                "redis.sentinelQuorum",
+                f"{r.sentinel_quorum} of {r.sentinels} sentinels: with one sentinel lost no failover could start; "
+                f"at most {r.sentinels - 1}",
+            )
+    if s.is_prod and s.addons.replicas < 2:
+        raise ConfigError(
+            "addons.replicas",
+            f"prod runs the operators (CloudNativePG's failover among them) with at least 2 replicas, got {s.addons.replicas}",
+        )
+    if b.peak_start.split() == b.peak_end.split():
+        # KEDA's cron scaler refuses it, and the disruption budget would last all day.
+        raise ConfigError("backend.peakEnd", f"'{b.peak_end}' is also the start; the peak window must end at another time")
     if b.peak_min_replicas > b.min_replicas:
         # The NodePools' budgets hold consolidation off during the peak window, in UTC.
         try:

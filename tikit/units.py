@@ -9,6 +9,7 @@ MEMORY_RE = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti)$")
 MEMORY_UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
 MIB = MEMORY_UNITS["Mi"]
 GIB = MEMORY_UNITS["Gi"]
+TIB = MEMORY_UNITS["Ti"]
 
 
 def cpu_millis(quantity: str) -> int:

@@ -345,7 +345,7 @@ def test_sentinel_agreement_is_the_quorum_and_at_least_a_majority() -> None:
     def agree(sentinels: int, quorum: int) -> int:
         return rconf.sentinel_agreement(settings.load({"redis": {"sentinels": sentinels, "sentinelQuorum": quorum}}, stack="prod").redis)
 
-    assert agree(3, 2) == 2 and agree(3, 1) == 2 and agree(3, 3) == 3
+    assert agree(3, 2) == 2 and agree(3, 1) == 2  # a quorum of all 3 is refused by the settings
     assert agree(5, 2) == 3 and agree(5, 4) == 4 and agree(4, 2) == 3
 
 

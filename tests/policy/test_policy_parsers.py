@@ -34,7 +34,10 @@ def test_image_problem(image, problem):
         ("0 2 * * *", parse.SIX_FIELDS, "has 5 fields, expected 6 (second minute hour day month day)"),
         ("0 18 * * *", parse.FIVE_FIELDS, None),
         ("*/15 9-17 * JAN-MAR MON-FRI", parse.FIVE_FIELDS, None),
-        ("0 18 * * 7", parse.FIVE_FIELDS, None),
+        ("0 18 * * 6", parse.FIVE_FIELDS, None),
+        # Go's cron parser (CronJobs, KEDA, CNPG, Karpenter) knows Sunday only as 0 or SUN.
+        ("0 18 * * 7", parse.FIVE_FIELDS, "day of week '7' is outside 0-6"),
+        ("0 4 * * 5-7", parse.FIVE_FIELDS, "day of week '7' is outside 0-6"),
         ("60 * * * *", parse.FIVE_FIELDS, "minute '60' is outside 0-59"),
         ("0 0 0 * *", parse.FIVE_FIELDS, "day of month '0' is outside 1-31"),
         ("*/0 * * * *", parse.FIVE_FIELDS, "minute step '/0' must be a positive number"),

@@ -8,6 +8,7 @@ PostgreSQL with exactly this map (tests/integration/test_postgres_pgbouncer.py).
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from typing import TYPE_CHECKING, Mapping, Optional
 
@@ -105,8 +106,60 @@ def parameter_value_problem(name: str, value: str) -> Optional[str]:
         return f"the value of '{name}' is {len(value)} characters; at most {GUC_VALUE_MAX} allowed"
     if char := unprintable(value):
         return f"the value of '{name}' contains the control character {char}"
-    if NON_FINITE_RE.fullmatch(value.strip()):
+    if NON_FINITE_RE.fullmatch(value.strip()) or _overflows(value):
         return f"the value of '{name}' is {value.strip()!r}, not a finite number"
+    return None
+
+
+def _overflows(value: str) -> bool:
+    """'1e999': a number PostgreSQL cannot hold (Python reads it as infinity)."""
+    try:
+        return not math.isfinite(float(value))
+    except ValueError:
+        return False
+
+
+# Overrides that would give up what the platform promises: durability after a crash, a
+# bounded recovery point for the backup region, a WAL volume that cannot be filled by a slot.
+BOOLEAN_ON = ("on", "true", "yes", "1", "t", "tr", "tru", "y", "ye")
+MUST_STAY_ON = {
+    "fsync": "without it a crash can corrupt the database",
+    "full_page_writes": "without it a crash can leave torn pages that WAL cannot repair",
+}
+ZERO_DURATION_RE = re.compile(r"0+\s*(us|ms|s|min|h|d)?", re.IGNORECASE)
+# PostgreSQL sizes: a number and an optional unit (wal_keep_size and max_slot_wal_keep_size
+# count MB when no unit is given).
+PG_SIZE_RE = re.compile(r"([0-9]{1,20})\s*(B|kB|MB|GB|TB)?")
+PG_SIZE_UNITS = {"B": 1, "kB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+# The parameters that keep WAL on the WAL volume, which they must fit.
+WAL_VOLUME_PARAMETERS = ("wal_keep_size", "max_slot_wal_keep_size")
+
+
+def pg_size_bytes(value: str, default_unit: str = "MB") -> Optional[int]:
+    """'512MB' -> 536870912 (None for anything else, such as -1)."""
+    m = PG_SIZE_RE.fullmatch(value.strip())
+    return int(m.group(1)) * PG_SIZE_UNITS[m.group(2) or default_unit] if m else None
+
+
+def unsafe_parameter(name: str, value: str) -> Optional[str]:
+    """Why an override gives up durability or bounded WAL, or None."""
+    key, v = name.lower(), value.strip()
+    if key in MUST_STAY_ON and v.lower() not in BOOLEAN_ON:
+        return f"{name} = {v!r}: {key} must stay on; {MUST_STAY_ON[key]}"
+    if key == "archive_timeout" and ZERO_DURATION_RE.fullmatch(v):
+        return f"{name} = {v!r} never forces a WAL switch: a quiet primary would leave the backup region and PITR arbitrarily far behind"
+    if key == "max_slot_wal_keep_size" and v.startswith("-"):
+        return f"{name} = {v!r} lets a lagging replication slot keep WAL until the WAL volume is full and PostgreSQL stops"
+    return None
+
+
+def wal_volume_problem(parameters: Mapping[str, str], wal_volume_bytes: int) -> Optional[str]:
+    """Why a WAL-keeping override does not fit the WAL volume, or None."""
+    for name, value in parameters.items():
+        if name.lower() in WAL_VOLUME_PARAMETERS:
+            size = pg_size_bytes(value)
+            if size is not None and size >= wal_volume_bytes:
+                return f"{name} = {value!r} keeps at least as much WAL as the whole WAL volume ({wal_volume_bytes // units.MIB}MB) holds"
     return None
 
 
@@ -131,7 +184,7 @@ def parameters_problem(parameters: Mapping[str, str]) -> Optional[str]:
         seen[name.lower()] = name
         if is_operator_owned(name):
             return f"'{name}' is managed by the CloudNativePG operator and cannot be set; remove it"
-        if problem := parameter_value_problem(name, value):
+        if problem := parameter_value_problem(name, value) or unsafe_parameter(name, value):
             return problem
     wal_level = {name.lower(): value for name, value in parameters.items()}.get("wal_level")
     if wal_level is not None and wal_level not in WAL_LEVELS:

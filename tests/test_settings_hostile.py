@@ -268,3 +268,8 @@ def test_safe_spellings_of_the_guarded_parameters_pass():
     assert pg.parameters["archive_timeout"] == "60s"
     dns = load({"dns": {"edgeDnsServers": ["10.0.0.2:53", "[2606:4700::1111]:53", "dns.example.com"]}}, stack="prod").dns
     assert len(dns.edge_dns_servers) == 3
+
+
+@pytest.mark.parametrize("image", ["ghcr.io/tikit/../library/redis:7.4.1", "ghcr.io/tikit//redis:7.4.1", "ghcr.io/tikit/redis-:7.4.1", "ghcr.io/tikit/.redis:1"])
+def test_an_image_path_follows_the_registry_grammar(image):
+    assert refused({"redis": {"image": image}}).key == "redis.image"

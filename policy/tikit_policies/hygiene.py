@@ -63,7 +63,7 @@ image_pinned = resource_policy(
 
 def _image_refs(obj: Obj) -> list[tuple[str, str]]:
     """(where, image) of every image an object runs: containers, a CNPG Cluster's
-    imageName, an EnvoyProxy's container image when it sets one."""
+    imageName, an EnvoyProxy's container image when it sets one, a k6 TestRun's pods."""
     out = []
     spec = pod_spec(obj)
     if spec is not None:
@@ -73,6 +73,8 @@ def _image_refs(obj: Obj) -> list[tuple[str, str]]:
     envoy = get(obj.spec, "provider", "kubernetes", "envoyDeployment", "container", "image")
     if obj.kind == "EnvoyProxy" and envoy:
         out.append(("envoyDeployment.container.image", envoy))
+    if obj.kind == "TestRun" and obj.group == K6_GROUP:
+        out += [(f"spec.{part}.image", get(obj.spec, part, "image")) for part in K6_PODS if get(obj.spec, part, "image")]
     return [(w, i) for w, i in out if isinstance(i, str)]
 
 
@@ -98,6 +100,9 @@ def _digests(obj: Obj, cfg: dict, say: Say) -> None:
 
 
 DIGESTED = re.compile(r"@sha256:[a-f0-9]{64}$")
+# The k6-operator's TestRun and the pods it starts.
+K6_GROUP = "k6.io"
+K6_PODS = ("runner", "initializer", "starter")
 
 image_digest = resource_policy(
     name="image-digest",

@@ -497,6 +497,13 @@ CASES = [
          lambda plan: F.edit(plan, "StatefulSet", redis_statefulset(plan), "lagos",
                              lambda o: container(o, 1).__setitem__("image", "docker.io/oliver006/redis_exporter:v1.67.0")),
          ("third-party image 'docker.io/oliver006/redis_exporter:v1.67.0' is pinned by tag only in staging",)),
+    # A load test's pods come from the TestRun, not a pod template.
+    Case("tag-only-load-test", "image-digest", "prod",
+         lambda plan: F.add(plan, "lagos", {
+             "apiVersion": "k6.io/v1alpha1", "kind": "TestRun",
+             "metadata": {"name": "load-test", "namespace": "tikit", "labels": {"tikit.app/environment": "prod"}},
+             "spec": {"runner": {"image": "grafana/k6:0.55.0"}, "starter": {"image": "curlimages/curl:8.11.0"}}}),
+         ("TestRun/load-test", "spec.runner.image third-party image 'grafana/k6:0.55.0' is pinned by tag only in prod")),
     Case("app-without-digest-at-deploy", "image-digest", "prod", lambda plan: plan,
          (f"Deployment/api in lagos: containers 'api' image '{PROD.backend.image}' has no digest",),
          config={"image-digest": {"requireAppDigest": True}}),

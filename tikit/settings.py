@@ -996,6 +996,17 @@ def _cross_checks(s: Settings, declared: list[str]) -> None:
                 f"{r.sentinel_quorum} of {r.sentinels} sentinels: with one sentinel lost no failover could start; "
                 f"at most {r.sentinels - 1}",
             )
+    if s.postgres.pod_anti_affinity == "required":
+        # CNPG spreads instances over zones with a required anti-affinity: a region whose
+        # pools may use fewer zones than there are instances leaves the rest Pending.
+        for region in s.regions:
+            if region.zones and len(region.zones) < s.postgres.instances:
+                raise ConfigError(
+                    "postgres.podAntiAffinity",
+                    f"'required' puts each of the {s.postgres.instances} instances in its own zone, but region "
+                    f"'{region.name}' offers {len(region.zones)} ({', '.join(region.zones)}); the rest would never "
+                    "schedule. Use 'preferred', or fewer instances",
+                )
     if s.is_prod and s.addons.replicas < 2:
         raise ConfigError(
             "addons.replicas",

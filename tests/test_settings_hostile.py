@@ -249,6 +249,8 @@ def test_a_deployed_stack_refuses_a_plain_http_object_store(stack):
         ({"postgres": {"parameters": {"work_mem": "1e999"}}}, "postgres.parameters", "not a finite number"),
         ({"redis": {"sentinelQuorum": 3}}, "redis.sentinelQuorum", "with one sentinel lost no failover could start"),
         ({"addons": {"replicas": 1}}, "addons.replicas", "at least 2 replicas"),
+        ({"restoreDrills": {"enabled": False}}, "restoreDrills.enabled", "drills its restores every week"),
+        ({"redis": {"backupRetentionHours": 1}}, "redis.backupRetentionHours", "keeps at least 24 h"),
         ({"postgres": {"podAntiAffinity": "required"}}, "postgres.podAntiAffinity", "region 'lagos' offers 1 (af-south-1-los-1a)"),
         ({"backend": {"peakStart": "0 18 * * *", "peakEnd": "0  18 * * *"}}, "backend.peakEnd", "is also the start"),
         ({"nodes": {"instanceCategories": []}}, "nodes.instanceCategories", "at least 1 item"),

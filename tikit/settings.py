@@ -951,6 +951,9 @@ MIN_POSTGRES_VOLUME = "1Gi"
 # the RDB snapshot being written beside the last one: a rewrite or BGSAVE that cannot finish
 # stops writes (stop-writes-on-bgsave-error).
 REDIS_VOLUME_PER_MAXMEMORY = 3
+# Staging and prod keep a day of Redis snapshots at least, so a corrupt newest one is not the
+# only one.
+MIN_REDIS_RETENTION_HOURS = 24
 
 
 def _storage_checks(s: Settings) -> None:
@@ -1007,6 +1010,16 @@ def _cross_checks(s: Settings, declared: list[str]) -> None:
                     f"'{region.name}' offers {len(region.zones)} ({', '.join(region.zones)}); the rest would never "
                     "schedule. Use 'preferred', or fewer instances",
                 )
+    if s.environment in DEPLOYED_ENVIRONMENTS:
+        # Restores that are never exercised are hopes: staging and prod drill every week.
+        if not s.restore_drills.enabled:
+            raise ConfigError("restoreDrills.enabled", f"{s.environment} drills its restores every week; keep it true")
+        if r.backup_retention_hours < MIN_REDIS_RETENTION_HOURS:
+            raise ConfigError(
+                "redis.backupRetentionHours",
+                f"{r.backup_retention_hours} h keeps too few snapshots to fall back past a bad one; "
+                f"{s.environment} keeps at least {MIN_REDIS_RETENTION_HOURS} h",
+            )
     if s.is_prod and s.addons.replicas < 2:
         raise ConfigError(
             "addons.replicas",

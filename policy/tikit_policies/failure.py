@@ -10,7 +10,7 @@ Sentinel configuration they mount."""
 from __future__ import annotations
 
 import re
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from . import annotations as ann
 from .base import Report, integer, schema, stack_policy
@@ -28,6 +28,8 @@ Say = Callable[[str], None]
 CPU_METRIC = "container_cpu_usage_seconds_total"
 MEMORY_METRIC = "container_memory_working_set_bytes"
 REQUESTS_METRIC = "http_requests_total"
+# KEDA stops scaling a ScaledObject that carries either (paused-replicas pins a count).
+KEDA_PAUSE_ANNOTATIONS = ("autoscaling.keda.sh/paused", "autoscaling.keda.sh/paused-replicas")
 LABEL_MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|=|!=|!~)\s*"((?:[^"\\]|\\.)*)"')
 # Pod names the controllers create: <deployment>-<replicaset hash>-<5 characters>, and
 # <statefulset>-<ordinal>.
@@ -64,6 +66,15 @@ def _limit(w: Workload, container: Optional[str], resource: str) -> Optional[flo
             return None
         total += limit
     return total or None
+
+
+def _request(w: Workload, container: Optional[str], resource: str) -> float:
+    """The selected containers' requests of a resource, summed per pod."""
+    return sum(
+        quantity(get(c, "resources", "requests", resource)) or 0
+        for _, c in containers(w.pod_spec, init=False)
+        if container is None or container_name(c) == container
+    )
 
 
 def _unreachable(target: float, ceiling: float) -> bool:
@@ -134,6 +145,12 @@ def _prometheus_target(t: dict, a: Autoscaler, w: Workload, cfg: dict, say: Say,
             )
     elif CPU_METRIC in query:
         limit = _limit(w, chosen, "cpu")
+        request = _request(w, chosen, "cpu")
+        if limit is None and request and threshold > request:
+            say(
+                f"{where}: CPU threshold {fmt(threshold)} cores per pod is above the pods' request of {fmt(request)}; "
+                "with no limit it fires only once pods compete for spare node CPU, after latency has already grown"
+            )
         if limit is not None and _unreachable(threshold, limit):
             say(
                 f"{where}: CPU threshold {fmt(threshold)} cores per pod is at or above the CPU limit {fmt(limit)} "
@@ -158,6 +175,11 @@ def _can_trigger(stack: Stack, cfg: dict, report: Report) -> None:
             ref = a.obj.ref
             if a.min is not None and a.max is not None and a.min == a.max:
                 say(f"{ref}: minimum and maximum replicas are both {a.min}; it can never scale {w.obj.ref}")
+            paused = {k: v for k, v in a.obj.annotations.items() if k in KEDA_PAUSE_ANNOTATIONS}
+            if a.is_keda and paused and str(paused.get(KEDA_PAUSE_ANNOTATIONS[0], "true")).lower() != "false":
+                say(f"{ref}: is paused ({', '.join(f'{k}: {v}' for k, v in sorted(paused.items()))}); {w.obj.ref} does not scale at all")
+            if a.is_keda and not a.triggers:
+                say(f"{ref}: has no trigger; nothing ever asks for more pods of {w.obj.ref}")
             behavior = as_dict(get(a.obj.spec, "advanced", "horizontalPodAutoscalerConfig", "behavior")) if a.is_keda else as_dict(a.obj.spec.get("behavior"))
             up = as_dict(behavior.get("scaleUp"))
             policies = as_list(up.get("policies"))
@@ -214,6 +236,30 @@ def _ports(c: dict) -> set[str]:
     return {str(p.get("name")) for p in as_list(c.get("ports")) if isinstance(p, dict) and p.get("name")}
 
 
+def _port_numbers(c: dict) -> dict[str, str]:
+    """Declared ports: name -> number and number -> number, as strings."""
+    out: dict[str, str] = {}
+    for p in as_list(c.get("ports")):
+        if isinstance(p, dict) and p.get("containerPort") is not None:
+            number = str(p["containerPort"])
+            out[number] = number
+            if p.get("name"):
+                out[str(p["name"])] = number
+    return out
+
+
+def _endpoint(probe: dict, c: dict) -> Optional[tuple[str, str]]:
+    """What a probe really asks: the handler with its port resolved to a number and an
+    HTTP path without trailing slash or query, so '/ready/' on 3000 is '/ready' on 'http'."""
+    handler = _handler(probe)
+    if handler is None or handler[0] != "httpGet":
+        return handler
+    body = as_dict(probe.get("httpGet"))
+    port = str(body.get("port"))
+    path = str(body.get("path", "/")).split("?", 1)[0].rstrip("/") or "/"
+    return "httpGet", f"{path} on {_port_numbers(c).get(port, port)}"
+
+
 def _storms(stack: Stack, cfg: dict, report: Report) -> None:
     if not _applies(stack, cfg["environments"]):
         return
@@ -227,13 +273,35 @@ def _storms(stack: Stack, cfg: dict, report: Report) -> None:
                 port = get(probe, "httpGet", "port") or get(probe, "tcpSocket", "port") or get(probe, "grpc", "port")
                 if isinstance(port, str) and not port.isdigit() and port not in _ports(c):
                     say(f"{name}: {probe_name} uses port {port!r}, which the container does not declare; it fails on every pod")
+                elif port is not None and str(port).isdigit() and str(port) not in _port_numbers(c):
+                    say(f"{name}: {probe_name} uses port {port}, which the container does not declare; it fails on every pod")
+                host = get(probe, "httpGet", "host")
+                if host:
+                    say(
+                        f"{name}: {probe_name} asks {host!r}, not the pod: when that host is slow or down every pod "
+                        "fails at once; probe the container itself"
+                    )
+            ready_endpoint = _endpoint(ready, c) if ready else None
+            if startup and ready_endpoint and _endpoint(startup, c) == ready_endpoint and ready_endpoint[0] != "tcpSocket":
+                shown = _handler(ready) or ready_endpoint
+                say(
+                    f"{name}: the startup probe is the readiness check ({shown[0]} {shown[1]}); while a "
+                    "dependency is down every new pod is killed before it starts, and scale-out crash-loops"
+                )
             if not live:
                 continue
-            handler, ready_handler = _handler(live), _handler(ready) if ready else None
-            if handler and handler == ready_handler and handler[0] != "tcpSocket":
+            handler = _endpoint(live, c)
+            if handler and handler == ready_endpoint and handler[0] != "tcpSocket":
+                shown = _handler(ready) or handler
                 say(
-                    f"{name}: the liveness probe is the readiness check ({handler[0]} {handler[1]}); when a dependency "
+                    f"{name}: the liveness probe is the readiness check ({shown[0]} {shown[1]}); when a dependency "
                     "is down every pod fails it at once and is restarted: liveness must check the process only"
+                )
+            failures = as_int(live.get("failureThreshold")) or 3
+            if failures < cfg["minLivenessFailures"]:
+                say(
+                    f"{name}: the liveness probe restarts the container after {failures} failed check(s); one slow "
+                    f"answer under load restarts a healthy pod: allow at least {cfg['minLivenessFailures']}"
                 )
             window = _window(live) - (as_int(live.get("initialDelaySeconds")) or 0)
             if window < cfg["minLivenessWindowSeconds"]:
@@ -260,7 +328,7 @@ def _storms(stack: Stack, cfg: dict, report: Report) -> None:
 
 probe_restart_storm = stack_policy(
     name="probe-restart-storm",
-    description="In prod no probe turns a slow moment into a restart storm: liveness checks the process (not the readiness endpoint), tolerates a window of failures and slow answers, gives a pod time to boot, and probes declared ports.",
+    description="In prod no probe turns a slow moment into a restart storm: liveness and startup check the process (not the readiness endpoint, not another host), liveness tolerates several failures, a window of failures and slow answers, a pod gets time to boot, and probes use declared ports.",
     check=_storms,
     remediation="Keep liveness on a cheap self-check with several failures' tolerance, give slow starters a startupProbe, and name ports the container declares (tikit/kube.py probe helpers).",
     area=AREA,
@@ -268,6 +336,7 @@ probe_restart_storm = stack_policy(
         environments=ENV_PROD,
         minLivenessWindowSeconds=integer(30, "Fewest seconds of failed liveness probes before a restart.", minimum=1),
         minLivenessTimeoutSeconds=integer(2, "Shortest liveness probe timeout, seconds.", minimum=1),
+        minLivenessFailures=integer(3, "Fewest failed liveness checks in a row before a restart.", minimum=1),
     ),
 )
 
@@ -277,28 +346,64 @@ probe_restart_storm = stack_policy(
 HOSTNAME_KEY = "kubernetes.io/hostname"
 
 
-def _required_terms(anti_affinity: dict, key: str = HOSTNAME_KEY) -> bool:
-    """A PodAntiAffinity with a required term on ``key``."""
+def _selects_labels(selector: Any, labels: dict) -> bool:
+    """A label selector (matchLabels, matchExpressions) selects a pod with ``labels``."""
+    sel = as_dict(selector)
+    if not sel:
+        return False  # an absent selector matches no pod in an affinity term
+    if any(labels.get(k) != v for k, v in as_dict(sel.get("matchLabels")).items()):
+        return False
+    for e in as_list(sel.get("matchExpressions")):
+        e = as_dict(e)
+        key, op, values = e.get("key"), e.get("operator"), [str(v) for v in as_list(e.get("values"))]
+        have = labels.get(key)
+        if (op == "In" and have not in values) or (op == "NotIn" and have in values) or \
+                (op == "Exists" and key not in labels) or (op == "DoesNotExist" and key in labels):
+            return False
+    return True
+
+
+def _required_terms(anti_affinity: dict, key: str = HOSTNAME_KEY, labels: Optional[dict] = None) -> bool:
+    """A PodAntiAffinity with a required term on ``key`` (that selects pods with ``labels``,
+    the pods it is meant to keep apart, when given)."""
     terms = as_list(anti_affinity.get("requiredDuringSchedulingIgnoredDuringExecution"))
-    return any(isinstance(t, dict) and t.get("topologyKey") == key for t in terms)
+    return any(
+        isinstance(t, dict) and t.get("topologyKey") == key and (labels is None or _selects_labels(t.get("labelSelector"), labels))
+        for t in terms
+    )
 
 
-def _required_apart(affinity: dict, key: str = HOSTNAME_KEY) -> bool:
+def _required_apart(affinity: dict, key: str = HOSTNAME_KEY, labels: Optional[dict] = None) -> bool:
     """A pod's affinity keeps its replicas apart by ``key`` (no two on one node)."""
-    return _required_terms(as_dict(affinity.get("podAntiAffinity")), key)
+    return _required_terms(as_dict(affinity.get("podAntiAffinity")), key, labels)
+
+
+# Labels CloudNativePG puts on every instance pod of a cluster.
+CNPG_CLUSTER_LABEL = "cnpg.io/cluster"
+CNPG_INSTANCE_LABELS = {"cnpg.io/podRole": "instance"}
 
 
 def _pg_apart(c) -> bool:
     aff = as_dict(c.obj.spec.get("affinity"))
     # CNPG's own rule (enablePodAntiAffinity, on by default) is required only with
-    # podAntiAffinityType "required"; additionalPodAntiAffinity is a PodAntiAffinity of ours.
-    if _required_terms(as_dict(aff.get("additionalPodAntiAffinity"))):
+    # podAntiAffinityType "required"; additionalPodAntiAffinity is a PodAntiAffinity of ours,
+    # which must select this cluster's instances.
+    if _required_terms(as_dict(aff.get("additionalPodAntiAffinity")), labels={CNPG_CLUSTER_LABEL: c.obj.name, **CNPG_INSTANCE_LABELS}):
         return True
     return (
         aff.get("enablePodAntiAffinity", True) is not False
         and aff.get("podAntiAffinityType") == "required"
         and aff.get("topologyKey", HOSTNAME_KEY) == HOSTNAME_KEY
     )
+
+
+def _synchronous_standbys(spec: dict) -> int:
+    """Standbys every commit must wait for: minSyncReplicas, or postgresql.synchronous.number
+    when its dataDurability is required (the default)."""
+    legacy = as_int(spec.get("minSyncReplicas")) or 0
+    sync = as_dict(get(spec, "postgresql", "synchronous"))
+    number = as_int(sync.get("number")) or 0 if sync.get("dataDurability", "required") == "required" else 0
+    return max(legacy, number)
 
 
 def _sentinel_monitors(stack: Stack, w: Workload) -> list[list[str]]:
@@ -324,6 +429,13 @@ def _stateful_ha(stack: Stack, cfg: dict, report: Report) -> None:
     if not _applies(stack, cfg["environments"]):
         return
     for c in stack.clusters:
+        sync = _synchronous_standbys(c.obj.spec)
+        if sync and c.instances >= 2 and sync > c.instances - 2:
+            report(
+                f"{c.obj.ref}: waits for {sync} synchronous standby(s) out of {c.instances - 1}: losing one standby "
+                "(its node, a rollout) blocks every commit; require at most instances - 2",
+                c.obj,
+            )
         if c.instances >= 2 and not _pg_apart(c):
             report(
                 f"{c.obj.ref}: nothing keeps its {c.instances} instances on different nodes (no required pod "
@@ -339,8 +451,12 @@ def _stateful_ha(stack: Stack, cfg: dict, report: Report) -> None:
         here = [s for s in sentinels if s.region == w.region and s.obj.namespace == w.obj.namespace and s is not w]
         if not _persistent_dir(server):
             report(f"{w.obj.ref}: Redis keeps its data directory outside a volume claim; a restarted pod comes back empty", w.obj)
-        if not _required_apart(as_dict(w.pod_spec.get("affinity"))):
-            report(f"{w.obj.ref}: nothing keeps its Redis pods on different nodes (no required pod anti-affinity on {HOSTNAME_KEY})", w.obj)
+        if not _required_apart(as_dict(w.pod_spec.get("affinity")), labels=w.pod_labels):
+            report(
+                f"{w.obj.ref}: nothing keeps its Redis pods on different nodes (no required pod anti-affinity on {HOSTNAME_KEY} "
+                "that selects its own pods)",
+                w.obj,
+            )
         if (w.max_replicas or 0) > 1 and not here:
             report(
                 f"{w.obj.ref}: {w.max_replicas} Redis pods and no Sentinel beside them: when the primary is lost nothing "
@@ -348,6 +464,14 @@ def _stateful_ha(stack: Stack, cfg: dict, report: Report) -> None:
                 w.obj,
             )
         min_replicas = as_int((server.directives.get("min-replicas-to-write") or [["0"]])[-1][0]) or 0
+        replicas = (w.min_replicas or 1) - 1
+        if here and min_replicas > replicas - 1:
+            report(
+                f"{w.obj.ref}: redis.conf min-replicas-to-write is {min_replicas} with {replicas} replica(s) beside the "
+                "primary: losing one replica (a node, a rollout) stops every write; keep it at most one fewer than the "
+                "replicas (3 Redis pods for min-replicas-to-write 1)",
+                w.obj,
+            )
         if here and min_replicas < cfg["minReplicasToWrite"]:
             report(
                 f"{w.obj.ref}: redis.conf min-replicas-to-write is {min_replicas}; a primary cut off from its replicas "
@@ -360,7 +484,7 @@ def _stateful_ha(stack: Stack, cfg: dict, report: Report) -> None:
                 report(f"{s.obj.ref}: {count} sentinel(s); losing one leaves no majority to authorize a failover (run at least 3)", s.obj)
             elif count % 2 == 0:
                 report(f"{s.obj.ref}: {count} sentinels; an even count survives no more failures than {count - 1} (run an odd number)", s.obj)
-            if not _required_apart(as_dict(s.pod_spec.get("affinity"))):
+            if not _required_apart(as_dict(s.pod_spec.get("affinity")), labels=s.pod_labels):
                 report(f"{s.obj.ref}: nothing keeps its sentinels on different nodes; one node can take the majority", s.obj)
             for args in _sentinel_monitors(stack, s):
                 quorum = as_int(args[4]) if len(args) > 4 else None

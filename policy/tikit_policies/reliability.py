@@ -118,6 +118,24 @@ def _prod_pdb(stack: Stack, cfg: dict, report: Report) -> None:
     for w in _ha_workloads(stack, cfg):
         if not w.pdbs:
             report(f"{w.obj.ref}: has no PodDisruptionBudget; add one with kube.pdb() (maxUnavailable 1)", w.obj)
+            continue
+        m, pdb = w.min_replicas or 0, w.pdbs[0]
+        if m < 2:
+            continue
+        if pdb.max_unavailable is not None:
+            allowed = int_or_percent(pdb.max_unavailable, m, round_up=True)
+            budget = f"maxUnavailable {pdb.max_unavailable}"
+        elif pdb.min_available is not None:
+            need = int_or_percent(pdb.min_available, m, round_up=True)
+            allowed, budget = (None if need is None else m - need), f"minAvailable {pdb.min_available}"
+        else:
+            allowed, budget = None, ""
+        if allowed is not None and allowed > MAX_VOLUNTARY_DISRUPTIONS:
+            report(
+                f"{pdb.obj.ref}: {budget} lets one drain evict {min(allowed, m)} of the {m} pods of {w.obj.kind}/{w.name} at once "
+                f"(a Redis or Sentinel majority, every PgBouncer); prod keeps maxUnavailable {MAX_VOLUNTARY_DISRUPTIONS}",
+                pdb.obj,
+            )
     for proxy, k8s in _envoy_proxies(stack):
         if not as_dict(k8s.get("envoyPDB")):
             report(f"{proxy.ref}: sets no envoyPDB, so a drain may evict every Envoy pod at once; add envoyPDB maxUnavailable 1", proxy)
@@ -126,11 +144,51 @@ def _prod_pdb(stack: Stack, cfg: dict, report: Report) -> None:
             report(f"{c.obj.ref}: sets enablePDB: false; prod clusters keep CNPG's PodDisruptionBudgets", c.obj)
 
 
+# Pods of one tier a voluntary disruption (a drain, a rollout) may take at once in prod.
+MAX_VOLUNTARY_DISRUPTIONS = 1
+
 prod_pdb = stack_policy(
     name="prod-pdb",
-    description="In prod every Deployment, StatefulSet and gateway data plane has a PodDisruptionBudget, and CNPG clusters keep theirs.",
+    description="In prod every Deployment, StatefulSet and gateway data plane has a PodDisruptionBudget that lets a drain take at most one of its pods at a time, and CNPG clusters keep theirs.",
     check=_prod_pdb,
     remediation="Create a PodDisruptionBudget with kube.pdb() next to the workload; leave CNPG's enablePDB at true in prod.",
+    area=AREA,
+    config=schema(environments=ENV_PROD, exemptWorkloads=EXEMPT),
+)
+
+
+def _prod_rollout(stack: Stack, cfg: dict, report: Report) -> None:
+    if not _applies(stack, cfg["environments"]):
+        return
+    for w in _ha_workloads(stack, cfg):
+        m = w.min_replicas or 0
+        if m < 2:
+            continue
+        if w.kind == "Deployment":
+            strategy = as_dict(w.obj.spec.get("strategy"))
+            if strategy.get("type") == "Recreate":
+                report(f"{w.obj.ref}: strategy Recreate stops every pod before the new ones start: each rollout is an outage; use RollingUpdate", w.obj)
+                continue
+            # Kubernetes rounds a Deployment's maxUnavailable down; the default is 25 %.
+            allowed = int_or_percent(get(strategy, "rollingUpdate", "maxUnavailable") or "25%", m, round_up=False)
+        elif w.kind == "StatefulSet":
+            strategy = as_dict(w.obj.spec.get("updateStrategy"))
+            allowed = int_or_percent(get(strategy, "rollingUpdate", "maxUnavailable") or 1, m, round_up=False)
+        else:
+            continue
+        if allowed is not None and allowed > MAX_VOLUNTARY_DISRUPTIONS:
+            report(
+                f"{w.obj.ref}: a rollout may take {min(allowed, m)} of its {m} pods down at once (rollingUpdate.maxUnavailable); "
+                f"prod rolls at most {MAX_VOLUNTARY_DISRUPTIONS} at a time (surge instead)",
+                w.obj,
+            )
+
+
+prod_rollout = stack_policy(
+    name="prod-rollout",
+    description="In prod a rollout takes at most one pod of a tier down at a time: no Recreate strategy, and rollingUpdate.maxUnavailable of at most one pod at minimum replicas.",
+    check=_prod_rollout,
+    remediation="Roll with maxUnavailable 0 or 1 and maxSurge instead (kube.workload() does); StatefulSets one pod at a time.",
     area=AREA,
     config=schema(environments=ENV_PROD, exemptWorkloads=EXEMPT),
 )
@@ -783,6 +841,7 @@ pgbouncer_transaction_mode = resource_policy(
 POLICIES = [
     prod_min_replicas,
     prod_pdb,
+    prod_rollout,
     prod_zone_spread,
     pdb_allows_drain,
     one_autoscaler,

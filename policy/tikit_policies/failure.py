@@ -397,6 +397,35 @@ def _pg_apart(c) -> bool:
     )
 
 
+# Seconds Redis needs after shutdown-timeout for the final RDB save and AOF fsync (the margin
+# tikit/conf/redis.py adds to the grace period, SHUTDOWN_SAVE_MARGIN_SECONDS).
+REDIS_SAVE_MARGIN_SECONDS = 5
+
+
+def _redis_shutdown(server, w: Workload, report: Report) -> None:
+    """A primary hands over (preStop) and then shuts down within the pod's grace period:
+    killed before that, it loses what its replicas had not yet received."""
+    pre_stop = [str(a) for a in as_list(get(server.container, "lifecycle", "preStop", "exec", "command"))]
+    if not pre_stop:
+        report(
+            f"{w.obj.ref}: Redis has no preStop handover; every rollout or drain of the primary is an unplanned "
+            "failover, and writes in flight are lost until Sentinel notices",
+            w.obj,
+        )
+    hook = as_int(pre_stop[1]) or 0 if pre_stop[:1] == ["timeout"] and len(pre_stop) > 1 else 0
+    shutdown = as_int((server.directives.get("shutdown-timeout") or [["10"]])[-1][0]) or 0
+    grace = as_int(w.pod_spec.get("terminationGracePeriodSeconds"))
+    grace = 30 if grace is None else grace
+    need = hook + shutdown + REDIS_SAVE_MARGIN_SECONDS
+    if grace < need:
+        report(
+            f"{w.obj.ref}: terminationGracePeriodSeconds {grace} does not cover the handover ({hook} s), "
+            f"shutdown-timeout ({shutdown} s) and the final save ({REDIS_SAVE_MARGIN_SECONDS} s): {need} s; the primary "
+            "is killed before its replicas have every acknowledged write",
+            w.obj,
+        )
+
+
 def _synchronous_standbys(spec: dict) -> int:
     """Standbys every commit must wait for: minSyncReplicas, or postgresql.synchronous.number
     when its dataDurability is required (the default)."""
@@ -472,6 +501,8 @@ def _stateful_ha(stack: Stack, cfg: dict, report: Report) -> None:
                 "replicas (3 Redis pods for min-replicas-to-write 1)",
                 w.obj,
             )
+        if here:
+            _redis_shutdown(server, w, report)
         if here and min_replicas < cfg["minReplicasToWrite"]:
             report(
                 f"{w.obj.ref}: redis.conf min-replicas-to-write is {min_replicas}; a primary cut off from its replicas "
@@ -501,7 +532,7 @@ def _stateful_ha(stack: Stack, cfg: dict, report: Report) -> None:
 
 stateful_ha = stack_policy(
     name="stateful-ha",
-    description="In prod every stateful tier survives losing a pod or a node: PostgreSQL instances and Redis and Sentinel pods on different nodes, Redis data on volume claims, Sentinel beside replicated Redis with an odd count of at least 3 and a majority quorum, and min-replicas-to-write against a cut-off primary.",
+    description="In prod every stateful tier survives losing a pod or a node: PostgreSQL instances and Redis and Sentinel pods on different nodes, Redis data on volume claims, Sentinel beside replicated Redis with an odd count of at least 3 and a majority quorum, min-replicas-to-write against a cut-off primary that one lost replica cannot stop, synchronous standbys that one lost standby cannot stop, and a Redis primary that hands over and shuts down within its grace period.",
     check=_stateful_ha,
     remediation="Keep the data tiers as components/postgres.py and components/redis.py build them (required node anti-affinity, volume claims, redis.sentinels >= 3 and odd, redis.sentinelQuorum a majority).",
     area=AREA,

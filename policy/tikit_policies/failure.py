@@ -435,12 +435,42 @@ def _synchronous_standbys(spec: dict) -> int:
     return max(legacy, number)
 
 
-def _sentinel_monitors(stack: Stack, w: Workload) -> list[list[str]]:
+def _sentinel_directives(stack: Stack, w: Workload, what: str) -> list[list[str]]:
+    """The `sentinel <what> ...` lines of the sentinel.conf a Sentinel workload mounts."""
     out = []
     for _, key, text in stack.config_entries(w.region, w.obj.namespace, mounted_config_maps(w.pod_spec)):
         if key.endswith("sentinel.conf"):
-            out += [args for args in redis_directives(text).get("sentinel", []) if args[:1] == ["monitor"]]
+            out += [args for args in redis_directives(text).get("sentinel", []) if args[:1] == [what]]
     return out
+
+
+def _sentinel_monitors(stack: Stack, w: Workload) -> list[list[str]]:
+    return _sentinel_directives(stack, w, "monitor")
+
+
+def _sentinel_clients(stack: Stack, s: Workload, cfg: dict, report: Report) -> None:
+    """Sentinel notices a lost primary in time, and the autoscalers ask it for the master it watches."""
+    monitored = {args[1] for args in _sentinel_monitors(stack, s) if len(args) > 1}
+    for args in _sentinel_directives(stack, s, "down-after-milliseconds"):
+        ms = as_int(args[2]) if len(args) > 2 else None
+        if ms is not None and ms > cfg["maxDownAfterMilliseconds"]:
+            report(
+                f"{s.obj.ref}: sentinel down-after-milliseconds {args[1]} {ms}: a lost primary goes unnoticed for "
+                f"{fmt(ms / 1000)} s and writes fail all that time; at most {cfg['maxDownAfterMilliseconds']} ms",
+                s.obj,
+            )
+    for w in stack.workloads:
+        for a in w.autoscalers:
+            if a.obj.region != s.region or a.obj.namespace != s.obj.namespace:
+                continue
+            for t in a.triggers:
+                master = get(t, "metadata", "sentinelMaster")
+                if t.get("type") == "redis-sentinel" and isinstance(master, str) and monitored and master not in monitored:
+                    report(
+                        f"{a.obj.ref}: trigger {t.get('name') or 'redis-sentinel'} asks Sentinel for master {master!r}, "
+                        f"which it does not monitor ({', '.join(sorted(monitored))}); the queue is never read",
+                        a.obj,
+                    )
 
 
 def _persistent_dir(server) -> bool:
@@ -517,6 +547,7 @@ def _stateful_ha(stack: Stack, cfg: dict, report: Report) -> None:
                 report(f"{s.obj.ref}: {count} sentinels; an even count survives no more failures than {count - 1} (run an odd number)", s.obj)
             if not _required_apart(as_dict(s.pod_spec.get("affinity")), labels=s.pod_labels):
                 report(f"{s.obj.ref}: nothing keeps its sentinels on different nodes; one node can take the majority", s.obj)
+            _sentinel_clients(stack, s, cfg, report)
             for args in _sentinel_monitors(stack, s):
                 quorum = as_int(args[4]) if len(args) > 4 else None
                 # At most count - 1: with a quorum of every sentinel, losing one of them (its
@@ -532,13 +563,14 @@ def _stateful_ha(stack: Stack, cfg: dict, report: Report) -> None:
 
 stateful_ha = stack_policy(
     name="stateful-ha",
-    description="In prod every stateful tier survives losing a pod or a node: PostgreSQL instances and Redis and Sentinel pods on different nodes, Redis data on volume claims, Sentinel beside replicated Redis with an odd count of at least 3 and a majority quorum, min-replicas-to-write against a cut-off primary that one lost replica cannot stop, synchronous standbys that one lost standby cannot stop, and a Redis primary that hands over and shuts down within its grace period.",
+    description="In prod every stateful tier survives losing a pod or a node: PostgreSQL instances and Redis and Sentinel pods on different nodes, Redis data on volume claims, Sentinel beside replicated Redis with an odd count of at least 3 and a majority quorum, min-replicas-to-write against a cut-off primary that one lost replica cannot stop, synchronous standbys that one lost standby cannot stop, a Redis primary that hands over and shuts down within its grace period, and Sentinel that notices a lost primary in time under the master name its clients ask for.",
     check=_stateful_ha,
     remediation="Keep the data tiers as components/postgres.py and components/redis.py build them (required node anti-affinity, volume claims, redis.sentinels >= 3 and odd, redis.sentinelQuorum a majority).",
     area=AREA,
     config=schema(
         environments=ENV_PROD,
         minReplicasToWrite=integer(1, "Fewest connected replicas a Redis primary needs to accept writes.", minimum=0),
+        maxDownAfterMilliseconds=integer(30000, "Longest time Sentinel may take to call a silent primary down, milliseconds.", minimum=1000),
     ),
 )
 

@@ -521,6 +521,15 @@ CASES = [
          ("StatefulSet/redis in lagos: terminationGracePeriodSeconds 5 does not cover the handover (30 s), shutdown-timeout (10 s)",)),
     Case("redis-shutdown-outlasts-grace", "stateful-ha", "prod", redis_conf(lambda t: t.replace("shutdown-timeout 10", "shutdown-timeout 60")),
          ("terminationGracePeriodSeconds 45 does not cover", "shutdown-timeout (60 s)")),
+    Case("sentinel-slow-to-notice", "stateful-ha", "prod",
+         lambda plan: F.edit(plan, "ConfigMap", F.config_map_with(plan, "lagos", "sentinel.conf"), "lagos", lambda o: o["data"].update(
+             {k: re.sub(r"down-after-milliseconds tikit [0-9]+", "down-after-milliseconds tikit 600000", v)
+              for k, v in o["data"].items() if k.endswith("sentinel.conf")})),
+         ("sentinel down-after-milliseconds tikit 600000: a lost primary goes unnoticed for 600 s",)),
+    Case("queue-asks-for-another-master", "stateful-ha", "prod",
+         obj("ScaledObject", names.WORKERS, lambda o: next(t for t in o["spec"]["triggers"] if t["type"] == "redis-sentinel")
+             ["metadata"].__setitem__("sentinelMaster", "mymaster")),
+         ("ScaledObject/workers in lagos: trigger", "asks Sentinel for master 'mymaster', which it does not monitor (tikit)")),
     Case("redis-without-handover", "stateful-ha", "prod",
          lambda plan: F.edit(plan, "StatefulSet", redis_statefulset(plan), "lagos",
                              lambda o: container(o).pop("lifecycle")),

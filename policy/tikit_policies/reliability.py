@@ -170,10 +170,11 @@ def _prod_rollout(stack: Stack, cfg: dict, report: Report) -> None:
                 report(f"{w.obj.ref}: strategy Recreate stops every pod before the new ones start: each rollout is an outage; use RollingUpdate", w.obj)
                 continue
             # Kubernetes rounds a Deployment's maxUnavailable down; the default is 25 %.
-            allowed = int_or_percent(get(strategy, "rollingUpdate", "maxUnavailable") or "25%", m, round_up=False)
+            value = get(strategy, "rollingUpdate", "maxUnavailable")
+            allowed = int_or_percent("25%" if value is None else value, m, round_up=False)
         elif w.kind == "StatefulSet":
-            strategy = as_dict(w.obj.spec.get("updateStrategy"))
-            allowed = int_or_percent(get(strategy, "rollingUpdate", "maxUnavailable") or 1, m, round_up=False)
+            value = get(as_dict(w.obj.spec.get("updateStrategy")), "rollingUpdate", "maxUnavailable")
+            allowed = int_or_percent(1 if value is None else value, m, round_up=False)
         else:
             continue
         if allowed is not None and allowed > MAX_VOLUNTARY_DISRUPTIONS:

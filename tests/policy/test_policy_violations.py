@@ -653,3 +653,15 @@ def test_two_clusters_sharing_a_bucket_collide(rendered):
                     "london", lambda o: o["spec"]["plugins"][0]["parameters"].__setitem__("serverName", names.pg_cluster("lagos")))
     messages = [f.message for f in F.of(F.run(broken), "backups-enabled")]
     assert any("archive to the same s3://tikit-backups-prod-shared with serverName pg-lagos" in m for m in messages), messages
+
+
+def test_surge_first_rollouts_of_a_large_tier_pass(rendered):
+    """maxUnavailable 0 (surge first) at any size: 0 is a value, not a missing one."""
+    plan, _ = baseline(rendered, "prod")
+    bigger = F.edit(plan, "ScaledObject", names.BACKEND, "lagos", set_in("spec.minReplicaCount", 8))
+    bigger = F.edit(bigger, "Deployment", names.BACKEND, "lagos", set_in("spec.strategy", {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 2}}))
+    assert not F.of(F.run(bigger), "prod-rollout")
+    unset = F.edit(bigger, "Deployment", names.BACKEND, "lagos", set_in("spec.strategy", {"type": "RollingUpdate"}))
+    assert [f.message for f in F.of(F.run(unset), "prod-rollout")] == [
+        "Deployment/api in lagos: a rollout may take 2 of its 8 pods down at once (rollingUpdate.maxUnavailable); prod rolls at most 1 at a time (surge instead)"
+    ]

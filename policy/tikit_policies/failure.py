@@ -400,6 +400,10 @@ def _pg_apart(c) -> bool:
 # Seconds Redis needs after shutdown-timeout for the final RDB save and AOF fsync (the margin
 # tikit/conf/redis.py adds to the grace period, SHUTDOWN_SAVE_MARGIN_SECONDS).
 REDIS_SAVE_MARGIN_SECONDS = 5
+# What applies when a pod or redis.conf leaves them out: Kubernetes' grace period and Redis 7's
+# shutdown-timeout.
+DEFAULT_GRACE_SECONDS = 30
+REDIS_DEFAULT_SHUTDOWN_TIMEOUT = 10
 
 
 def _redis_shutdown(server, w: Workload, report: Report) -> None:
@@ -413,9 +417,9 @@ def _redis_shutdown(server, w: Workload, report: Report) -> None:
             w.obj,
         )
     hook = as_int(pre_stop[1]) or 0 if pre_stop[:1] == ["timeout"] and len(pre_stop) > 1 else 0
-    shutdown = as_int((server.directives.get("shutdown-timeout") or [["10"]])[-1][0]) or 0
+    shutdown = as_int((server.directives.get("shutdown-timeout") or [[str(REDIS_DEFAULT_SHUTDOWN_TIMEOUT)]])[-1][0]) or 0
     grace = as_int(w.pod_spec.get("terminationGracePeriodSeconds"))
-    grace = 30 if grace is None else grace
+    grace = DEFAULT_GRACE_SECONDS if grace is None else grace
     need = hook + shutdown + REDIS_SAVE_MARGIN_SECONDS
     if grace < need:
         report(

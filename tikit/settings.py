@@ -954,6 +954,8 @@ REDIS_VOLUME_PER_MAXMEMORY = 3
 # Staging and prod keep a day of Redis snapshots at least, so a corrupt newest one is not the
 # only one.
 MIN_REDIS_RETENTION_HOURS = 24
+# Operators elect a leader: prod runs a standby of each, so losing a node never stops failover.
+MIN_PROD_OPERATOR_REPLICAS = 2
 
 
 def _storage_checks(s: Settings) -> None:
@@ -1020,10 +1022,11 @@ def _cross_checks(s: Settings, declared: list[str]) -> None:
                 f"{r.backup_retention_hours} h keeps too few snapshots to fall back past a bad one; "
                 f"{s.environment} keeps at least {MIN_REDIS_RETENTION_HOURS} h",
             )
-    if s.is_prod and s.addons.replicas < 2:
+    if s.is_prod and s.addons.replicas < MIN_PROD_OPERATOR_REPLICAS:
         raise ConfigError(
             "addons.replicas",
-            f"prod runs the operators (CloudNativePG's failover among them) with at least 2 replicas, got {s.addons.replicas}",
+            f"prod runs the operators (CloudNativePG's failover among them) with at least {MIN_PROD_OPERATOR_REPLICAS} "
+            f"replicas, got {s.addons.replicas}",
         )
     if b.peak_start.split() == b.peak_end.split():
         # KEDA's cron scaler refuses it, and the disruption budget would last all day.

@@ -166,6 +166,18 @@ def _prometheus_target(t: dict, a: Autoscaler, w: Workload, cfg: dict, say: Say,
             )
 
 
+def _environment_values(stack: Stack, w: Workload) -> set[str]:
+    """Every value a workload's containers get as environment: env values and the data of the
+    ConfigMaps they load with envFrom."""
+    values: set[str] = set()
+    maps: set[str] = set()
+    for _, c in containers(w.pod_spec, init=False):
+        values |= {str(e["value"]) for e in as_list(c.get("env")) if isinstance(e, dict) and "value" in e}
+        maps |= {n for n in (get(e, "configMapRef", "name") for e in as_list(c.get("envFrom"))) if isinstance(n, str)}
+    values |= {text for _, _, text in stack.config_entries(w.region, w.obj.namespace, maps)}
+    return values
+
+
 def _can_trigger(stack: Stack, cfg: dict, report: Report) -> None:
     if not _applies(stack, cfg["environments"]):
         return
@@ -196,8 +208,16 @@ def _can_trigger(stack: Stack, cfg: dict, report: Report) -> None:
                     length = as_float(get(t, "metadata", "listLength"))
                     if length is not None and length <= 0:
                         say(f"{where}: listLength {fmt(length)} is not positive; the HPA cannot act on it")
-                    if not get(t, "metadata", "listName"):
+                    list_name = get(t, "metadata", "listName")
+                    if not list_name:
                         say(f"{where}: names no list; it reads nothing")
+                    else:
+                        known = _environment_values(stack, w)
+                        if known and str(list_name) not in known:
+                            say(
+                                f"{where}: watches list {list_name!r}, which {w.obj.ref}'s configuration never names; "
+                                "it counts a queue the workers do not read, so it never scales them"
+                            )
 
 
 autoscaler_can_trigger = stack_policy(

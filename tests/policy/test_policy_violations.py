@@ -544,6 +544,10 @@ CASES = [
     Case("workers-without-triggers", "autoscaler-can-trigger", "prod",
          obj("ScaledObject", names.WORKERS, set_in("spec.triggers", [])),
          ("ScaledObject/workers in lagos: has no trigger",)),
+    Case("queue-trigger-on-another-list", "autoscaler-can-trigger", "prod",
+         obj("ScaledObject", names.WORKERS, lambda o: next(t for t in o["spec"]["triggers"] if t["type"] == "redis-sentinel")
+             ["metadata"].__setitem__("listName", "tikit:job")),
+         ("ScaledObject/workers in lagos trigger", "watches list 'tikit:job', which Deployment/workers in lagos's configuration never names",)),
     Case("cpu-threshold-above-request", "autoscaler-can-trigger", "prod",
          obj("ScaledObject", names.BACKEND, lambda o: next(t for t in o["spec"]["triggers"] if t["name"] == "cpu-sustained")
              ["metadata"].__setitem__("threshold", "20")),

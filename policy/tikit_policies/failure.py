@@ -192,6 +192,13 @@ def _can_trigger(stack: Stack, cfg: dict, report: Report) -> None:
                 say(f"{ref}: is paused ({', '.join(f'{k}: {v}' for k, v in sorted(paused.items()))}); {w.obj.ref} does not scale at all")
             if a.is_keda and not a.triggers:
                 say(f"{ref}: has no trigger; nothing ever asks for more pods of {w.obj.ref}")
+            fallback = as_dict(a.obj.spec.get("fallback")) if a.is_keda else {}
+            floors = a.cron_floors()
+            if fallback and floors and (as_int(fallback.get("replicas")) or 0) < max(floors):
+                say(
+                    f"{ref}: falls back to {fallback.get('replicas')} replica(s) when its metrics fail, below the "
+                    f"{max(floors)} its cron floor holds: a metrics outage at the peak takes capacity away"
+                )
             behavior = as_dict(get(a.obj.spec, "advanced", "horizontalPodAutoscalerConfig", "behavior")) if a.is_keda else as_dict(a.obj.spec.get("behavior"))
             up = as_dict(behavior.get("scaleUp"))
             policies = as_list(up.get("policies"))

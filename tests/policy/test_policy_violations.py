@@ -548,6 +548,9 @@ CASES = [
          obj("ScaledObject", names.WORKERS, lambda o: next(t for t in o["spec"]["triggers"] if t["type"] == "redis-sentinel")
              ["metadata"].__setitem__("listName", "tikit:job")),
          ("ScaledObject/workers in lagos trigger", "watches list 'tikit:job', which Deployment/workers in lagos's configuration never names",)),
+    Case("fallback-below-peak-floor", "autoscaler-can-trigger", "prod",
+         obj("ScaledObject", names.BACKEND, set_in("spec.fallback.replicas", 1)),
+         ("ScaledObject/api in lagos: falls back to 1 replica(s) when its metrics fail, below the 5 its cron floor holds",)),
     Case("cpu-threshold-above-request", "autoscaler-can-trigger", "prod",
          obj("ScaledObject", names.BACKEND, lambda o: next(t for t in o["spec"]["triggers"] if t["name"] == "cpu-sustained")
              ["metadata"].__setitem__("threshold", "20")),

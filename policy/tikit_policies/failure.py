@@ -229,7 +229,7 @@ def _can_trigger(stack: Stack, cfg: dict, report: Report) -> None:
 
 autoscaler_can_trigger = stack_policy(
     name="autoscaler-can-trigger",
-    description="In prod every autoscaler can actually scale: a range to scale in, scale-up allowed, and every trigger's query selecting its target's pods with a target the pods can exceed by the HPA's 10 % tolerance below their limits and capacity.",
+    description="In prod every autoscaler can actually scale: not paused, with triggers, a range to scale in, scale-up allowed, every trigger's query selecting its target's pods with a target the pods can exceed by the HPA's 10 % tolerance below their limits, requests and capacity, queue triggers on a list the workers read, and a metrics fallback no lower than the cron floor.",
     check=_can_trigger,
     remediation="Keep thresholds below the containers' limits and the per-pod capacity (components/autoscaling.py derives them from the tier's settings), and queries on the target's namespace, pods and container.",
     area=AREA,

@@ -19,6 +19,8 @@ _MAX_RUNS = 2000
 # A fixed, arbitrary start: the same answer on every machine and every day.
 _REFERENCE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 DAY_SECONDS = 86400
+# The highest day of week the clusters' Go cron parser (robfig/cron) accepts: Sunday is 0 only.
+DAY_OF_WEEK_MAX = 6
 HOUR_SECONDS = 3600
 
 
@@ -46,7 +48,7 @@ def _sunday_as_seven(day_of_week: str) -> bool:
     behind CronJobs, KEDA, CloudNativePG and Karpenter (robfig/cron) accepts 0-6 only."""
     for part in day_of_week.split(","):
         base = part.split("/")[0]
-        if any(int(n) > 6 for n in re.findall(r"[0-9]+", base)):
+        if any(int(n) > DAY_OF_WEEK_MAX for n in re.findall(r"[0-9]+", base)):
             return True
     return False
 

@@ -99,11 +99,7 @@ def _resource_target(t: dict, w: Workload, resource: str, say: Say, where: str) 
     if limit is None:
         return
     if kind == "Utilization":
-        request = sum(
-            quantity(get(c, "resources", "requests", resource)) or 0
-            for _, c in containers(w.pod_spec, init=False)
-            if container is None or container_name(c) == container
-        )
+        request = _request(w, container, resource)
         if request and _unreachable(value, limit / request * 100):
             say(
                 f"{where}: {resource} utilization target {fmt(value)}% is at or above what the limit allows "
@@ -424,8 +420,9 @@ def _pg_apart(c) -> bool:
     )
 
 
-# Seconds Redis needs after shutdown-timeout for the final RDB save and AOF fsync (the margin
-# tikit/conf/redis.py adds to the grace period, SHUTDOWN_SAVE_MARGIN_SECONDS).
+# Seconds Redis needs after shutdown-timeout for the final RDB save and AOF fsync: the margin
+# the program adds to the data pods' grace period (tikit/conf/redis.py,
+# SHUTDOWN_SAVE_MARGIN_SECONDS; a test keeps them equal).
 REDIS_SAVE_MARGIN_SECONDS = 5
 # What applies when a pod or redis.conf leaves them out: Kubernetes' grace period and Redis 7's
 # shutdown-timeout.

@@ -239,7 +239,8 @@ _MINUTE = ("minute", 0, 59, ())
 _HOUR = ("hour", 0, 23, ())
 _DOM = ("day of month", 1, 31, ())
 _MONTH = ("month", 1, 12, tuple(_MONTHS))
-# 0-6 only: the Go cron parser that CronJobs, KEDA, CNPG and Karpenter use refuses 7.
+# 0-6 only: the Go cron parser that CronJobs, KEDA, CNPG and Karpenter use refuses 7
+# (tikit.cron.DAY_OF_WEEK_MAX says the same; a test keeps them equal).
 _DOW = ("day of week", 0, 6, tuple(_DAYS))
 FIVE_FIELDS = (_MINUTE, _HOUR, _DOM, _MONTH, _DOW)
 SIX_FIELDS = (_SECOND, *FIVE_FIELDS)

@@ -144,6 +144,16 @@ def test_annotation_keys_match_the_program():
     assert ann.READ_ONLY_SECRET_SUFFIX == settings.READ_ONLY_SUFFIX
 
 
+def test_facts_the_pack_shares_with_the_program_are_equal():
+    """The pack cannot import the program, so a fact both use is written twice and held equal here."""
+    from tikit import cron
+    from tikit.conf import redis as redis_conf
+    from tikit_policies import failure, parse
+
+    assert parse._DOW[2] == cron.DAY_OF_WEEK_MAX
+    assert failure.REDIS_SAVE_MARGIN_SECONDS == redis_conf.SHUTDOWN_SAVE_MARGIN_SECONDS
+
+
 def test_pack_does_not_import_the_program():
     """Under the CLI the pack judges what the program renders, on its own: nothing in policy/
     imports the program or the preview, except the tables of pinned operator releases and
